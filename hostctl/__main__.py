@@ -1,0 +1,5 @@
+"""Allow ``python -m hostctl``."""
+
+from hostctl.cli import main
+
+main()

@@ -1,0 +1,185 @@
+"""Make the live directories match the plan: the effects, kept thin.
+
+Order matters, and is chosen so that nothing half-done is ever live:
+
+1. check every candidate server block with ``nginx -t`` in a scaffold (a
+   failure writes nothing);
+2. record the intent in the manifest (a crash later still knows every file);
+3. write server blocks, then run the production ``nginx -t`` if configured
+   (a failure puts the old server blocks back, and nothing else is written);
+4. write vassals and poke the Emperor, which spawns or gracefully reloads
+   exactly the vassals whose files changed;
+5. reload nginx, only if a server block changed;
+6. remove vassals of apps that left (nginx no longer routes to them), poke;
+7. write the final manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from hostctl import emperor, fsops, layout, lock, nginx, state
+from hostctl.errors import HostctlError
+from hostctl.identity import Owners
+from hostctl.manifest import Entry, Manifest
+from hostctl.model import Settings
+from hostctl import pipeline
+from hostctl.pipeline import Prepared
+from hostctl.plan import Change, Plan
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    messages: list[str] = field(default_factory=list)
+
+
+def _ensure_base_dirs(settings: Settings) -> None:
+    for path in (settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    for directory in (settings.emperor_dir, settings.nginx_dir):
+        fsops.clean_temp_files(directory)
+
+
+def ensure_customer_dirs(settings: Settings, owners: Owners, customers: set[str]) -> None:
+    """Socket and log directories: the customer's, enterable by nginx's group and nobody else."""
+    for customer in sorted(customers):
+        paths = layout.app_paths(settings, customer, "x")
+        uid, gid = owners.of(customer)
+        if owners.root:
+            run_gid = owners.nginx_gid if owners.nginx_gid != -1 else gid
+            # setgid: sockets created inside inherit nginx's group, so chmod-socket 660 lets nginx in.
+            fsops.ensure_dir(paths.run_dir, 0o2750, uid, run_gid)
+            fsops.ensure_dir(paths.log_dir, 0o750, uid, gid)
+        else:
+            fsops.ensure_dir(paths.run_dir, 0o750)
+            fsops.ensure_dir(paths.log_dir, 0o750)
+
+
+def _owner(change: Change, owners: Owners) -> tuple[int, int]:
+    """Vassals: root-owned, readable by the customer's group (its master re-reads the file on reload)."""
+    if change.kind == "vassal" and owners.identity.per_customer:
+        return -1, owners.of(change.customer)[1]
+    return -1, -1
+
+
+def _write(change: Change, owners: Owners) -> None:
+    assert change.after is not None and change.mode is not None
+    if change.mode_only:
+        os.chmod(change.path, change.mode)
+        return
+    uid, gid = _owner(change, owners)
+    fsops.write_atomic(change.path, change.after.encode("utf-8"), change.mode, uid, gid)
+
+
+def _intent(old: Manifest, plan: Plan) -> Manifest:
+    """Old and new entries together, changed ones remembering their previous hash."""
+    files = dict(old.files)
+    for path, entry in plan.manifest.files.items():
+        before = old.files.get(path)
+        previous = before.sha256 if before and before.sha256 != entry.sha256 else None
+        files[path] = Entry(entry.sha256, entry.kind, entry.customer, entry.app, previous)
+    return Manifest(files)
+
+
+def _save_manifest(settings: Settings, manifest: Manifest) -> None:
+    fsops.write_atomic(layout.manifest(settings), manifest.to_json().encode(), 0o600)
+
+
+def check_candidates(prepared: Prepared) -> None:
+    """``nginx -t`` on the server blocks as they will be after apply (ours plus anyone else's)."""
+    settings = prepared.inventory.settings
+    candidate = {os.path.basename(p): f.content for p, f in prepared.desired.items() if f.kind == "nginx"}
+    managed = set(prepared.plan.manifest.files) | set(prepared.desired)
+    try:
+        others = [e for e in os.scandir(settings.nginx_dir) if e.name.endswith(".conf") and e.path not in managed and e.is_file()]
+    except FileNotFoundError:
+        others = []
+    for entry in others:
+        with open(entry.path, encoding="utf-8", errors="replace") as fh:
+            candidate[entry.name] = fh.read()
+    result = nginx.check(settings, prepared.env, candidate)
+    if not result.ok:
+        raise HostctlError(f"nginx -t rejected the candidate server blocks; nothing was written:\n{result.output}")
+
+
+def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
+    """Apply ``prepared.plan``. The caller holds the apply lock."""
+    plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
+    result = ApplyResult(plan)
+    if plan.conflicts:
+        lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
+        raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
+    _ensure_base_dirs(settings)
+    ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
+    if plan.empty:
+        if plan.manifest != state.read_manifest(layout.manifest(settings)):
+            _save_manifest(settings, plan.manifest)  # e.g. files that vanished by hand drop out
+        return result
+    if plan.nginx_changed:
+        check_candidates(prepared)
+
+    old_manifest = state.read_manifest(layout.manifest(settings))
+    _save_manifest(settings, _intent(old_manifest, plan))
+
+    server_changes = [c for c in plan.changes if c.kind == "nginx"]
+    vassal_writes = [c for c in plan.changes if c.kind == "vassal" and c.action != "delete"]
+    vassal_removals = [c for c in plan.changes if c.kind == "vassal" and c.action == "delete"]
+
+    for change in server_changes:
+        _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
+    if server_changes:
+        live = nginx.test_live(settings)
+        if live is not None and not live.ok:
+            _restore(server_changes, owners)
+            _save_manifest(settings, old_manifest)
+            raise HostctlError(f"`{settings.nginx.test_command}` failed; the previous server blocks were put back and nothing else was written:\n{live.output}")
+
+    for change in vassal_writes:
+        _write(change, owners)
+    stats = layout.emperor_stats(settings)
+    if vassal_writes:
+        _poke(stats, settings, result)
+
+    if server_changes:
+        result.messages.append(nginx.reload(settings))
+
+    for change in vassal_removals:
+        fsops.remove(change.path)
+    if vassal_removals:
+        _poke(stats, settings, result)
+
+    for directory in (settings.emperor_dir, settings.nginx_dir):
+        fsops.fsync_dir(directory)
+    _save_manifest(settings, plan.manifest)
+    return result
+
+
+def _poke(stats: str, settings: Settings, result: ApplyResult) -> None:
+    if not emperor.poke(stats):
+        note = f"the Emperor did not answer on {stats}; it picks the changes up within {settings.emperor.freq} s of starting or polling"
+        if note not in result.messages:
+            result.messages.append(note)
+
+
+def _restore(changes: list[Change], owners: Owners) -> None:
+    for change in changes:
+        if change.before is None:
+            fsops.remove(change.path)
+        else:
+            restored = Change(change.action, change.path, change.kind, change.customer, change.app,
+                              None, change.before, change.mode or 0o644)
+            _write(restored, owners)
+
+
+def apply(root: str, lock_timeout: float, say: Say = lambda _: None) -> ApplyResult:
+    """Load, plan and apply under the apply lock (so the plan reflects the state it changes)."""
+    inv, owners = pipeline.load_checked(root)
+    with lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
+        prepared = pipeline.prepare_loaded(inv, owners)
+        return execute(prepared, say)

@@ -1,0 +1,83 @@
+"""Decide who vassals run as and who owns their directories (reads the user database).
+
+Production runs a root Emperor and gives every vassal its customer's own Unix
+user (``uid``/``gid`` in the vassal). Trying hostctl out unprivileged runs
+everything as the invoking user. ``isolation.users`` in hostctl.yaml picks
+(``auto``: per-customer when running as root).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import dataclass, field
+
+from hostctl.errors import Problem
+from hostctl.inventory import Inventory
+from hostctl.render import Identity
+
+DEFAULT_NGINX_USER = "www-data"
+
+
+@dataclass(frozen=True)
+class Owners:
+    """Numeric owners for the files and directories apply creates (-1: leave as is)."""
+
+    identity: Identity
+    root: bool
+    nginx_gid: int = -1
+    customers: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (uid, gid)
+
+    def of(self, customer: str) -> tuple[int, int]:
+        return self.customers.get(customer, (-1, -1))
+
+    def describe(self) -> str:
+        if self.identity.per_customer:
+            return "vassals run as each customer's own Unix user"
+        who = pwd.getpwuid(os.geteuid()).pw_name
+        return f"vassals run as the invoking user ({who}): isolation.users is 'invoker' or hostctl is not root"
+
+
+def nginx_group(inventory: Inventory, root: bool) -> str | None:
+    configured = inventory.settings.nginx.group
+    if configured:
+        return configured
+    if not root:
+        return None
+    try:
+        return grp.getgrgid(pwd.getpwnam(DEFAULT_NGINX_USER).pw_gid).gr_name
+    except KeyError:
+        return None
+
+
+def resolve(inventory: Inventory, euid: int | None = None) -> tuple[Owners, list[Problem]]:
+    euid = os.geteuid() if euid is None else euid
+    root = euid == 0
+    mode = inventory.settings.isolation.users
+    per_customer = mode == "per-customer" or (mode == "auto" and root)
+    problems: list[Problem] = []
+    group = nginx_group(inventory, root)
+    nginx_gid = -1
+    if group:
+        try:
+            nginx_gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            problems.append(inventory.problem("hostctl.yaml", ("nginx", "group"), f"group {group!r} does not exist"))
+    if per_customer and not root:
+        problems.append(inventory.problem("hostctl.yaml", ("isolation", "users"),
+                                          "'per-customer' needs root (vassals switch to each customer's user); run as root or use 'invoker'"))
+    customers: dict[str, tuple[int, int]] = {}
+    if per_customer:
+        for customer in inventory.customers:
+            try:
+                entry = pwd.getpwnam(customer.user)
+            except KeyError:
+                problems.append(inventory.problem(customer.file, ("user",) if "user" in inventory.sources[customer.file].data else (),
+                                                  f"Unix user {customer.user!r} does not exist (create it, e.g. `useradd --system --no-create-home {customer.user}`)"))
+                continue
+            if entry.pw_uid == 0:
+                problems.append(inventory.problem(customer.file, ("user",), f"Unix user {customer.user!r} is root; vassals never run as root"))
+            customers[customer.name] = (entry.pw_uid, entry.pw_gid)
+    identity = Identity(per_customer=per_customer, nginx_group=group)
+    return Owners(identity, root, nginx_gid, customers), problems

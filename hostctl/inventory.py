@@ -1,0 +1,321 @@
+"""Load an inventory directory into validated, fully resolved values.
+
+``load(root)`` reads ``hostctl.yaml`` and ``customers/*.yaml``, validates every
+file against the schema in ``model.py``, applies ``defaults:``, resolves
+relative paths against the inventory directory and checks what spans files
+(a domain used twice). It raises one ``InventoryError`` listing every problem,
+each with file, line and field. It reads files and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pydantic
+
+from hostctl import values
+from hostctl.errors import InventoryError, Problem
+from hostctl.model import TUNING_FIELDS, App, Customer, Limits, Settings
+from hostctl.yamlsource import Source, format_path, parse
+
+SETTINGS_FILE = "hostctl.yaml"
+CUSTOMERS_DIR = "customers"
+MAX_USER_NAME = 32
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """One app of one customer, with defaults applied and paths made absolute."""
+
+    customer: str
+    name: str
+    config: App
+    line: int | None = None  # where the app is declared in its customer file
+
+    @property
+    def id(self) -> str:
+        return f"{self.customer}_{self.name}"
+
+
+@dataclass(frozen=True)
+class CustomerSpec:
+    name: str
+    file: str  # relative to the inventory root
+    user: str  # the Unix user its vassals run as in per-customer mode
+    limits: Limits
+    apps: tuple[AppSpec, ...]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    root: Path
+    settings: Settings  # with absolute paths
+    customers: tuple[CustomerSpec, ...]
+    sources: dict[str, Source] = field(default_factory=dict, compare=False, repr=False)
+
+    def customer(self, name: str) -> CustomerSpec | None:
+        return next((c for c in self.customers if c.name == name), None)
+
+    def apps(self) -> list[AppSpec]:
+        return [app for customer in self.customers for app in customer.apps]
+
+    def problem(self, file: str, path: tuple, message: str) -> Problem:
+        """A problem located in one of the loaded files (used by checks that run after loading)."""
+        source = self.sources.get(file)
+        return source.problem(path, message) if source else Problem(file, None, format_path(path), message)
+
+
+# --- pydantic errors -> problems -------------------------------------------------
+
+_MESSAGES = {
+    "missing": "is required",
+    "int_type": "{input!r} is not a whole number",
+    "int_parsing": "{input!r} is not a whole number",
+    "float_type": "{input!r} is not a number",
+    "string_type": "{input!r} is not a string",
+    "dict_type": "must be a mapping (key: value), not {kind}",
+    "model_type": "must be a mapping (key: value), not {kind}",
+    "list_type": "must be a list, not {kind}",
+    "bool_type": "{input!r} is not true or false",
+    "literal_error": "{input!r} is not one of {expected}",
+}
+
+
+def _describe(error: dict[str, Any], model: type[pydantic.BaseModel], loc: tuple) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        guess = get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else f" (known keys: {', '.join(sorted(known))})" if known else ""
+        return f"unknown key {loc[-1]!r}{hint}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in _MESSAGES:
+        return _MESSAGES[kind].format(input=value, kind=_type_name(value), expected=error.get("ctx", {}).get("expected", ""))
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "too_short", "too_long", "string_pattern_mismatch"):
+        return f"{value!r}: {error['msg'][0].lower()}{error['msg'][1:]}"
+    return error["msg"]
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", dict: "a mapping", str: "a string", int: "a number", float: "a number",
+            bool: "true/false", type(None): "empty"}.get(type(value), type(value).__name__)
+
+
+def _known_keys(model: type[pydantic.BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model found at ``loc`` (dict keys in loc are skipped over)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
+            break
+        info = current.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            continue
+        current = _inner_model(info.annotation)
+    if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    return None
+
+
+def _validate(model: type[pydantic.BaseModel], source: Source, data: Any) -> tuple[Any, list[Problem]]:
+    try:
+        return model.model_validate(data), []
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+            problems.append(source.problem(loc, _describe(error, model, loc)))
+        return None, problems
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def _read(root: Path, rel: str, overlay: Mapping[str, bytes]) -> tuple[Source | None, list[Problem]]:
+    if rel in overlay:
+        return parse(overlay[rel], rel)
+    path = root / rel
+    real = path.resolve()
+    if not real.is_relative_to(root.resolve()):
+        return None, [Problem(rel, None, "", f"is a symbolic link pointing outside the inventory ({real})")]
+    try:
+        text = real.read_bytes()
+    except OSError as exc:
+        return None, [Problem(rel, None, "", f"cannot be read: {exc.strerror}")]
+    return parse(text, rel)
+
+
+def _absolute(root: Path, value: str) -> str:
+    return os.path.normpath(os.path.join(root, value))
+
+
+def _resolve_settings(root: Path, settings: Settings, source: Source) -> tuple[Settings, list[Problem]]:
+    problems = []
+    updates = {}
+    for key in ("emperor_dir", "nginx_dir", "run_dir", "log_dir", "state_dir"):
+        resolved = _absolute(root, getattr(settings, key))
+        try:
+            values.path(resolved)
+        except ValueError:
+            problems.append(source.problem((key,), f"resolves to {resolved!r}, which contains characters that cannot be written to nginx or uWSGI configuration"))
+        updates[key] = resolved
+    return settings.model_copy(update=updates), problems
+
+
+def _resolve_app(root: Path, app: App, defaults: Any) -> App:
+    updates: dict[str, Any] = {}
+    for key in TUNING_FIELDS:
+        default = getattr(defaults, key)
+        if key not in app.model_fields_set and default is not None:
+            updates[key] = default
+    updates["env"] = {**defaults.env, **app.env}
+    chdir = _absolute(root, app.chdir) if app.chdir else None
+    updates["chdir"] = chdir
+    if app.virtualenv:
+        updates["virtualenv"] = _absolute(root, app.virtualenv)
+    if app.wsgi.endswith(".py"):
+        updates["wsgi"] = _absolute(Path(chdir) if chdir else root, app.wsgi)
+    updates["static"] = {prefix: _absolute(root, target) for prefix, target in app.static.items()}
+    return app.model_copy(update=updates)
+
+
+def _merge_limits(own: Limits, defaults: Limits) -> Limits:
+    return Limits(**{k: getattr(own, k) if k in own.model_fields_set else getattr(defaults, k) for k in Limits.model_fields})
+
+
+def _check_resolved_paths(app: App, source: Source, base: tuple) -> list[Problem]:
+    problems = []
+    candidates = [("chdir",), ("virtualenv",), ("wsgi",)] + [("static", prefix) for prefix in app.static]
+    for key in candidates:
+        value = getattr(app, key[0]) if len(key) == 1 else app.static[key[1]]
+        if value is None or (key == ("wsgi",) and not value.startswith("/")):
+            continue
+        try:
+            values.path(value)
+        except ValueError:
+            problems.append(source.problem(base + key, f"resolves to {value!r}, which contains characters that cannot be written to nginx or uWSGI configuration"))
+    return problems
+
+
+def customer_files(root: Path, extra: Iterable[str] = ()) -> tuple[list[str], list[Problem]]:
+    """Relative paths of the customer files, plus problems with names in customers/."""
+    directory = root / CUSTOMERS_DIR
+    names = {e.name for e in os.scandir(directory)} if directory.is_dir() else set()
+    names |= {rel.split("/", 1)[1] for rel in extra}
+    files, problems = [], []
+    for entry_name in sorted(names):
+        rel = f"{CUSTOMERS_DIR}/{entry_name}"
+        if entry_name.startswith("."):
+            continue
+        stem, dot, ext = entry_name.rpartition(".")
+        if not dot or ext not in ("yaml", "yml"):
+            problems.append(Problem(rel, None, "", "is not a customer file (expected customers/NAME.yaml)"))
+            continue
+        if ext == "yml":
+            problems.append(Problem(rel, None, "", f"customer files end in .yaml (rename it to {CUSTOMERS_DIR}/{stem}.yaml)"))
+            continue
+        try:
+            values.name(stem, "customer name")
+        except ValueError as exc:
+            problems.append(Problem(rel, None, "", f"the file name: {exc}"))
+            continue
+        files.append(rel)
+    return files, problems
+
+
+def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Inventory:
+    """Load and validate the inventory at ``root``; raise ``InventoryError`` listing every problem.
+
+    ``overlay`` maps relative paths to contents that stand in for (or add to) the
+    files on disk: how a new customer is validated before it is written.
+    """
+    root = Path(os.path.abspath(root))
+    overlay = overlay or {}
+    problems: list[Problem] = []
+    if not (root / SETTINGS_FILE).is_file():
+        raise InventoryError([Problem(str(root), None, "", f"is not an inventory: {SETTINGS_FILE} is missing (create one with `hostctl init`)")])
+    sources: dict[str, Source] = {}
+
+    source, found = _read(root, SETTINGS_FILE, overlay)
+    problems += found
+    settings = None
+    if source is not None:
+        sources[SETTINGS_FILE] = source
+        data = {} if source.data is None else source.data
+        settings, found = _validate(Settings, source, data)
+        problems += found
+        if settings is not None:
+            settings, found = _resolve_settings(root, settings, source)
+            problems += found
+
+    files, found = customer_files(root, (rel for rel in overlay if rel.startswith(CUSTOMERS_DIR + "/")))
+    problems += found
+    customers = []
+    for rel in files:
+        source, found = _read(root, rel, overlay)
+        problems += found
+        if source is None:
+            continue
+        sources[rel] = source
+        if source.data is None:
+            problems.append(Problem(rel, 1, "", "is empty; a customer needs at least 'apps:'"))
+            continue
+        customer, found = _validate(Customer, source, source.data)
+        problems += found
+        if customer is None or settings is None:
+            continue
+        name = rel[len(CUSTOMERS_DIR) + 1 : -len(".yaml")]
+        user = customer.user or settings.isolation.user_prefix + name
+        if len(user) > MAX_USER_NAME:
+            problems.append(source.problem((), f"the derived Unix user {user!r} is longer than {MAX_USER_NAME} characters; set 'user:'"))
+        apps = []
+        for app_name, app in customer.apps.items():
+            resolved = _resolve_app(root, app, settings.defaults)
+            problems += _check_resolved_paths(resolved, source, ("apps", app_name))
+            apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
+        limits = _merge_limits(customer.limits, settings.defaults.limits)
+        customers.append(CustomerSpec(name, rel, user, limits, tuple(apps)))
+
+    problems += _cross_checks(customers, sources)
+    if problems:
+        raise InventoryError(problems)
+    assert settings is not None
+    return Inventory(root, settings, tuple(customers), sources)
+
+
+def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> list[Problem]:
+    problems = []
+    seen: dict[str, tuple[str, str, int | None]] = {}
+    for customer in customers:
+        source = sources[customer.file]
+        for app in customer.apps:
+            for index, domain in enumerate(app.config.domains):
+                path = ("apps", app.name, "domains", index)
+                if domain in seen:
+                    other_customer, other_file, other_line = seen[domain]
+                    where = f"{other_file}:{other_line}" if other_line else other_file
+                    owner = "this customer" if other_customer == customer.name else f"customer {other_customer!r}"
+                    problems.append(source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
+                else:
+                    seen[domain] = (customer.name, customer.file, source.line_of(path))
+    users: dict[str, str] = {}
+    for customer in customers:
+        if customer.user in users:
+            problems.append(sources[customer.file].problem(("user",), f"Unix user {customer.user!r} is already used by customer {users[customer.user]!r}"))
+        users.setdefault(customer.user, customer.name)
+    return problems

@@ -1,0 +1,129 @@
+"""The inventory's schema: settings (hostctl.yaml) and customers (customers/NAME.yaml).
+
+Pydantic models with ``extra='forbid'`` so typos are errors, ``strict`` so YAML
+types are taken as written, and the checks in ``values.py`` on every string that
+reaches a rendered file. The models are frozen: loading builds them once and
+everything downstream treats them as plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from hostctl import values
+
+Name = Annotated[str, AfterValidator(values.name)]
+Domain = Annotated[str, AfterValidator(values.domain)]
+EnvKey = Annotated[str, AfterValidator(values.env_key)]
+PathStr = Annotated[str, AfterValidator(values.path)]
+SettingsPath = Annotated[str, AfterValidator(values.settings_path)]
+UrlPrefix = Annotated[str, AfterValidator(values.url_prefix)]
+WsgiSpec = Annotated[str, AfterValidator(values.wsgi)]
+Listen = Annotated[str, AfterValidator(values.listen)]
+Size = Annotated[int, BeforeValidator(values.size)]
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        kind = "true/false" if isinstance(value, bool) else type(value).__name__
+        raise ValueError(f"{value!r} is a {kind}, not a string; quote it in YAML (e.g. \"{value}\")")
+    return values.env_value(str(value))
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Limits(Strict):
+    """One resource budget per customer, shared by all of its apps."""
+
+    memory: Size | None = None
+    cpu: float | None = Field(default=None, gt=0, le=1024)
+    pids: int | None = Field(default=None, ge=8, le=1_000_000)
+
+
+class AppTuning(Strict):
+    """Per-app settings that hostctl.yaml's ``defaults:`` may also set."""
+
+    processes: int = Field(default=2, ge=1, le=256)
+    threads: int = Field(default=1, ge=1, le=256)
+    harakiri: int = Field(default=60, ge=0, le=86400)  # seconds; 0 turns it off
+    max_requests: int = Field(default=5000, ge=0, le=10_000_000)  # 0 turns it off
+    reload_on_rss: Size | None = None  # recycle a worker that grows past this
+    limit_post: Size = 100 << 20  # also nginx's client_max_body_size
+    listen: int = Field(default=128, ge=16, le=65535)  # socket backlog
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
+
+
+class App(AppTuning):
+    domains: list[Domain] = Field(min_length=1)
+    wsgi: WsgiSpec
+    chdir: PathStr | None = None
+    virtualenv: PathStr | None = None
+    static: dict[UrlPrefix, PathStr] = Field(default_factory=dict)
+
+
+class Customer(Strict):
+    user: Name | None = None  # Unix user the vassals run as; derived from the name if absent
+    limits: Limits = Field(default_factory=Limits)
+    apps: dict[Name, App] = Field(min_length=1)
+
+
+class Defaults(Strict):
+    """``defaults:`` in hostctl.yaml: app settings and limits every customer inherits."""
+
+    processes: int | None = Field(default=None, ge=1, le=256)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    harakiri: int | None = Field(default=None, ge=0, le=86400)
+    max_requests: int | None = Field(default=None, ge=0, le=10_000_000)
+    reload_on_rss: Size | None = None
+    limit_post: Size | None = None
+    listen: int | None = Field(default=None, ge=16, le=65535)
+    env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+
+
+class NginxSettings(Strict):
+    listen: Listen = "127.0.0.1:8080"
+    binary: SettingsPath = "nginx"
+    uwsgi_params: SettingsPath = "/etc/nginx/uwsgi_params"
+    # Group of the nginx worker processes: sockets are made reachable to it alone.
+    group: Name | None = None
+    # Production: how to check and reload the system nginx. Unset: hostctl checks
+    # candidates in its own scaffold and reloads the nginx of `hostctl serve`.
+    test_command: str | None = None
+    reload_command: str | None = None
+
+
+class EmperorSettings(Strict):
+    binary: SettingsPath = "uwsgi"
+    freq: int = Field(default=1, ge=1, le=60)  # seconds between directory scans
+    plugin: Name = "python3"
+    # The interpreter the uWSGI Python plugin embeds; customer virtualenvs must come from it.
+    python: SettingsPath = "/usr/bin/python3"
+
+
+class IsolationSettings(Strict):
+    # auto: a Unix user per customer when hostctl runs as root, else the invoking user.
+    users: Literal["auto", "per-customer", "invoker"] = "auto"
+    user_prefix: str = Field(default="hc-", pattern=r"^[a-z][a-z0-9-]{0,8}$")
+
+
+class Settings(Strict):
+    emperor_dir: SettingsPath = "vassals"
+    nginx_dir: SettingsPath = "nginx"
+    run_dir: SettingsPath = "run"
+    log_dir: SettingsPath = "log"
+    state_dir: SettingsPath = "state"
+    nginx: NginxSettings = Field(default_factory=NginxSettings)
+    emperor: EmperorSettings = Field(default_factory=EmperorSettings)
+    isolation: IsolationSettings = Field(default_factory=IsolationSettings)
+    defaults: Defaults = Field(default_factory=Defaults)
+
+
+TUNING_FIELDS = tuple(name for name in AppTuning.model_fields if name != "env")

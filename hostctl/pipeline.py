@@ -1,0 +1,51 @@
+"""The shared front half of validate, plan and apply: load, check, render, compare.
+
+``prepare(root)`` returns everything a command needs to show or execute a plan.
+It reads (the inventory, the user database, the live files) but never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from hostctl import checks, identity, inventory as inventory_mod, layout, state, templates
+from hostctl.errors import InventoryError
+from hostctl.identity import Owners
+from hostctl.inventory import Inventory
+from hostctl.plan import Plan, make_plan
+from hostctl.render import RenderedFile, render
+
+
+@dataclass(frozen=True)
+class Prepared:
+    inventory: Inventory
+    owners: Owners
+    env: jinja2.Environment
+    desired: dict[str, RenderedFile]
+    plan: Plan
+
+
+def load_checked(root: Path | str, host_checks: bool = True) -> tuple[Inventory, Owners]:
+    """Load the inventory and run every check; raise one ``InventoryError`` with all problems."""
+    inv = inventory_mod.load(root)
+    owners, problems = identity.resolve(inv)
+    if host_checks:
+        problems += checks.check_host(inv)
+    if problems:
+        raise InventoryError(problems)
+    return inv, owners
+
+
+def prepare(root: Path | str, host_checks: bool = True) -> Prepared:
+    inv, owners = load_checked(root, host_checks)
+    return prepare_loaded(inv, owners)
+
+
+def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
+    env = templates.environment(inv.root)
+    desired = render(inv, owners.identity, env)
+    actual = state.read(layout.manifest(inv.settings), desired)
+    return Prepared(inv, owners, env, desired, make_plan(desired, actual))

@@ -1,0 +1,60 @@
+"""Render the inventory into file contents: pure, no I/O beyond loading templates.
+
+``render(inventory, identity, env)`` returns ``{path: RenderedFile}`` for every
+vassal ini and nginx server block the inventory asks for. Nothing here looks at
+the disk's current state; ``plan.py`` compares, ``apply.py`` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import jinja2
+
+from hostctl import layout, templates
+from hostctl.escape import INI_PLACEHOLDERS
+from hostctl.inventory import Inventory
+
+Kind = Literal["vassal", "nginx"]
+VASSAL_TEMPLATE = "vassal.ini.j2"
+SERVER_TEMPLATE = "server.conf.j2"
+LOG_MAXSIZE = 10 << 20
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the vassals run as, decided at the edge (see ``identity.py``)."""
+
+    per_customer: bool  # True: each vassal drops to its customer's Unix user
+    nginx_group: str | None = None  # group of nginx's workers, for socket access
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    content: str
+    kind: Kind
+    customer: str
+    app: str
+    mode: int  # vassals hold env values (secrets): not world-readable
+
+
+def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) -> dict[str, RenderedFile]:
+    vassal_t = templates.get(env, VASSAL_TEMPLATE)
+    server_t = templates.get(env, SERVER_TEMPLATE)
+    settings = inventory.settings
+    out: dict[str, RenderedFile] = {}
+    for customer in inventory.customers:
+        user = customer.user if identity.per_customer else None
+        for app in customer.apps:
+            cfg = app.config
+            paths = layout.app_paths(settings, customer.name, app.name)
+            context = dict(
+                settings=settings, customer=customer, app=app, cfg=cfg, paths=paths,
+                user=user, group=user, placeholders=INI_PLACEHOLDERS, log_maxsize=LOG_MAXSIZE,
+                wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
+            )
+            out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
+            out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
+    return out

@@ -1,0 +1,80 @@
+"""`hostctl init`: a new inventory with working defaults, and the system files around it.
+
+Besides ``hostctl.yaml`` and an empty ``customers/``, it renders into
+``system/`` what production needs: the Emperor's ini, its systemd unit and the
+nginx snippet that includes hostctl's server blocks (the README says where
+each one goes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hostctl import inventory, layout, templates
+from hostctl.errors import HostctlError
+
+LOCAL_SETTINGS = """\
+# hostctl settings. Relative paths are relative to this directory.
+emperor_dir: vassals        # the uWSGI Emperor watches this directory
+nginx_dir: nginx            # one server block per app
+run_dir: run                # sockets, stats sockets, pid files
+log_dir: log                # per-customer uWSGI and nginx logs
+state_dir: state            # hostctl's manifest of the files it wrote
+nginx:
+  listen: "127.0.0.1:8080"
+isolation:
+  users: auto               # per-customer Unix users when run as root, else the invoking user
+defaults:
+  processes: 2
+  limits: {memory: 256M, cpu: 1, pids: 128}
+"""
+
+PRODUCTION_SETTINGS = """\
+# hostctl settings for a production server (root Emperor under systemd).
+emperor_dir: /etc/hostctl/vassals
+nginx_dir: /etc/hostctl/nginx
+run_dir: /run/hostctl
+log_dir: /var/log/hostctl
+state_dir: /var/lib/hostctl
+nginx:
+  listen: "80"
+  group: www-data           # nginx's worker group: the only one that may connect to sockets
+  test_command: "nginx -t -q"
+  reload_command: "systemctl reload nginx"
+isolation:
+  users: per-customer       # each customer's vassals run as its own Unix user
+defaults:
+  processes: 2
+  limits: {memory: 512M, cpu: 1, pids: 256}
+"""
+
+SYSTEM_FILES = {
+    "emperor.ini": "emperor.ini.j2",
+    "hostctl-emperor.service": "hostctl-emperor.service.j2",
+    "nginx-hostctl.conf": "nginx-include.conf.j2",
+}
+
+
+def render_system_files(root: Path) -> dict[str, str]:
+    """The production system files for the inventory at ``root``: {file name: content}."""
+    inv = inventory.load(root)
+    env = templates.environment(inv.root)
+    context = dict(settings=inv.settings, emperor_stats=layout.emperor_stats(inv.settings),
+                   pidfile=None, logto=None, emperor_ini="/etc/hostctl/emperor.ini")
+    return {name: templates.render(templates.get(env, template), **context) for name, template in SYSTEM_FILES.items()}
+
+
+def init(root: Path, production: bool) -> list[Path]:
+    settings = root / inventory.SETTINGS_FILE
+    if settings.exists():
+        raise HostctlError(f"{settings} already exists; not overwriting an inventory")
+    (root / inventory.CUSTOMERS_DIR).mkdir(parents=True, exist_ok=True)
+    settings.write_text(PRODUCTION_SETTINGS if production else LOCAL_SETTINGS, encoding="utf-8")
+    (root / inventory.CUSTOMERS_DIR / ".gitkeep").touch()
+    created = [settings, root / inventory.CUSTOMERS_DIR]
+    system = root / "system"
+    system.mkdir(exist_ok=True)
+    for name, content in render_system_files(root).items():
+        (system / name).write_text(content, encoding="utf-8")
+        created.append(system / name)
+    return created

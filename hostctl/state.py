@@ -1,0 +1,56 @@
+"""Read what is live on disk: the manifest and the files hostctl may touch.
+
+The only module that reads the live directories for planning. It returns plain
+records (``Actual``) that ``plan.py`` compares with the rendered files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from hostctl.errors import HostctlError
+from hostctl.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class LiveFile:
+    content: bytes | None  # None: absent
+    mode: int | None = None
+    not_a_file: bool = False  # something else (a directory, a socket) sits at the path
+
+
+@dataclass(frozen=True)
+class Actual:
+    manifest: Manifest
+    files: dict[str, LiveFile] = field(default_factory=dict)
+
+
+def read_file(path: str) -> LiveFile:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return LiveFile(None)
+    if not stat.S_ISREG(st.st_mode):
+        return LiveFile(None, None, not_a_file=True)
+    with open(path, "rb") as fh:
+        return LiveFile(fh.read(), stat.S_IMODE(st.st_mode))
+
+
+def read_manifest(path: str) -> Manifest:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return Manifest.from_json(fh.read())
+    except FileNotFoundError:
+        return Manifest()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HostctlError(f"{path}: the manifest is damaged ({exc}); move it aside to let hostctl rebuild it") from exc
+
+
+def read(manifest_path: str, paths: Iterable[str]) -> Actual:
+    """The manifest plus the current content of ``paths`` and of every file it lists."""
+    manifest = read_manifest(manifest_path)
+    wanted = set(paths) | set(manifest.files)
+    return Actual(manifest, {path: read_file(path) for path in sorted(wanted)})

@@ -1,0 +1,112 @@
+"""Checks for every value that can reach a rendered file.
+
+Each check either returns the normalised value or raises ``ValueError`` with a
+sentence that quotes the bad value. They are the injection boundary: a value
+that passes cannot add a line to a uWSGI ini or a directive to nginx (the
+renderer's escaping in ``escape.py`` is the second, independent line).
+"""
+
+from __future__ import annotations
+
+import re
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_LABEL = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+DOMAIN_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Paths land in nginx (alias, logs) and uWSGI (chdir, socket, ...): no spaces,
+# quotes, ';', '{', '}', '$', '%', '#', '(' or control characters.
+PATH_RE = re.compile(r"^[A-Za-z0-9._/+@-]+$")
+URL_PREFIX_RE = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?::[A-Za-z_][A-Za-z0-9_]*)?$")
+SIZE_RE = re.compile(r"^([0-9]+)([KMGT]?)$")
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+ENV_VALUE_MAX = 4096
+
+
+def name(value: str, what: str = "name") -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what} (lowercase letters, digits and '-', starting with a letter, at most 31 characters)"
+        )
+    return value
+
+
+def domain(value: str) -> str:
+    if len(value) > 253 or not DOMAIN_RE.match(value):
+        hint = " (use lowercase)" if value.lower() != value and DOMAIN_RE.match(value.lower()) else ""
+        raise ValueError(f"{value!r} is not a valid domain name{hint}")
+    return value
+
+
+def env_key(value: str) -> str:
+    if not ENV_KEY_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+    return value
+
+
+def env_value(value: str) -> str:
+    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{value!r} contains a control character (newline, carriage return, ...), which cannot be written to a uWSGI ini")
+    if "%(" in value:
+        raise ValueError(f"{value!r} contains '%(', which uWSGI always expands as a placeholder")
+    if value != value.rstrip():
+        raise ValueError(f"{value!r} ends in white space, which uWSGI strips")
+    if len(value) > ENV_VALUE_MAX:
+        raise ValueError(f"is {len(value)} characters long; at most {ENV_VALUE_MAX} are allowed")
+    return value
+
+
+def settings_path(value: str) -> str:
+    """A path in hostctl.yaml: the operator's own; '..' is fine, it is resolved before use."""
+    if not PATH_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an allowed path (letters, digits and . _ / + @ - only; no spaces, quotes or shell/nginx syntax)"
+        )
+    return value
+
+
+def path(value: str) -> str:
+    if not PATH_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not an allowed path (letters, digits and . _ / + @ - only; no spaces, quotes or shell/nginx syntax)"
+        )
+    if any(part == ".." for part in value.split("/")):
+        raise ValueError(f"{value!r} may not contain '..'")
+    return value
+
+
+def url_prefix(value: str) -> str:
+    if not URL_PREFIX_RE.match(value) or any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r} is not a valid URL prefix (like '/static/': starts and ends with '/', letters, digits, . _ ~ -)")
+    return value
+
+
+def wsgi(value: str) -> str:
+    if value.endswith(".py"):
+        return path(value)
+    if not MODULE_RE.match(value):
+        raise ValueError(f"{value!r} is not a WSGI entry point (use 'package.module:callable' or a path to a .py file)")
+    return value
+
+
+def size(value: str | int) -> int:
+    """``'256M'`` -> bytes. Plain integers are bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size (use a number with K, M, G or T, e.g. 256M)")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"{value!r} is not a positive size")
+        return value
+    match = SIZE_RE.match(value.strip()) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a valid size (use a number with K, M, G or T, e.g. 256M)")
+    return int(match.group(1)) * SIZE_UNITS[match.group(2)]
+
+
+def listen(value: str) -> str:
+    """An nginx listen address: ``port``, ``host:port`` or ``[v6]:port``."""
+    match = re.match(r"^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})$", value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"{value!r} is not a listen address (use 'PORT' or 'HOST:PORT', e.g. '127.0.0.1:8080')")
+    return value
