@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pydantic
 
@@ -298,21 +298,35 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
     return Inventory(root, settings, tuple(customers), sources)
 
 
+def _raw_domains(source: Source) -> Iterator[tuple[str, int, str]]:
+    """(app, index, domain) from a customer file's raw data, valid or not, for cross-file checks."""
+    apps = source.data.get("apps") if isinstance(source.data, dict) else None
+    if not isinstance(apps, dict):
+        return
+    for app_name, app in apps.items():
+        domains = app.get("domains") if isinstance(app, dict) else None
+        if isinstance(domains, list):
+            for index, domain in enumerate(domains):
+                if isinstance(domain, str):
+                    yield app_name, index, domain
+
+
 def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> list[Problem]:
     problems = []
     seen: dict[str, tuple[str, str, int | None]] = {}
-    for customer in customers:
-        source = sources[customer.file]
-        for app in customer.apps:
-            for index, domain in enumerate(app.config.domains):
-                path = ("apps", app.name, "domains", index)
-                if domain in seen:
-                    other_customer, other_file, other_line = seen[domain]
-                    where = f"{other_file}:{other_line}" if other_line else other_file
-                    owner = "this customer" if other_customer == customer.name else f"customer {other_customer!r}"
-                    problems.append(source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
-                else:
-                    seen[domain] = (customer.name, customer.file, source.line_of(path))
+    for rel, source in sorted(sources.items()):
+        if not rel.startswith(CUSTOMERS_DIR + "/"):
+            continue
+        name = rel[len(CUSTOMERS_DIR) + 1 : -len(".yaml")]
+        for app_name, index, domain in _raw_domains(source):
+            path = ("apps", app_name, "domains", index)
+            if domain in seen:
+                other_customer, other_file, other_line = seen[domain]
+                where = f"{other_file}:{other_line}" if other_line else other_file
+                owner = "this customer" if other_customer == name else f"customer {other_customer!r}"
+                problems.append(source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
+            else:
+                seen[domain] = (name, rel, source.line_of(path))
     users: dict[str, str] = {}
     for customer in customers:
         if customer.user in users:

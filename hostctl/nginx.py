@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -98,5 +99,22 @@ def reload(settings: Settings) -> str:
     pid = serve_pid(settings)
     if pid is None:
         return "nginx is not running (start it with `hostctl serve`); the new server blocks apply when it starts"
+    before = _workers(pid)
     os.kill(pid, signal.SIGHUP)
-    return f"nginx reloaded (pid {pid})"
+    # SIGHUP returns at once; wait until the master has started workers with the new config.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _workers(pid)
+        if now - before:
+            return f"nginx reloaded (pid {pid})"
+        time.sleep(0.005)
+    raise HostctlError(f"nginx (pid {pid}) did not start new workers within 10 s of the reload; see its error log")
+
+
+def _workers(master: int) -> set[int]:
+    import psutil
+
+    try:
+        return {child.pid for child in psutil.Process(master).children()}
+    except psutil.NoSuchProcess:
+        return set()

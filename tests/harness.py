@@ -1,0 +1,219 @@
+"""Test harness: build inventories on disk and run a real Emperor and nginx.
+
+``Sandbox`` is a temporary inventory (mode 0755 all the way down, so nginx's
+workers can reach the sockets when the tests run as root). ``Server`` runs
+`hostctl serve` for it as a subprocess, talks HTTP to nginx with Host headers,
+and on stop verifies that every process it started is gone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import yaml
+
+APPS = Path(__file__).parent / "apps"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Sandbox:
+    """A throw-away inventory directory with the echo app available."""
+
+    def __init__(self, settings: dict[str, Any] | None = None, base: str = "/tmp"):
+        self.root = Path(tempfile.mkdtemp(prefix="hostctl-test-", dir=base))
+        os.chmod(self.root, 0o755)
+        self.inventory = self.root / "inventory"
+        (self.inventory / "customers").mkdir(parents=True)
+        self.apps = self.root / "apps"
+        self.apps.mkdir()
+        shutil.copy(APPS / "echo.py", self.apps / "echo.py")
+        self.port = free_port()
+        base_settings: dict[str, Any] = {
+            "emperor_dir": "../vassals", "nginx_dir": "../nginx", "run_dir": "../run",
+            "log_dir": "../log", "state_dir": "../state",
+            "nginx": {"listen": f"127.0.0.1:{self.port}"},
+            "isolation": {"users": "invoker"},
+            "defaults": {"processes": 1},
+        }
+        for key, value in (settings or {}).items():
+            if isinstance(value, dict) and isinstance(base_settings.get(key), dict):
+                base_settings[key] = {**base_settings[key], **value}
+            else:
+                base_settings[key] = value
+        self.write_settings(base_settings)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_settings(self, data: dict[str, Any]) -> None:
+        (self.inventory / "hostctl.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def write_customer(self, name: str, data: dict[str, Any] | str) -> Path:
+        path = self.inventory / "customers" / f"{name}.yaml"
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def echo_app(self, domains: list[str], **extra: Any) -> dict[str, Any]:
+        app = {"domains": domains, "wsgi": str(self.apps / "echo.py")}
+        app.update(extra)
+        return app
+
+    def hostctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "hostctl", "-i", str(self.inventory), *args],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"hostctl {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    def snapshot(self) -> dict[str, tuple[bytes, float]]:
+        """Content and mtime of every file under the sandbox, except logs and runtime files."""
+        out = {}
+        for dirpath, _dirs, files in os.walk(self.root):
+            if any(part in ("log", "run") for part in Path(dirpath).relative_to(self.root).parts[:1]):
+                continue
+            for name in files:
+                if name == "apply.lock":  # holds the pid of the last apply; not configuration
+                    continue
+                path = os.path.join(dirpath, name)
+                out[path] = (Path(path).read_bytes(), os.stat(path).st_mtime)
+        return out
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Server:
+    """`hostctl serve` for a sandbox: a real uWSGI Emperor and a real nginx."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.log = open(sandbox.path("serve.log"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(sandbox.inventory), "serve"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pids: set[int] = set()
+        try:
+            wait_for(self._ready, timeout=30, what="hostctl serve to be ready")
+        except AssertionError:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"hostctl serve exited {self.proc.returncode}:\n{self.output()}")
+        return "serving" in self.output()
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def request(self, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.sandbox.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def get_json(self, host: str, path: str = "/") -> dict[str, Any]:
+        status, body = self.request(host, path)
+        assert status == 200, f"{host}{path}: HTTP {status}: {body[:300]!r}"
+        return json.loads(body)
+
+    def wait_json(self, host: str, predicate: Callable[[dict[str, Any]], bool] = lambda _: True,
+                  timeout: float = 15.0) -> dict[str, Any]:
+        def attempt() -> dict[str, Any] | None:
+            status, body = self.request(host)
+            if status != 200:
+                return None
+            data = json.loads(body)
+            return data if predicate(data) else None
+
+        return wait_for(attempt, timeout=timeout, what=f"{host} to answer as expected")
+
+    def wait_status(self, host: str, status: int, timeout: float = 15.0) -> None:
+        wait_for(lambda: self.request(host)[0] == status, timeout=timeout, what=f"{host} to answer {status}")
+
+    def nginx_workers(self) -> set[int]:
+        """Pids of nginx's worker processes (a reload replaces them)."""
+        pidfile = self.sandbox.path("run") / "serve" / "nginx.pid"
+        master = psutil.Process(int(pidfile.read_text().strip()))
+        return {child.pid for child in master.children()}
+
+    def tree(self) -> set[int]:
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return {parent.pid} | {p.pid for p in parent.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def stop(self) -> None:
+        """Stop serve with SIGINT and check that nothing it started is left running."""
+        started = self.tree() | self.pids
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError("hostctl serve did not stop within 30 s of SIGINT")
+        self.log.close()
+        survivors = [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        survivors += leftover_processes(self.sandbox.root)
+        for pid in survivors:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        assert not survivors, f"processes left running after serve stopped: {survivors}"
+
+
+def leftover_processes(root: Path) -> list[int]:
+    """Processes whose command line or working directory is inside ``root``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            cwd = proc.info["cwd"] or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if proc.info["pid"] == os.getpid():
+            continue
+        if str(root) in cmd or cwd.startswith(str(root)):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.info["pid"])
+    return found
