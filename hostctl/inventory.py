@@ -97,8 +97,17 @@ def _describe(error: dict[str, Any], model: type[pydantic.BaseModel], loc: tuple
         return str(error["ctx"]["error"])
     if kind in _MESSAGES:
         return _MESSAGES[kind].format(input=value, kind=_type_name(value), expected=error.get("ctx", {}).get("expected", ""))
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "too_short", "too_long", "string_pattern_mismatch"):
-        return f"{value!r}: {error['msg'][0].lower()}{error['msg'][1:]}"
+    ctx = error.get("ctx", {})
+    if kind == "greater_than_equal":
+        return f"{value!r} is too small (at least {ctx['ge']})"
+    if kind == "greater_than":
+        return f"{value!r} is too small (more than {ctx['gt']})"
+    if kind == "less_than_equal":
+        return f"{value!r} is too large (at most {ctx['le']})"
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} entr{'y' if ctx['min_length'] == 1 else 'ies'}"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} does not match {ctx['pattern']!r}"
     return error["msg"]
 
 
@@ -138,7 +147,8 @@ def _validate(model: type[pydantic.BaseModel], source: Source, data: Any) -> tup
     except pydantic.ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
-            loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+            loc = tuple(part for part in error["loc"]
+                        if not (isinstance(part, str) and (part.startswith("function-") or part == "[key]")))
             problems.append(source.problem(loc, _describe(error, model, loc)))
         return None, problems
 

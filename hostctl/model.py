@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from hostctl import values
 
 Name = Annotated[str, AfterValidator(values.name)]
+AppName = Annotated[str, AfterValidator(lambda v: values.name(v, "app name"))]
+UserName = Annotated[str, AfterValidator(lambda v: values.name(v, "user name"))]
 Domain = Annotated[str, AfterValidator(values.domain)]
 EnvKey = Annotated[str, AfterValidator(values.env_key)]
 PathStr = Annotated[str, AfterValidator(values.path)]
@@ -69,9 +71,9 @@ class App(AppTuning):
 
 
 class Customer(Strict):
-    user: Name | None = None  # Unix user the vassals run as; derived from the name if absent
+    user: UserName | None = None  # Unix user the vassals run as; derived from the name if absent
     limits: Limits = Field(default_factory=Limits)
-    apps: dict[Name, App] = Field(min_length=1)
+    apps: dict[AppName, App] = Field(min_length=1)
 
 
 class Defaults(Strict):

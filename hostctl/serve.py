@@ -44,10 +44,27 @@ def write_configs(inv: Inventory, owners: Owners, env: jinja2.Environment) -> tu
     user = group = None
     if owners.root:
         user, group = DEFAULT_NGINX_USER, owners.identity.nginx_group or DEFAULT_NGINX_USER
+        blocked = blocked_ancestor(os.path.join(settings.run_dir, "x"), owners.nginx_gid)
+        if blocked:
+            raise HostctlError(f"nginx's workers ({user}) cannot reach the sockets in {settings.run_dir}: "
+                               f"{blocked} is not searchable by them (chmod o+x it, or move run_dir)")
     conf = os.path.join(sdir, "nginx.conf")
     with open(conf, "w", encoding="utf-8") as fh:
         fh.write(nginx.scaffold(settings, env, sdir, os.path.join(settings.nginx_dir, "*.conf"), user=user, group=group))
     return emperor_ini, conf
+
+
+def blocked_ancestor(path: str, gid: int) -> str | None:
+    """The first directory above ``path`` that a user in group ``gid`` (and not its owner) cannot enter."""
+    current = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(current)
+        if not (st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010)):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
 
 
 def _stop(proc: subprocess.Popen, sig: int) -> None:
