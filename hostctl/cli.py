@@ -137,6 +137,78 @@ def serve(ctx: click.Context) -> None:
     ctx.exit(serve_mod.run(inv, owners, _say))
 
 
+@cli.command()
+@click.argument("customers", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (keys in the README) instead of a table.")
+@click.option("--watch", is_flag=True, help="Refresh in place until q is pressed (m/c/n change the sort).")
+@click.option("--sort", type=click.Choice(["name", "memory", "cpu"]), default="name", show_default=True,
+              help="Order of the rows; memory and cpu put the heaviest first.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between --watch refreshes.")
+@click.option("--cpu-interval", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              help="Seconds over which CPU% is measured (0: no CPU%).")
+@click.pass_context
+def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch: bool, sort: str,
+           interval: float, cpu_interval: float) -> None:
+    """Show every app's state, load and memory; exit 1 if any app is down or crash-looping."""
+    from hostctl import inventory as inventory_mod, status as status_mod, status_collect, status_format
+
+    inv = inventory_mod.load(_inventory_root(ctx))
+    apps = status_mod.select_apps(inv, customers)
+    if watch:
+        from hostctl import status_watch
+
+        if as_json or not sys.stdout.isatty():
+            raise click.UsageError("--watch needs a terminal (and no --json)")
+        last: list[status_collect.Observed] = []
+
+        def refresh() -> tuple[list[status_mod.Row], str | None]:
+            observed = status_collect.observe(inv, apps, cpu_interval, last[-1] if last else None)
+            last[:] = [observed]
+            return status_mod.rows(apps, observed), observed.emperor_error
+
+        status_watch.run(refresh, sort, interval)
+        return
+    observed = status_collect.observe(inv, apps, cpu_interval)
+    rows = status_mod.sort_rows(status_mod.rows(apps, observed), sort)
+    healthy = status_mod.healthy(rows)
+    if as_json:
+        click.echo(status_format.to_json(rows, observed.emperor_error, healthy), nl=False)
+    else:
+        click.echo(status_format.table(rows, observed.emperor_error), nl=False)
+    if not healthy:
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("customer")
+@click.option("--app", help="Only this app (default: all of the customer's apps).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they are written (Ctrl-C stops).")
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True, help="How many of the last lines to show.")
+@click.option("--nginx", is_flag=True, help="nginx's access and error logs instead of uWSGI's.")
+@click.pass_context
+def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines: int, nginx: bool) -> None:
+    """Show CUSTOMER's uWSGI log (or nginx's logs), like tail [-f]."""
+    from hostctl import inventory as inventory_mod, logs as logs_mod
+
+    def emit(text: str) -> None:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    inv = inventory_mod.load(_inventory_root(ctx))
+    files = logs_mod.log_files(inv, customer, app, nginx)
+    followers, missing = logs_mod.show(files, lines, emit)
+    for note in missing:
+        _say(note)
+    if not follow:
+        for follower in followers:
+            follower.close()
+        if len(missing) == len(files):
+            ctx.exit(1)
+        return
+    logs_mod.follow(files, followers, emit)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 1 (not click's 2), so 2 means only 'plan found changes'."""
     try:

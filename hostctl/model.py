@@ -63,6 +63,8 @@ class AppTuning(Strict):
 
 
 class App(AppTuning):
+    # false: the app stays in the inventory but no vassal runs and nginx answers 503 (`hostctl status`: stopped)
+    enabled: bool = True
     domains: list[Domain] = Field(min_length=1)
     wsgi: WsgiSpec
     chdir: PathStr | None = None

@@ -55,6 +55,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) ->
                 user=user, group=user, placeholders=INI_PLACEHOLDERS, log_maxsize=LOG_MAXSIZE,
                 wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
             )
-            out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
+            if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
+                out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
             out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
     return out

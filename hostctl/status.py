@@ -1,0 +1,201 @@
+"""Decide each app's state and figures from what was observed: pure, no I/O, no clock.
+
+``rows(apps, observed)`` takes the inventory's apps and the plain data that
+``status_collect.observe`` read (Emperor stats, vassal stats, process samples,
+cgroup memory, quarantined customers, the time) and returns one ``Row`` per
+app. The states:
+
+- ``running``: the Emperor has the vassal, its master is ready and worker 1 accepts;
+- ``starting``: the vassal is there but not yet ready or accepting (or it just
+  recovered and stays in the Emperor's blacklist until its first request);
+- ``crash-looping``: the vassal is in the Emperor's blacklist (it died before
+  serving a request) and is not up now;
+- ``stopped``: ``enabled: false`` in the inventory, and no vassal runs;
+- ``down``: the inventory wants it, but no vassal runs (or the Emperor is not answering);
+- ``quarantined``: safe apply held the customer at its last-known-good files;
+  the row's ``detail`` names the state underneath.
+
+A row is healthy when it is running, starting or stopped (quarantined: when
+the state underneath is). ``hostctl status`` exits 1 when any row is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from hostctl import layout
+from hostctl.errors import HostctlError
+from hostctl.inventory import AppSpec, Inventory
+from hostctl.status_collect import Observed, ProcSample
+
+STATES = ("running", "starting", "crash-looping", "stopped", "down", "quarantined")
+HEALTHY = frozenset({"running", "starting", "stopped"})
+SORTS = ("name", "memory", "cpu")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One app's status. Every figure is None when it could not be known; these are the JSON keys."""
+
+    customer: str
+    app: str
+    state: str
+    healthy: bool
+    detail: str  # why this state, in words
+    pid: int | None  # the vassal's uWSGI master
+    workers: int | None  # worker processes alive
+    busy_workers: int | None
+    requests: int | None  # served since the workers started (sum over workers)
+    avg_rt_ms: float | None  # uWSGI's decaying average response time, weighted by requests
+    listen_queue: int | None  # connections waiting in the socket backlog
+    rss_bytes: int | None  # whole process tree (master + workers), from psutil
+    cpu_percent: float | None  # whole process tree, over the sampling interval (100 = one core)
+    memory_bytes: int | None  # the customer's cgroup: memory in use (shared by its apps)
+    memory_limit_bytes: int | None  # the customer's cgroup limit (None: no limit or no cgroup)
+    respawns: int | None  # vassal restarts by the Emperor (failed starts while crash-looping)
+    worker_respawns: int | None  # worker restarts inside the vassal (max-requests, harakiri, crashes)
+    uptime_seconds: int | None  # since the Emperor last (re)started the vassal
+    domains: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+JSON_KEYS = tuple(Row.__dataclass_fields__)
+
+
+def select_apps(inv: Inventory, customers: Iterable[str]) -> list[AppSpec]:
+    """The apps of the named customers (all when none are named); unknown names are an error."""
+    names = list(customers)
+    unknown = [n for n in names if inv.customer(n) is None]
+    if unknown:
+        known = ", ".join(c.name for c in inv.customers) or "none"
+        raise HostctlError(f"no such customer: {', '.join(repr(n) for n in unknown)} (known: {known})")
+    wanted = set(names)
+    return [app for app in inv.apps() if not wanted or app.customer in wanted]
+
+
+def _by_id(entries: Any) -> dict[str, dict[str, Any]]:
+    return {e["id"]: e for e in entries or [] if isinstance(e, dict) and isinstance(e.get("id"), str)}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cpu_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
+    if before is None or after is None or after.at <= before.at or not after.cpu:
+        return None
+    used = sum(max(0.0, after.cpu[pid] - before.cpu[pid]) for pid in after.cpu if pid in before.cpu)
+    return round(100.0 * used / (after.at - before.at), 1)
+
+
+def _workers(vstats: dict[str, Any] | None) -> list[dict[str, Any]]:
+    workers = (vstats or {}).get("workers")
+    return [w for w in workers if isinstance(w, dict) and _int(w.get("pid"))] if isinstance(workers, list) else []
+
+
+def _avg_rt_ms(workers: list[dict[str, Any]]) -> float | None:
+    served = [(w.get("requests") or 0, w.get("avg_rt") or 0) for w in workers]
+    total = sum(n for n, _ in served)
+    if not total:
+        return None
+    return round(sum(n * rt for n, rt in served) / total / 1000.0, 2)
+
+
+def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, black: dict[str, Any] | None,
+           vstats: dict[str, Any] | None) -> tuple[str, str]:
+    enabled = app.config.enabled
+    if observed.emperor is None:
+        if vstats is not None:
+            return "running", "the Emperor did not answer, but the vassal's own stats socket did"
+        if not enabled:
+            return "stopped", "enabled: false in the inventory (the Emperor did not answer)"
+        return "down", "the Emperor did not answer and neither did the vassal"
+    up = vassal is not None and vassal.get("ready") and vassal.get("accepting") and not vassal.get("cursed")
+    if up and black is not None:
+        return "starting", "up again; stays in the Emperor's blacklist until it serves its first request"
+    if up:
+        return "running", "ready and accepting" + ("" if vassal.get("loyal") else "; no request served yet")
+    if vassal is None and not enabled:
+        return "stopped", "enabled: false in the inventory"
+    if black is not None:
+        attempts = _int(black.get("attempt")) or 0
+        wait = (_int(black.get("throttle_level")) or 0) // 1000
+        return "crash-looping", (f"in the Emperor's blacklist: {attempts} failed start(s) before serving a request; "
+                                 f"next try after {wait} s (see `hostctl logs {app.customer} --app {app.name}`)")
+    if vassal is not None and vassal.get("cursed"):
+        if not enabled:
+            return "stopped", "enabled: false in the inventory; the Emperor is stopping the vassal"
+        return "down", "the Emperor is stopping the vassal"
+    if vassal is not None:
+        return "starting", "master not ready yet" if not vassal.get("ready") else "workers not accepting yet"
+    return "down", "the Emperor has no vassal for it (has `hostctl apply` run?)"
+
+
+def row(app: AppSpec, observed: Observed) -> Row:
+    vassal_id = app.id + layout.VASSAL_EXT
+    emperor = observed.emperor or {}
+    vassal = _by_id(emperor.get("vassals")).get(vassal_id)
+    black = _by_id(emperor.get("blacklist")).get(vassal_id)
+    vstats = observed.vassals.get(app.id)
+    state, detail = _state(app, observed, vassal, black, vstats)
+    healthy = state in HEALTHY
+    problems = list(observed.problems.get(app.id, []))
+    if state in ("running", "starting") and app.id in observed.stats_errors:
+        problems.append(observed.stats_errors[app.id])
+    if not app.config.enabled and state not in ("stopped",):
+        problems.append("enabled: false in the inventory, but a vassal is still there; run `hostctl apply`")
+    if app.customer in observed.quarantined:
+        detail = f"held at its last-known-good files by safe apply; underneath: {state} ({detail})"
+        state = "quarantined"
+
+    workers = _workers(vstats)
+    after = observed.after.get(app.id)
+    rss = sum(after.rss.values()) if after is not None and after.rss else None
+    if rss is None and workers and any(w.get("rss") for w in workers):
+        rss = sum(_int(w.get("rss")) or 0 for w in workers)  # uWSGI's memory-report: workers only
+    cgroup = observed.cgroups.get(app.customer)
+    if black is not None and (vassal is None or not vassal.get("ready")):
+        respawns = _int(black.get("attempt"))
+    else:
+        respawns = _int(vassal.get("respawns")) if vassal else None
+    started = _int(vassal.get("last_run")) if vassal else None
+    uptime = int(observed.now - started) if started and state != "crash-looping" else None
+    return Row(
+        customer=app.customer, app=app.name, state=state, healthy=healthy, detail=detail,
+        pid=_int((vassal or {}).get("pid")) or _int((vstats or {}).get("pid")),
+        workers=len(workers) if vstats is not None else None,
+        busy_workers=sum(1 for w in workers if w.get("status") == "busy") if vstats is not None else None,
+        requests=sum(_int(w.get("requests")) or 0 for w in workers) if vstats is not None else None,
+        avg_rt_ms=_avg_rt_ms(workers),
+        listen_queue=_int((vstats or {}).get("listen_queue")),
+        rss_bytes=rss,
+        cpu_percent=_cpu_percent(observed.before.get(app.id), after),
+        memory_bytes=cgroup.usage if cgroup else None,
+        memory_limit_bytes=cgroup.limit if cgroup else None,
+        respawns=respawns,
+        worker_respawns=sum(max(0, (_int(w.get("respawn_count")) or 1) - 1) for w in workers) if vstats is not None else None,
+        uptime_seconds=max(0, uptime) if uptime is not None else None,
+        domains=list(app.config.domains),
+        problems=problems,
+    )
+
+
+def rows(apps: Iterable[AppSpec], observed: Observed) -> list[Row]:
+    return [row(app, observed) for app in apps]
+
+
+def healthy(found: Iterable[Row]) -> bool:
+    return all(r.healthy for r in found)
+
+
+def sort_rows(found: list[Row], by: str) -> list[Row]:
+    """By name (customer, app), or heaviest first by memory (RSS) or CPU%."""
+    if by == "memory":
+        return sorted(found, key=lambda r: (-(r.rss_bytes or 0), r.customer, r.app))
+    if by == "cpu":
+        return sorted(found, key=lambda r: (-(r.cpu_percent or 0.0), r.customer, r.app))
+    return sorted(found, key=lambda r: (r.customer, r.app))
