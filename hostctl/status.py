@@ -98,7 +98,7 @@ def _workers(vstats: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _avg_rt_ms(workers: list[dict[str, Any]]) -> float | None:
-    served = [(w.get("requests") or 0, w.get("avg_rt") or 0) for w in workers]
+    served = [(_int(w.get("requests")) or 0, _int(w.get("avg_rt")) or 0) for w in workers]
     total = sum(n for n, _ in served)
     if not total:
         return None
@@ -142,6 +142,7 @@ def row(app: AppSpec, observed: Observed) -> Row:
     black = _by_id(emperor.get("blacklist")).get(vassal_id)
     vstats = observed.vassals.get(app.id)
     state, detail = _state(app, observed, vassal, black, vstats)
+    running_state = state
     healthy = state in HEALTHY
     problems = list(observed.problems.get(app.id, []))
     if state in ("running", "starting") and app.id in observed.stats_errors:
@@ -158,12 +159,12 @@ def row(app: AppSpec, observed: Observed) -> Row:
     if rss is None and workers and any(w.get("rss") for w in workers):
         rss = sum(_int(w.get("rss")) or 0 for w in workers)  # uWSGI's memory-report: workers only
     cgroup = observed.cgroups.get(app.customer)
-    if black is not None and (vassal is None or not vassal.get("ready")):
+    if black is not None and running_state == "crash-looping":
         respawns = _int(black.get("attempt"))
     else:
         respawns = _int(vassal.get("respawns")) if vassal else None
     started = _int(vassal.get("last_run")) if vassal else None
-    uptime = int(observed.now - started) if started and state != "crash-looping" else None
+    uptime = int(observed.now - started) if started and running_state != "crash-looping" else None
     return Row(
         customer=app.customer, app=app.name, state=state, healthy=healthy, detail=detail,
         pid=_int((vassal or {}).get("pid")) or _int((vstats or {}).get("pid")),

@@ -1,0 +1,98 @@
+"""logs: choosing the files, the last N lines, and following across uWSGI's rotation (real files in tmp_path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hostctl import inventory, logs
+from hostctl.errors import HostctlError
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> inventory.Inventory:
+    (tmp_path / "customers").mkdir()
+    (tmp_path / "hostctl.yaml").write_text("log_dir: log\n")
+    (tmp_path / "customers" / "acme.yaml").write_text(
+        "apps:\n  web:\n    domains: [acme.example]\n    wsgi: a:b\n  api:\n    domains: [api.acme.example]\n    wsgi: a:b\n")
+    return inventory.load(tmp_path)
+
+
+def test_log_files(inv: inventory.Inventory, tmp_path: Path) -> None:
+    log = tmp_path / "log" / "acme"
+    assert logs.log_files(inv, "acme", "web") == [logs.LogFile("acme/web", str(log / "web.log"))]
+    assert [f.label for f in logs.log_files(inv, "acme")] == ["acme/web", "acme/api"]
+    assert logs.log_files(inv, "acme", "api", nginx=True) == [
+        logs.LogFile("acme/api access", str(log / "api.access.log")), logs.LogFile("acme/api error", str(log / "api.error.log"))]
+    with pytest.raises(HostctlError, match=r"no such customer: 'globex' \(known: acme\)"):
+        logs.log_files(inv, "globex")
+    with pytest.raises(HostctlError, match=r"customer 'acme' has no app 'shop' \(its apps: web, api\)"):
+        logs.log_files(inv, "acme", "shop")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 5000, 20000])
+def test_last_lines_reads_backwards_across_blocks(tmp_path: Path, n: int) -> None:
+    path = tmp_path / "x.log"
+    lines = [f"line {i} " + "x" * (i % 50) + "\n" for i in range(10000)]
+    path.write_text("".join(lines))
+    with open(path, "rb") as fh:
+        got, end = logs.last_lines(fh, n)
+    assert [g.decode() for g in got] == (lines[-n:] if n else [])
+    assert end == path.stat().st_size
+
+
+def test_last_lines_keeps_an_unterminated_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.write_bytes(b"a\nb\nhalf")
+    with open(path, "rb") as fh:
+        assert logs.last_lines(fh, 2)[0] == [b"b\n", b"half"]
+
+
+def test_follower_survives_rename_rotation_and_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "web.log"
+    path.write_bytes(b"old 1\n")
+    fh = open(path, "rb")
+    follower = logs.Follower(str(path), fh, os.path.getsize(path))
+    assert follower.read() == b""
+    with open(path, "ab") as out:
+        out.write(b"old 2\n")
+    # uWSGI's log-maxsize: the file is renamed, more is written to the old inode, then a new file appears.
+    os.rename(path, tmp_path / "web.log.1700000000")
+    with open(tmp_path / "web.log.1700000000", "ab") as out:
+        out.write(b"old 3\n")
+    assert follower.read() == b"old 2\nold 3\n"  # renamed away, nothing new yet: keeps reading the old one
+    path.write_bytes(b"new 1\n")
+    assert follower.read() == b"new 1\n"
+    with open(path, "ab") as out:
+        out.write(b"new 2\n")
+    assert follower.read() == b"new 2\n"
+    path.write_bytes(b"t\n")  # truncated in place (copytruncate)
+    assert follower.read() == b"t\n"
+    follower.close()
+
+
+def test_follower_waits_for_a_file_that_does_not_exist_yet(tmp_path: Path) -> None:
+    follower = logs.Follower(str(tmp_path / "later.log"))
+    assert follower.read() == b""
+    (tmp_path / "later.log").write_bytes(b"first\n")
+    assert follower.read() == b"first\n"
+    follower.close()
+
+
+def test_show_and_follow_prefix_lines_of_several_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_bytes(b"a1\na2\n")
+    files = [logs.LogFile("acme/web", str(a)), logs.LogFile("acme/api", str(b))]
+    out: list[str] = []
+    followers, missing = logs.show(files, 1, out.append)
+    assert "".join(out) == f"==> acme/web: {a} <==\na2\n"
+    assert missing == [f"{b} does not exist yet (the app has not started or logged anything)"]
+    out.clear()
+    a.write_bytes(b"a1\na2\na3\npart")
+    b.write_bytes(b"b1\n")
+    rounds = iter([False, True])
+    logs.follow(files, followers, out.append, stop=lambda: next(rounds), interval=0)
+    assert "".join(out) == "acme/web: a3\nacme/api: b1\n"  # the partial line waits for its newline
+    assert all(f.fh is None for f in followers)
