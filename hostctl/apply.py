@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, layout, lock, nginx, state
+from hostctl import emperor, fsops, layout, lock, nginx, ondemand, state
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest
@@ -130,6 +130,7 @@ def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
     server_changes = [c for c in plan.changes if c.kind == "nginx"]
     vassal_writes = [c for c in plan.changes if c.kind == "vassal" and c.action != "delete"]
     vassal_removals = [c for c in plan.changes if c.kind == "vassal" and c.action == "delete"]
+    socket_changes = [c for c in plan.changes if c.kind == ondemand.KIND]
 
     for change in server_changes:
         _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
@@ -140,9 +141,18 @@ def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
             _save_manifest(settings, old_manifest)
             raise HostctlError(f"`{settings.nginx.test_command}` failed; the previous server blocks were put back and nothing else was written:\n{live.output}")
 
+    stats = layout.emperor_stats(settings)
+    toggled = ondemand.toggled(plan)
+    if toggled:  # the Emperor reads a companion only when it first sees a vassal
+        for path in toggled:
+            fsops.remove(path)
+        if not ondemand.wait_released(emperor.read_stats, stats, toggled):
+            raise HostctlError(f"the Emperor did not let go of {', '.join(toggled)} in time; run apply again")
+        result.messages.append(f"restarted (on-demand mode changed): {', '.join(toggled)}")
+    for change in socket_changes:  # before the vassals, so a new vassal is seen with its companion
+        _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
     for change in vassal_writes:
         _write(change, owners)
-    stats = layout.emperor_stats(settings)
     if vassal_writes:
         _poke(stats, settings, result)
 

@@ -59,6 +59,10 @@ class AppTuning(Strict):
     reload_on_rss: Size | None = None  # recycle a worker that grows past this
     limit_post: Size = 100 << 20  # also nginx's client_max_body_size
     listen: int = Field(default=128, ge=16, le=65535)  # socket backlog
+    # Density (see ondemand.py): the Emperor holds the socket and starts the app on its
+    # first request; after `idle` seconds without one the app exits until the next.
+    on_demand: bool = False
+    idle: int = Field(default=300, ge=2, le=86400)  # seconds; only for on_demand apps
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
 
@@ -88,6 +92,8 @@ class Defaults(Strict):
     reload_on_rss: Size | None = None
     limit_post: Size | None = None
     listen: int | None = Field(default=None, ge=16, le=65535)
+    on_demand: bool | None = None
+    idle: int | None = Field(default=None, ge=2, le=86400)
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
 

@@ -12,11 +12,11 @@ from typing import Literal
 
 import jinja2
 
-from hostctl import layout, templates
+from hostctl import layout, ondemand, templates
 from hostctl.escape import INI_PLACEHOLDERS
 from hostctl.inventory import Inventory
 
-Kind = Literal["vassal", "nginx"]
+Kind = Literal["vassal", "nginx", "socket"]  # socket: an on-demand companion (ondemand.py)
 VASSAL_TEMPLATE = "vassal.ini.j2"
 SERVER_TEMPLATE = "server.conf.j2"
 LOG_MAXSIZE = 10 << 20
@@ -58,4 +58,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) ->
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
             out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
+            if cfg.on_demand:
+                path = ondemand.companion(paths.vassal)
+                out[path] = RenderedFile(path, ondemand.content(paths.socket), ondemand.KIND, customer.name, app.name, 0o640)
     return out
