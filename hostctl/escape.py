@@ -23,12 +23,13 @@ class EscapeError(ValueError):
 
 INI_PLACEHOLDERS = "set-placeholder = hc_dollar=$\nset-placeholder = hc_at=@"
 _NGINX_TOKEN = re.compile(r"^[A-Za-z0-9._/+@*:\[\]~-]+$")
+_INI_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but tab
 
 
 def ini(value: object) -> str:
     """A uWSGI ini value that reads back as exactly ``value``."""
     text = str(value)
-    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in text):
+    if _INI_CONTROL.search(text):
         raise EscapeError(f"{text!r} contains a control character and cannot be written to a uWSGI ini")
     if "%(" in text:
         raise EscapeError(f"{text!r} contains '%(' and cannot be written to a uWSGI ini")

@@ -80,10 +80,13 @@ def clean_temp_files(directory: str) -> list[str]:
 
 def ensure_dir(path: str, mode: int, uid: int = -1, gid: int = -1) -> None:
     """Create ``path`` if needed and set its mode and owner (the owner only where we may)."""
-    os.makedirs(path, exist_ok=True)
-    if uid != -1 or gid != -1:
+    try:
+        st = os.stat(path)  # the common case at scale: it exists and is right (one syscall)
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
         st = os.stat(path)
-        if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
-            os.chown(path, uid, gid)
-    if (os.stat(path).st_mode & 0o7777) != mode:
+    if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+        os.chown(path, uid, gid)
+        st = os.stat(path)  # chown may clear setgid
+    if (st.st_mode & 0o7777) != mode:
         os.chmod(path, mode)

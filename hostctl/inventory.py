@@ -156,12 +156,24 @@ def _validate(model: type[pydantic.BaseModel], source: Source, data: Any) -> tup
 # --- loading -----------------------------------------------------------------------
 
 
-def _read(root: Path, rel: str, overlay: Mapping[str, bytes]) -> tuple[Source | None, list[Problem]]:
+def _real_path(path: Path, real_dirs: dict[Path, Path]) -> Path:
+    """``path.resolve()``, resolving each directory once (thousands of customer files share one)."""
+    if os.path.islink(path):
+        return path.resolve()
+    parent = real_dirs.get(path.parent)
+    if parent is None:
+        parent = real_dirs[path.parent] = path.parent.resolve()
+    return parent / path.name
+
+
+def _read(root: Path, rel: str, overlay: Mapping[str, bytes],
+          real_dirs: dict[Path, Path] | None = None) -> tuple[Source | None, list[Problem]]:
     if rel in overlay:
         return parse(overlay[rel], rel)
-    path = root / rel
-    real = path.resolve()
-    if not real.is_relative_to(root.resolve()):
+    real_dirs = {} if real_dirs is None else real_dirs
+    real = _real_path(root / rel, real_dirs)
+    real_root = real_dirs.get(root) or real_dirs.setdefault(root, root.resolve())
+    if not real.is_relative_to(real_root):
         return None, [Problem(rel, None, "", f"is a symbolic link pointing outside the inventory ({real})")]
     try:
         text = real.read_bytes()
@@ -273,11 +285,12 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
             settings, found = _resolve_settings(root, settings, source)
             problems += found
 
+    real_dirs: dict[Path, Path] = {}
     files, found = customer_files(root, (rel for rel in overlay if rel.startswith(CUSTOMERS_DIR + "/")))
     problems += found
     customers = []
     for rel in files:
-        source, found = _read(root, rel, overlay)
+        source, found = _read(root, rel, overlay, real_dirs)
         problems += found
         if source is None:
             continue

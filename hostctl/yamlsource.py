@@ -60,7 +60,7 @@ class _Builder:
         self.file = file
         self.lines: dict[Path, int] = {}
         self.problems: list[Problem] = []
-        self._constructor = _Loader("")  # only used to construct scalars
+        self._constructor = _scalar_constructor()
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -74,7 +74,7 @@ class _Builder:
                     self.problems.append(Problem(self.file, key_node.start_mark.line + 1,
                                                  format_path(path), "a key must be a plain string"))
                     continue
-                key = self._constructor.construct_object(key_node)
+                key = self._scalar(key_node)
                 if not isinstance(key, str):
                     key = str(key_node.value)
                 child = path + (key,)
@@ -91,7 +91,26 @@ class _Builder:
                 self.lines[child] = item.start_mark.line + 1
                 items.append(self.build(item, child))
             return items
-        return self._constructor.construct_object(node)
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return self._constructor.construct_object(node)  # raises for unknown tags, as PyYAML does
+        build = self._constructor.yaml_constructors.get(node.tag)
+        if build is None:
+            return self._constructor.construct_object(node)
+        return build(self._constructor, node)
+
+
+_CONSTRUCTOR: Any = None
+
+
+def _scalar_constructor() -> Any:
+    """One loader, made once, whose constructors turn scalar nodes into values (they keep no state)."""
+    global _CONSTRUCTOR
+    if _CONSTRUCTOR is None:
+        _CONSTRUCTOR = _Loader("")
+    return _CONSTRUCTOR
 
 
 def parse(text: bytes | str, file: str) -> tuple[Source | None, list[Problem]]:
