@@ -53,7 +53,7 @@ class Row:
     cpu_percent: float | None  # whole process tree, over the sampling interval (100 = one core)
     memory_bytes: int | None  # the customer's cgroup: memory in use (shared by its apps)
     memory_limit_bytes: int | None  # the customer's cgroup limit (None: no limit or no cgroup)
-    respawns: int | None  # vassal restarts by the Emperor (failed starts while crash-looping)
+    respawns: int | None  # vassal restarts by the Emperor (while crash-looping: failed starts)
     worker_respawns: int | None  # worker restarts inside the vassal (max-requests, harakiri, crashes)
     uptime_seconds: int | None  # since the Emperor last (re)started the vassal
     domains: list[str] = field(default_factory=list)
@@ -122,7 +122,7 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
     if vassal is None and not enabled:
         return "stopped", "enabled: false in the inventory"
     if black is not None:
-        attempts = _int(black.get("attempt")) or 0
+        attempts = (_int(black.get("attempt")) or 0) + 1  # the first failure is attempt 0
         wait = (_int(black.get("throttle_level")) or 0) // 1000
         return "crash-looping", (f"in the Emperor's blacklist: {attempts} failed start(s) before serving a request; "
                                  f"next try after {wait} s (see `hostctl logs {app.customer} --app {app.name}`)")
@@ -160,7 +160,7 @@ def row(app: AppSpec, observed: Observed) -> Row:
         rss = sum(_int(w.get("rss")) or 0 for w in workers)  # uWSGI's memory-report: workers only
     cgroup = observed.cgroups.get(app.customer)
     if black is not None and running_state == "crash-looping":
-        respawns = _int(black.get("attempt"))
+        respawns = (_int(black.get("attempt")) or 0) + 1  # failed starts so far
     else:
         respawns = _int(vassal.get("respawns")) if vassal else None
     started = _int(vassal.get("last_run")) if vassal else None

@@ -22,7 +22,7 @@ def screen_lines(found: list[Row], emperor_error: str | None, sort: str, interva
     """What one refresh shows: a title, the sorted table and the notes (pure, for tests)."""
     ordered = status.sort_rows(found, sort)
     bad = sum(1 for r in found if not r.healthy)
-    title = (f"hostctl status  {clock}  every {interval:g} s  sorted by {sort}  "
+    title = (f"hostctl status  {clock}  every {interval:g} s  [sorted by {sort}]  "
              f"{len(found)} app(s), {bad} unhealthy    m: memory  c: cpu  n: name  q: quit")
     lines = [title, ""] + status_format.table_lines(ordered)
     extra = status_format.notes(ordered, emperor_error)

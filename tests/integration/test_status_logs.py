@@ -1,0 +1,207 @@
+"""`hostctl status` and `hostctl logs` against a real Emperor and nginx.
+
+One server for the module: customer ``good`` (an app that keeps 1 MB per
+request and logs each path), ``bad`` (raises on import, so it crash-loops)
+and ``off`` (``enabled: false``: no vassal, nginx answers 503).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from hostctl import status
+from tests.harness import APPS, REPO, Sandbox, Server, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Sandbox, Server]]:
+    if not (shutil.which("uwsgi") and shutil.which("nginx", path="/usr/sbin:/usr/bin")):
+        pytest.fail("uwsgi and nginx are required (make test installs them)")
+    box = Sandbox()
+    server = None
+    try:
+        for app in ("grow.py", "crash.py"):
+            shutil.copy(APPS / app, box.apps / app)
+        box.write_customer("good", {"apps": {"web": {"domains": ["good.example"], "wsgi": str(box.apps / "grow.py")}}})
+        box.write_customer("bad", {"apps": {"web": {"domains": ["bad.example"], "wsgi": str(box.apps / "crash.py")}}})
+        box.write_customer("off", {"apps": {"web": box.echo_app(["off.example"], enabled=False)}})
+        server = Server(box)
+        box.hostctl("apply")
+        server.wait_status("good.example", 200)
+        yield box, server
+    finally:
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            box.cleanup()
+
+
+def _status(box: Sandbox, *args: str, check_code: int | None = None) -> subprocess.CompletedProcess:
+    result = box.hostctl("status", *args, check=False)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check_code is not None:
+        assert result.returncode == check_code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _json(box: Sandbox, *args: str) -> dict[str, Any]:
+    return json.loads(_status(box, "--json", *args).stdout)
+
+
+def _by_customer(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["customer"]: row for row in doc["apps"]}
+
+
+def test_states_and_exit_status(served: tuple[Sandbox, Server]) -> None:
+    box, server = served
+    doc = wait_for(lambda: (d := _json(box)) and _by_customer(d)["bad"]["state"] == "crash-looping" and d,
+                   timeout=20, what="the crash-looping app to be blacklisted")
+    rows = _by_customer(doc)
+    assert {name: row["state"] for name, row in rows.items()} == {"good": "running", "bad": "crash-looping", "off": "stopped"}
+    assert doc["healthy"] is False and doc["emperor_error"] is None
+    assert rows["bad"]["respawns"] >= 1
+    assert "blacklist" in rows["bad"]["detail"]
+    assert rows["good"]["workers"] == 1 and rows["good"]["pid"] and rows["good"]["uptime_seconds"] >= 0
+    assert rows["good"]["rss_bytes"] > 1 << 20 and rows["good"]["domains"] == ["good.example"]
+    assert rows["off"]["pid"] is None and rows["off"]["requests"] is None
+
+    table = _status(box, check_code=1)
+    lines = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:4]}
+    assert table.stdout.splitlines()[0].split()[:3] == ["CUSTOMER", "APP", "STATE"]
+    assert [lines[c][2] for c in ("bad", "good", "off")] == ["crash-looping", "running", "stopped"]
+    assert "bad/web: crash-looping: in the Emperor's blacklist" in table.stdout
+
+    _status(box, "good", "off", check_code=0)  # a health check of the healthy ones passes
+    _status(box, "bad", check_code=1)
+    unknown = _status(box, "nope", check_code=1)
+    assert "Error: no such customer: 'nope' (known: bad, good, off)" in unknown.stderr
+    assert server.request("off.example")[0] == 503
+
+
+def test_requests_and_rss_grow_after_a_burst(served: tuple[Sandbox, Server]) -> None:
+    box, server = served
+    before = _by_customer(_json(box, "good"))["good"]
+    for i in range(40):
+        assert server.request("good.example", f"/burst/{i}")[0] == 200
+    after = _by_customer(_json(box, "good"))["good"]
+    assert after["requests"] == before["requests"] + 40
+    assert after["rss_bytes"] >= before["rss_bytes"] + (30 << 20), (before["rss_bytes"], after["rss_bytes"])
+    assert after["avg_rt_ms"] is not None and after["cpu_percent"] is not None
+    assert after["pid"] == before["pid"]
+
+
+def test_json_keys_are_the_documented_ones(served: tuple[Sandbox, Server]) -> None:
+    box, _ = served
+    doc = _json(box)
+    assert list(doc) == ["version", "healthy", "emperor_error", "apps"]
+    assert all(tuple(row) == status.JSON_KEYS for row in doc["apps"])
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Status and logs", 1)[1].split("\n## ", 1)[0]
+    undocumented = [key for key in status.JSON_KEYS if f"`{key}`" not in section]
+    assert not undocumented, f"keys missing from the README's Status and logs section: {undocumented}"
+
+
+def test_status_as_another_user_says_what_it_could_not_read(served: tuple[Sandbox, Server]) -> None:
+    """Not root: the sockets in run_dir are out of reach; status must report that, not crash."""
+    box, _ = served
+    result = subprocess.run([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "status", "--json"],
+                            capture_output=True, text=True, timeout=60, user=65534, group=65534,
+                            env={**os.environ, "HOME": "/tmp"})
+    assert "Traceback" not in result.stderr, result.stderr
+    doc = json.loads(result.stdout)
+    rows = _by_customer(doc)
+    if doc["emperor_error"] is not None:  # the Emperor's socket is root's
+        assert "permission denied" in doc["emperor_error"]
+        assert rows["good"]["state"] == "down" and result.returncode == 1
+    else:
+        assert any("permission denied" in p for p in rows["good"]["problems"]), rows["good"]
+    assert rows["off"]["state"] == "stopped"
+
+
+def test_logs_show_what_the_apps_printed(served: tuple[Sandbox, Server]) -> None:
+    box, server = served
+    marker = f"/logs/{uuid.uuid4().hex}"
+    assert server.request("good.example", marker)[0] == 200
+    wait_for(lambda: marker in box.hostctl("logs", "good", "-n", "5").stdout, timeout=10, what="the request in the uWSGI log")
+    bad = box.hostctl("logs", "bad", "--app", "web", "-n", "200").stdout
+    assert "crash: importing, about to fail" in bad and "RuntimeError: crash: this app always fails on import" in bad
+    nginx = wait_for(lambda: (out := box.hostctl("logs", "good", "--nginx", "-n", "3").stdout) and f"GET {marker} " in out and out,
+                     timeout=10, what="the request in nginx's access log")
+    assert "==> good/web access:" in nginx and "==> good/web error:" in nginx
+    assert len(box.hostctl("logs", "good", "-n", "2").stdout.splitlines()) == 2
+    missing = box.hostctl("logs", "good", "--app", "api", check=False)
+    assert missing.returncode == 1 and "customer 'good' has no app 'api' (its apps: web)" in missing.stderr
+
+
+def test_logs_follow_prints_new_lines(served: tuple[Sandbox, Server]) -> None:
+    box, server = served
+    out = open(box.path("follow.out"), "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "logs", "good", "-f", "-n", "0"],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        probes: list[str] = []
+
+        def following() -> bool:  # `logs -f -n 0` shows only what comes after it started: probe until one shows
+            probes.append(f"/probe/{uuid.uuid4().hex}")
+            assert server.request("good.example", probes[-1])[0] == 200
+            text = Path(out.name).read_text()
+            return any(p in text for p in probes)
+
+        wait_for(following, timeout=20, interval=0.2, what="logs -f to follow")
+        markers = [f"/follow/{uuid.uuid4().hex}" for _ in range(3)]
+        for marker in markers:
+            assert server.request("good.example", marker)[0] == 200
+        wait_for(lambda: all(m in Path(out.name).read_text() for m in markers), timeout=15, what="followed lines")
+        assert proc.poll() is None, "logs -f exited"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out.close()
+
+
+def test_watch_refreshes_in_a_terminal_and_sorts(served: tuple[Sandbox, Server]) -> None:
+    box, _ = served
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "status", "--watch", "--interval", "0.5"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            env={**os.environ, "TERM": "xterm", "LINES": "30", "COLUMNS": "200"})
+    os.close(slave)
+    seen = b""
+
+    def screen_has(pattern: str) -> bool:
+        nonlocal seen
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:
+                break
+        return re.search(pattern.encode(), seen) is not None
+
+    try:
+        wait_for(lambda: screen_has(r"name\]") and screen_has(r"crash-looping"), timeout=20, what="the watch screen")
+        seen = b""  # curses redraws only what changed: look for the new sort in what comes next
+        os.write(master, b"m")
+        wait_for(lambda: screen_has(r"memory\]"), timeout=10, what="the sort to change")
+        os.write(master, b"q")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
