@@ -58,7 +58,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) ->
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
             out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
-            if cfg.on_demand:
+            if cfg.on_demand and cfg.enabled:
                 path = ondemand.companion(paths.vassal)
                 out[path] = RenderedFile(path, ondemand.content(paths.socket), ondemand.KIND, customer.name, app.name, 0o640)
     return out

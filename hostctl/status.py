@@ -8,6 +8,8 @@ app. The states:
 - ``running``: the Emperor has the vassal, its master is ready and worker 1 accepts;
 - ``starting``: the vassal is there but not yet ready or accepting (or it just
   recovered and stays in the Emperor's blacklist until its first request);
+- ``idle``: an on-demand app that is asleep (or going to sleep): the Emperor
+  holds its socket and starts it on the next request;
 - ``crash-looping``: the vassal is in the Emperor's blacklist (it died before
   serving a request) and is not up now;
 - ``stopped``: ``enabled: false`` in the inventory, and no vassal runs;
@@ -15,7 +17,7 @@ app. The states:
 - ``quarantined``: safe apply held the customer at its last-known-good files;
   the row's ``detail`` names the state underneath.
 
-A row is healthy when it is running, starting or stopped (quarantined: when
+A row is healthy when it is running, starting, idle or stopped (quarantined: when
 the state underneath is). ``hostctl status`` exits 1 when any row is not.
 """
 
@@ -29,8 +31,8 @@ from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.status_collect import Observed, ProcSample
 
-STATES = ("running", "starting", "crash-looping", "stopped", "down", "quarantined")
-HEALTHY = frozenset({"running", "starting", "stopped"})
+STATES = ("running", "starting", "idle", "crash-looping", "stopped", "down", "quarantined")
+HEALTHY = frozenset({"running", "starting", "idle", "stopped"})
 SORTS = ("name", "memory", "cpu")
 
 
@@ -85,6 +87,11 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _positive(value: Any) -> int | None:
+    found = _int(value)
+    return found if found is not None and found > 0 else None
+
+
 def _cpu_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
     if before is None or after is None or after.at <= before.at or not after.cpu:
         return None
@@ -126,6 +133,11 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
         wait = (_int(black.get("throttle_level")) or 0) // 1000
         return "crash-looping", (f"in the Emperor's blacklist: {attempts} failed start(s) before serving a request; "
                                  f"next try after {wait} s (see `hostctl logs {app.customer} --app {app.name}`)")
+    if vassal is not None and vassal.get("on_demand"):
+        if vassal.get("cursed"):
+            return "idle", "on demand: going back to sleep after its idle time"
+        if (_int(vassal.get("pid")) or 0) <= 0:
+            return "idle", "on demand: asleep; the Emperor holds its socket and starts it on the next request"
     if vassal is not None and vassal.get("cursed"):
         if not enabled:
             return "stopped", "enabled: false in the inventory; the Emperor is stopping the vassal"
@@ -164,10 +176,10 @@ def row(app: AppSpec, observed: Observed) -> Row:
     else:
         respawns = _int(vassal.get("respawns")) if vassal else None
     started = _int(vassal.get("last_run")) if vassal else None
-    uptime = int(observed.now - started) if started and running_state != "crash-looping" else None
+    uptime = int(observed.now - started) if started and running_state not in ("crash-looping", "idle") else None
     return Row(
         customer=app.customer, app=app.name, state=state, healthy=healthy, detail=detail,
-        pid=_int((vassal or {}).get("pid")) or _int((vstats or {}).get("pid")),
+        pid=_positive((vassal or {}).get("pid")) or _positive((vstats or {}).get("pid")),
         workers=len(workers) if vstats is not None else None,
         busy_workers=sum(1 for w in workers if w.get("status") == "busy") if vstats is not None else None,
         requests=sum(_int(w.get("requests")) or 0 for w in workers) if vstats is not None else None,
