@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pydantic
 
-from hostctl import values
+from hostctl import placement, values
 from hostctl.errors import InventoryError, Problem
 from hostctl.model import TUNING_FIELDS, App, Customer, Limits, Settings
 from hostctl.yamlsource import Source, format_path, parse
@@ -48,6 +48,7 @@ class CustomerSpec:
     user: str  # the Unix user its vassals run as in per-customer mode
     limits: Limits
     apps: tuple[AppSpec, ...]
+    host: str | None = None  # multi-host: the server that serves it (see placement.py)
 
 
 @dataclass(frozen=True)
@@ -312,9 +313,11 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
         limits = _merge_limits(customer.limits, settings.defaults.limits)
-        customers.append(CustomerSpec(name, rel, user, limits, tuple(apps)))
+        customers.append(CustomerSpec(name, rel, user, limits, tuple(apps), customer.host or settings.default_host))
 
     problems += _cross_checks(customers, sources)
+    if settings is not None:
+        problems += placement.check(settings, customers, sources)
     if problems:
         raise InventoryError(problems)
     assert settings is not None

@@ -25,6 +25,7 @@ UrlPrefix = Annotated[str, AfterValidator(values.url_prefix)]
 WsgiSpec = Annotated[str, AfterValidator(values.wsgi)]
 Listen = Annotated[str, AfterValidator(values.listen)]
 Size = Annotated[int, BeforeValidator(values.size)]
+AbsPath = Annotated[str, AfterValidator(values.absolute_path)]
 
 
 def _env_value(value: object) -> str:
@@ -78,6 +79,7 @@ class App(AppTuning):
 
 class Customer(Strict):
     user: UserName | None = None  # Unix user the vassals run as; derived from the name if absent
+    host: Name | None = None  # multi-host: the server in hostctl.yaml's hosts: that serves it
     limits: Limits = Field(default_factory=Limits)
     apps: dict[AppName, App] = Field(min_length=1)
 
@@ -124,6 +126,34 @@ class IsolationSettings(Strict):
     user_prefix: str = Field(default="hc-", pattern=r"^[a-z][a-z0-9-]{0,8}$")
 
 
+class HostNginx(Strict):
+    """How one server checks and reloads its system nginx (shell commands run there)."""
+
+    test_command: str = "nginx -t -q"
+    reload_command: str = "systemctl reload nginx"
+    listen: Listen | None = None  # default: the inventory's nginx.listen
+
+
+class Host(Strict):
+    """One server of a multi-host inventory: how to reach it over SSH and where its files live."""
+
+    address: Annotated[str, AfterValidator(values.address)]
+    user: Name = "root"
+    port: int = Field(default=22, ge=1, le=65535)
+    key_file: SettingsPath | None = None  # relative to the inventory; default: ssh-agent and ~/.ssh
+    known_hosts: SettingsPath | None = None  # a known_hosts file: then unknown host keys are refused
+    emperor_dir: AbsPath
+    nginx_dir: AbsPath
+    run_dir: AbsPath
+    log_dir: AbsPath
+    state_dir: AbsPath
+    nginx: HostNginx = Field(default_factory=HostNginx)
+    # bootstrap: where the Emperor's ini, its systemd unit and the nginx include go
+    emperor_ini: AbsPath = "/etc/hostctl/emperor.ini"
+    systemd_dir: AbsPath = "/etc/systemd/system"
+    nginx_include: AbsPath = "/etc/nginx/conf.d/hostctl.conf"
+
+
 class Settings(Strict):
     emperor_dir: SettingsPath = "vassals"
     nginx_dir: SettingsPath = "nginx"
@@ -134,6 +164,8 @@ class Settings(Strict):
     emperor: EmperorSettings = Field(default_factory=EmperorSettings)
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)
     defaults: Defaults = Field(default_factory=Defaults)
+    hosts: dict[Name, Host] = Field(default_factory=dict)  # multi-host; empty: everything is local
+    default_host: Name | None = None  # where customers without 'host:' go
 
 
 TUNING_FIELDS = tuple(name for name in AppTuning.model_fields if name != "env")

@@ -81,11 +81,11 @@ def make_plan(desired: Mapping[str, RenderedFile], actual: Actual) -> Plan:
         if live is not None and live.not_a_file:
             conflicts.append(Conflict(path, "something other than a regular file is in the way"))
             continue
-        if live is None or live.content is None:
+        if live is None or not live.present:
             changes.append(Change("create", path, want.kind, want.customer, want.app, None, want.content, want.mode))
             entries[path] = entry
             continue
-        digest = sha256(live.content)
+        digest = live.sha256()
         managed = old.get(path)
         if managed is None and digest != entry.sha256:
             conflicts.append(Conflict(path, "the file exists but hostctl did not create it; move it away or delete it"))
@@ -104,9 +104,9 @@ def make_plan(desired: Mapping[str, RenderedFile], actual: Actual) -> Plan:
         if path in desired:
             continue
         live = actual.files.get(path)
-        if live is None or live.content is None:
+        if live is None or not live.present:
             continue  # already gone; it simply drops out of the manifest
-        drift = not managed.accepts(sha256(live.content))
+        drift = not managed.accepts(live.sha256())
         changes.append(Change("delete", path, managed.kind, managed.customer, managed.app, _decode(live.content), None, None, drift))
     return Plan(tuple(changes), tuple(conflicts), Manifest(entries), unchanged)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from hostctl.errors import HostctlError
-from hostctl.manifest import Manifest
+from hostctl.manifest import Manifest, sha256
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,15 @@ class LiveFile:
     content: bytes | None  # None: absent
     mode: int | None = None
     not_a_file: bool = False  # something else (a directory, a socket) sits at the path
+    digest: str | None = None  # sha256 alone, for a file read over SSH (its content is not fetched)
+
+    @property
+    def present(self) -> bool:
+        return self.content is not None or self.digest is not None
+
+    def sha256(self) -> str:
+        assert self.present
+        return self.digest if self.digest is not None else sha256(self.content)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,18 @@ def listen(value: str) -> str:
     if not match or not 0 < int(match.group(2)) < 65536:
         raise ValueError(f"{value!r} is not a listen address (use 'PORT' or 'HOST:PORT', e.g. '127.0.0.1:8080')")
     return value
+
+
+def absolute_path(value: str) -> str:
+    """A path on a remote server: absolute, since nothing there is relative to the inventory."""
+    path(value)
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path (paths on a host start with '/')")
+    return value
+
+
+def address(value: str) -> str:
+    """An SSH address: a host name or an IPv4/IPv6 address."""
+    if not re.match(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]+)$", value):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value

@@ -1,0 +1,221 @@
+"""`hostctl deploy`: bring every host of a multi-host inventory in line, in parallel.
+
+Per host: render its customers locally, read its manifest and file hashes
+(one SSH round trip), plan, and, when something changed, send one tar of the
+changed files plus a script that applies them there (a second round trip; see
+``remote.py``). Hosts run in parallel threads and fail independently.
+
+A customer moving from host A to host B must be served by B before A stops
+it: A's removal of a moved-out customer is held back in the first wave, and
+applied in a second wave only on hosts whose customers' new hosts succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from hostctl import inventory as inventory_mod, placement, remote, ssh, templates
+from hostctl.errors import HostctlError
+from hostctl.inventory import Inventory
+from hostctl.plan import Plan, make_plan, render_plan
+from hostctl.render import RenderedFile, render
+from hostctl.state import Actual
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class HostOutcome:
+    """What happened on one host."""
+
+    host: str
+    plans: list[Plan] = field(default_factory=list)  # one per wave that ran here
+    error: str | None = None
+    uploaded: list[str] = field(default_factory=list)  # live paths written (their content was sent)
+    messages: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # customer -> host it moved to; still served here
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def count(self, action: str) -> int:
+        return sum(p.count(action) for p in self.plans)  # type: ignore[arg-type]
+
+    @property
+    def changed(self) -> bool:
+        return any(not p.empty for p in self.plans)
+
+
+@dataclass
+class DeployReport:
+    outcomes: dict[str, HostOutcome]
+    moves: dict[str, tuple[str, str]]  # customer -> (from host, to host): planned, or done by this deploy
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes.values())
+
+
+def moved_out(plan: Plan, host: str, placed: dict[str, str]) -> dict[str, str]:
+    """Customers whose files ``plan`` removes from ``host`` because they now live on another host."""
+    return {c.customer: placed[c.customer] for c in plan.changes
+            if c.action == "delete" and placed.get(c.customer) not in (None, host)}
+
+
+class Deployment:
+    """One deploy run: the loaded inventory, what each host should have, and the SSH connections."""
+
+    def __init__(self, inv: Inventory, hosts: list[str]):
+        if not inv.settings.hosts:
+            raise HostctlError("hostctl.yaml has no 'hosts:'; this inventory is applied locally with `hostctl apply`.")
+        self.inv = inv
+        self.hosts = hosts
+        self.placed = placement.placed(inv)
+        env = templates.environment(inv.root)
+        self.script_env = remote.script_environment(env)
+        self.views = {name: placement.host_inventory(inv, name) for name in hosts}
+        self.desired: dict[str, dict[str, RenderedFile]] = {}
+        for name in hosts:
+            identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
+            self.desired[name] = render(self.views[name], identity, env)
+        self.connections = {name: ssh.connect(inv.settings.hosts[name], str(inv.root)) for name in hosts}
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.close()
+
+    def where(self, name: str) -> str:
+        host = self.inv.settings.hosts[name]
+        return f"{host.user}@{host.address}:{host.port}"
+
+    def read_plan(self, name: str) -> tuple[Plan, Actual]:
+        settings = self.views[name].settings
+        done = ssh.execute(self.connections[name], remote.read_command(settings))
+        if done.status != 0:
+            raise HostctlError(f"reading the state failed (exit {done.status}): {done.output.strip()[:500]}")
+        actual = remote.parse_state(done.output, f"host {name!r}")
+        return make_plan(self.desired[name], actual), actual
+
+    def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
+        """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
+        plan, actual = self.read_plan(name)
+        outcome.held = {c: t for c, t in moved_out(plan, name, self.placed).items() if c in hold}
+        plan = remote.hold_back(plan, actual.manifest, outcome.held)
+        outcome.plans.append(plan)
+        if plan.conflicts:
+            lines = "; ".join(f"{c.path}: {c.reason}" for c in plan.conflicts)
+            raise HostctlError(f"files hostctl did not create are in the way; nothing was written: {lines}")
+        if plan.empty and plan.manifest == actual.manifest:
+            return outcome
+        view = self.views[name]
+        host = self.inv.settings.hosts[name]
+        users = {c.name: c.user for c in view.customers}
+        users.update({c.customer: self._user(c.customer) for c in plan.changes if c.customer not in users})
+        bundle = remote.bundle(name, view.settings, plan, actual.manifest,
+                               placement.host_identity(self.inv.settings, host), users, self.script_env)
+        done = ssh.execute(self.connections[name], bundle.command, bundle.payload)
+        outcome.messages += [line.removeprefix("hostctl-deploy: ") for line in done.output.splitlines()
+                             if line.startswith("hostctl-deploy: ") and not line.endswith(": done")]
+        if done.status != 0:
+            detail = done.output.strip()
+            if done.status == remote.EXIT_NGINX_TEST:
+                raise HostctlError(f"nginx -t failed there; its previous server blocks were put back:\n{detail}")
+            raise HostctlError(f"the deploy script failed (exit {done.status}):\n{detail}")
+        outcome.uploaded += bundle.uploaded
+        return outcome
+
+    def _user(self, customer: str) -> str:
+        spec = self.inv.customer(customer)
+        return spec.user if spec else self.inv.settings.isolation.user_prefix + customer
+
+
+def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOutcome],
+         outcomes: dict[str, HostOutcome]) -> None:
+    results = ssh.each_host(names, work)
+    for name, result in results.items():
+        if isinstance(result, BaseException):
+            outcome = outcomes.setdefault(name, HostOutcome(name))
+            message = str(getattr(result, "message", "") or result) or type(result).__name__
+            outcome.error = message
+        else:
+            outcomes[name] = result
+
+
+def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: bool = False) -> DeployReport:
+    """Deploy the inventory at ``root`` to ``hosts`` (all when empty); never raises for one host's failure."""
+    inv = inventory_mod.load(root)
+    names = placement.select_hosts(inv, hosts)
+    deployment = Deployment(inv, names)
+    outcomes: dict[str, HostOutcome] = {}
+    before: dict[str, dict[str, str]] = {}
+    try:
+        if dry_run:
+            def look(name: str) -> HostOutcome:
+                plan, _ = deployment.read_plan(name)
+                return HostOutcome(name, [plan], held=moved_out(plan, name, deployment.placed))
+
+            _run(deployment, names, look, outcomes)
+        else:
+            # Wave 1: everything except removing customers that moved to another host.
+            _run(deployment, names, lambda n: deployment.push(n, set(deployment.placed), HostOutcome(n)), outcomes)
+            # Wave 2: remove them where their new host now serves them.
+            served = {n for n, o in outcomes.items() if o.ok}
+            second = {}
+            for name, outcome in outcomes.items():
+                if outcome.ok and any(target in served for target in outcome.held.values()):
+                    second[name] = {c for c, target in outcome.held.items() if target not in served}
+            before = {n: dict(outcomes[n].held) for n in second}
+            _run(deployment, sorted(second), lambda n: deployment.push(n, second[n], outcomes[n]), outcomes)
+    finally:
+        deployment.close()
+    if dry_run:
+        moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
+    else:
+        moves = {c: (n, target) for n, held in before.items() if outcomes[n].ok
+                 for c, target in held.items() if c not in outcomes[n].held}
+        for o in outcomes.values():
+            for customer, target in o.held.items():
+                why = "it was not deployed" if target not in names else "its deploy failed"
+                o.messages.append(f"kept {customer!r} here: it moved to {target!r}, but {why}")
+    return DeployReport({n: outcomes[n] for n in names}, moves, dry_run)
+
+
+def render_report(report: DeployReport, where: Callable[[str], str] | None = None, show_plan: bool = True) -> str:
+    """The report as text: each host's plan (or error), moves, and a one-line verdict per host."""
+    out: list[str] = []
+    for name, outcome in report.outcomes.items():
+        for plan in outcome.plans if show_plan else ():
+            if not plan.empty:
+                out.append(f"== {name} ==")
+                out.append(render_plan(plan, show_diff=False).rstrip("\n"))
+                out.append("")
+    for customer, (source, target) in sorted(report.moves.items()):
+        if report.dry_run:
+            out.append(f"move: {customer!r} from {source!r} to {target!r}; {target!r} serves it before {source!r} removes it.")
+        else:
+            out.append(f"moved: {customer!r} from {source!r} to {target!r} ({target!r} was deployed first).")
+    for name, outcome in report.outcomes.items():
+        label = f"{name} ({where(name)})" if where else name
+        if not outcome.ok:
+            out.append(f"{label}: FAILED: {outcome.error}")
+            continue
+        o = outcome
+        if not o.changed:
+            verdict = "no changes"
+        elif report.dry_run:
+            verdict = f"{o.count('create')} to add, {o.count('update')} to change, {o.count('delete')} to remove"
+        else:
+            verdict = (f"{o.count('create')} added, {o.count('update')} changed, {o.count('delete')} removed; "
+                       f"{len(o.uploaded)} file(s) uploaded")
+        notes = "".join(f"; {m}" for m in outcome.messages)
+        out.append(f"{label}: {verdict}{notes}")
+    failed = [n for n, o in report.outcomes.items() if not o.ok]
+    if failed:
+        out.append(f"{len(failed)} of {len(report.outcomes)} host(s) failed: {', '.join(failed)}.")
+    elif not report.dry_run:
+        out.append(f"Deploy complete on {len(report.outcomes)} host(s).")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,188 @@
+"""What a deploy sends to a host and how it reads the answer: pure, no SSH here.
+
+Two round trips at most per host. ``read_command`` asks for the host's
+manifest plus the mode and sha256 of every vassal and server block there;
+``parse_state`` turns the answer into the ``Actual`` that ``plan.make_plan``
+compares hashes against. ``bundle`` packs the files a plan writes into one
+gzipped tar together with ``deploy.sh`` (rendered from
+``templates/remote-deploy.sh.j2``), which renames them into place in the order
+apply uses locally, runs nginx -t and the reload there, and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import tarfile
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import jinja2
+
+from hostctl import layout, templates
+from hostctl.apply import _intent as intent_manifest  # the same crash-safe intent as a local apply
+from hostctl.errors import HostctlError
+from hostctl.manifest import Manifest
+from hostctl.model import Settings
+from hostctl.plan import Change, Plan
+from hostctl.render import Identity
+from hostctl.state import Actual, LiveFile
+
+SCRIPT_TEMPLATE = "remote-deploy.sh.j2"
+MODES_MARK = "@@hostctl-modes@@"
+SHA_MARK = "@@hostctl-sha256@@"
+STAGE = ".hostctl-deploy"  # under state_dir: the script and the manifests
+NGINX_STAGE = ".hostctl-deploy-nginx"  # under nginx_dir: new server blocks (same file system)
+NGINX_BACKUP = ".hostctl-backup-nginx"  # under nginx_dir: the old ones, until nginx -t passed
+VASSAL_STAGE = ".hostctl-deploy-vassals"  # under emperor_dir: new vassals
+EXIT_NGINX_TEST = 3
+EXIT_USERS = 4
+EXIT_RELOAD = 5
+
+
+def script_environment(env: jinja2.Environment) -> jinja2.Environment:
+    """The inventory's template environment plus ``sh`` (shell quoting) for scripts run on hosts."""
+    env = env.overlay()
+    env.filters["sh"] = shlex.quote
+    return env
+
+
+# --- reading a host ---------------------------------------------------------------
+
+
+def read_command(settings: Settings) -> str:
+    """One shell command printing the manifest, then mode and sha256 of every vassal and server block."""
+    q = shlex.quote
+    listing = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f -name '*{layout.VASSAL_EXT}' -print0; "
+               f"find {q(settings.nginx_dir)} -maxdepth 1 -type f -name '*{layout.NGINX_EXT}' -print0; }} 2>/dev/null")
+    return (f"cat {q(layout.manifest(settings))} 2>/dev/null; echo; echo {MODES_MARK}; "
+            f"{listing} | xargs -0 -r stat -c '%a %n'; echo {SHA_MARK}; "
+            f"{listing} | xargs -0 -r sha256sum")
+
+
+def parse_state(output: str, where: str) -> Actual:
+    """The answer to ``read_command`` as an ``Actual`` of hashes (``where`` names the host in errors)."""
+    try:
+        manifest_text, rest = output.split(f"\n{MODES_MARK}\n", 1)
+        modes_text, sha_text = rest.split(f"{SHA_MARK}\n", 1)
+    except ValueError:
+        raise HostctlError(f"{where}: unexpected answer while reading the state: {output[:300]!r}") from None
+    try:
+        manifest = Manifest.from_json(manifest_text) if manifest_text.strip() else Manifest()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HostctlError(f"{where}: the manifest is damaged ({exc}); move it aside to let hostctl rebuild it") from exc
+    modes: dict[str, int] = {}
+    for line in modes_text.splitlines():
+        mode, _, path = line.partition(" ")
+        if path and mode.isdigit():
+            modes[path] = int(mode, 8)
+    files: dict[str, LiveFile] = {}
+    for line in sha_text.splitlines():
+        digest, sep, path = line.partition("  ")
+        if sep and len(digest) == 64 and not digest.startswith("\\"):
+            files[path] = LiveFile(None, modes.get(path), digest=digest)
+    return Actual(manifest, files)
+
+
+# --- writing a host ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One deploy to one host: the command to run and the gzipped tar it reads on stdin."""
+
+    command: str
+    payload: bytes
+    uploaded: list[str] = field(default_factory=list)  # live paths whose new content is in the tar
+    script: str = ""
+
+
+@dataclass(frozen=True)
+class CustomerDirs:
+    run: str
+    log: str
+    owner: str | None  # per-customer mode: the customer's Unix user
+
+
+def _staged(settings: Settings, change: Change) -> str:
+    stage = NGINX_STAGE if change.kind == "nginx" else VASSAL_STAGE
+    base = settings.nginx_dir if change.kind == "nginx" else settings.emperor_dir
+    return os.path.join(base, stage, os.path.basename(change.path))
+
+
+def _add(tar: tarfile.TarFile, path: str, data: bytes, mode: int, group: str = "root") -> None:
+    info = tarfile.TarInfo(path.lstrip("/"))
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    info.uid = info.gid = 0
+    info.uname, info.gname = "root", group
+    tar.addfile(info, io.BytesIO(data))
+
+
+def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: Identity,
+           users: Mapping[str, str], env: jinja2.Environment) -> Bundle:
+    """Pack ``plan`` for ``host`` (``settings`` are that host's; ``users`` maps customers to Unix users)."""
+    writes = [c for c in plan.changes if c.action != "delete" and not c.mode_only]
+    chmods = [c for c in plan.changes if c.mode_only]
+    servers = [c for c in plan.changes if c.kind == "nginx" and not c.mode_only]
+    changed_customers = sorted({c.customer for c in plan.changes if c.action != "delete"})
+    stage = os.path.join(settings.state_dir, STAGE)
+    per_customer = identity.per_customer
+    dirs = []
+    for customer in changed_customers:
+        paths = layout.app_paths(settings, customer, "x")
+        dirs.append(CustomerDirs(paths.run_dir, paths.log_dir, users[customer] if per_customer else None))
+    vassal_users = sorted({users[c.customer] for c in writes if c.kind == "vassal"}) if per_customer else []
+    context = dict(
+        host=host, stage=stage, manifest=layout.manifest(settings),
+        nginx_stage=os.path.join(settings.nginx_dir, NGINX_STAGE),
+        nginx_backup=os.path.join(settings.nginx_dir, NGINX_BACKUP),
+        vassal_stage=os.path.join(settings.emperor_dir, VASSAL_STAGE),
+        nginx_dir=settings.nginx_dir, emperor_dir=settings.emperor_dir,
+        users=vassal_users, customer_dirs=dirs, nginx_group=identity.nginx_group if dirs else None,
+        staged_dirs=sorted({os.path.dirname(_staged(settings, c)) for c in writes} | {stage}),
+        updates=[dict(target=c.path, staged=_staged(settings, c)) for c in writes if c.action == "update"],
+        server_changes=bool(servers),
+        server_created=[c.path for c in servers if c.action == "create"],
+        server_replaced=[c.path for c in servers if c.action != "create"],
+        server_written=any(c.action != "delete" for c in servers),
+        server_removed=[c.path for c in servers if c.action == "delete"],
+        vassals_written=any(c.kind == "vassal" for c in writes),
+        vassals_removed=[c.path for c in plan.changes if c.kind == "vassal" and c.action == "delete"],
+        chmods=[dict(path=c.path, mode=f"{c.mode:o}") for c in chmods],
+        test_command=settings.nginx.test_command or "nginx -t -q",
+        reload_command=settings.nginx.reload_command or "systemctl reload nginx",
+        uwsgi=settings.emperor.binary, emperor_stats=layout.emperor_stats(settings),
+    )
+    script = templates.render(templates.get(env, SCRIPT_TEMPLATE), **context)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6, format=tarfile.GNU_FORMAT) as tar:
+        for change in writes:
+            assert change.after is not None and change.mode is not None
+            group = users[change.customer] if per_customer and change.kind == "vassal" else "root"
+            _add(tar, _staged(settings, change), change.after.encode("utf-8"), change.mode, group)
+        _add(tar, os.path.join(stage, "intent.json"), intent_manifest(old, plan).to_json().encode(), 0o600)
+        _add(tar, os.path.join(stage, "manifest.json"), plan.manifest.to_json().encode(), 0o600)
+        _add(tar, os.path.join(stage, "deploy.sh"), script.encode(), 0o700)
+    q = shlex.quote
+    base = " ".join(q(p) for p in (settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir))
+    stale = " ".join(q(p) for p in (stage, context["nginx_stage"], context["nginx_backup"], context["vassal_stage"]))
+    command = (f"umask 022 && mkdir -p -- {base} && mkdir -p -m 700 -- {q(settings.state_dir)} && rm -rf -- {stale} && "
+               f"tar -xzpmf - -C / && exec sh {q(os.path.join(stage, 'deploy.sh'))}")
+    return Bundle(command, buffer.getvalue(), [c.path for c in writes], script)
+
+
+def hold_back(plan: Plan, old: Manifest, customers: Iterable[str]) -> Plan:
+    """``plan`` without removing ``customers``' files (they keep their manifest entries).
+
+    A customer moving to another host stays where it is until the new host serves it.
+    """
+    keep = set(customers)
+    held = [c for c in plan.changes if c.action == "delete" and c.customer in keep]
+    if not held:
+        return plan
+    changes = tuple(c for c in plan.changes if c not in held)
+    entries = dict(plan.manifest.files)
+    for change in held:
+        entries[change.path] = old.files[change.path]
+    return Plan(changes, plan.conflicts, Manifest(entries), plan.unchanged + len(held))
