@@ -209,6 +209,12 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
     logs_mod.follow(files, followers, emit)
 
 
+from hostctl.deploy_cli import bootstrap as _bootstrap, deploy as _deploy  # noqa: E402 - multi-host commands
+
+cli.add_command(_deploy)
+cli.add_command(_bootstrap)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 1 (not click's 2), so 2 means only 'plan found changes'."""
     try:

@@ -138,7 +138,7 @@ class Host(Strict):
     """One server of a multi-host inventory: how to reach it over SSH and where its files live."""
 
     address: Annotated[str, AfterValidator(values.address)]
-    user: Name = "root"
+    user: UserName = "root"
     port: int = Field(default=22, ge=1, le=65535)
     key_file: SettingsPath | None = None  # relative to the inventory; default: ssh-agent and ~/.ssh
     known_hosts: SettingsPath | None = None  # a known_hosts file: then unknown host keys are refused

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from hostctl import checks, identity, inventory as inventory_mod, layout, state, templates
+from hostctl import checks, identity, inventory as inventory_mod, layout, placement, state, templates
 from hostctl.errors import InventoryError
 from hostctl.identity import Owners
 from hostctl.inventory import Inventory
@@ -31,6 +31,7 @@ class Prepared:
 def load_checked(root: Path | str, host_checks: bool = True) -> tuple[Inventory, Owners]:
     """Load the inventory and run every check; raise one ``InventoryError`` with all problems."""
     inv = inventory_mod.load(root)
+    placement.refuse_multi_host(inv)
     owners, problems = identity.resolve(inv)
     if host_checks:
         problems += checks.check_host(inv)

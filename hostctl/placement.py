@@ -92,3 +92,10 @@ def select_hosts(inventory: "Inventory", wanted: Iterable[str]) -> list[str]:
     if unknown:
         raise HostctlError(f"unknown host {', '.join(map(repr, unknown))}; hosts in hostctl.yaml: {', '.join(sorted(hosts)) or 'none'}.")
     return chosen
+
+
+def refuse_multi_host(inventory: "Inventory") -> None:
+    """The local commands (validate, plan, apply, serve) act on this machine's paths; a multi-host inventory is deployed."""
+    if inventory.settings.hosts:
+        raise HostctlError("this inventory places customers on hosts ('hosts:' in hostctl.yaml); "
+                           "use `hostctl deploy` (`hostctl deploy --dry-run` shows each host's plan).")

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 
 import jinja2
 
-from hostctl import layout, templates
+from hostctl import layout, ondemand, templates
 from hostctl.apply import _intent as intent_manifest  # the same crash-safe intent as a local apply
 from hostctl.errors import HostctlError
 from hostctl.manifest import Manifest
@@ -45,6 +45,7 @@ def script_environment(env: jinja2.Environment) -> jinja2.Environment:
     """The inventory's template environment plus ``sh`` (shell quoting) for scripts run on hosts."""
     env = env.overlay()
     env.filters["sh"] = shlex.quote
+    env.filters["basename"] = os.path.basename
     return env
 
 
@@ -52,9 +53,10 @@ def script_environment(env: jinja2.Environment) -> jinja2.Environment:
 
 
 def read_command(settings: Settings) -> str:
-    """One shell command printing the manifest, then mode and sha256 of every vassal and server block."""
+    """One shell command printing the manifest, then mode and sha256 of every vassal (and companion) and server block."""
     q = shlex.quote
-    listing = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f -name '*{layout.VASSAL_EXT}' -print0; "
+    vassal, companion = f"*{layout.VASSAL_EXT}", ondemand.companion(f"*{layout.VASSAL_EXT}")
+    listing = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f \\( -name '{vassal}' -o -name '{companion}' \\) -print0; "
                f"find {q(settings.nginx_dir)} -maxdepth 1 -type f -name '*{layout.NGINX_EXT}' -print0; }} 2>/dev/null")
     return (f"cat {q(layout.manifest(settings))} 2>/dev/null; echo; echo {MODES_MARK}; "
             f"{listing} | xargs -0 -r stat -c '%a %n'; echo {SHA_MARK}; "
@@ -111,7 +113,7 @@ def _staged(settings: Settings, change: Change) -> str:
     return os.path.join(base, stage, os.path.basename(change.path))
 
 
-def _add(tar: tarfile.TarFile, path: str, data: bytes, mode: int, group: str = "root") -> None:
+def add_member(tar: tarfile.TarFile, path: str, data: bytes, mode: int, group: str = "root") -> None:
     info = tarfile.TarInfo(path.lstrip("/"))
     info.size, info.mode, info.mtime = len(data), mode, 0
     info.uid = info.gid = 0
@@ -147,8 +149,10 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
         server_replaced=[c.path for c in servers if c.action != "create"],
         server_written=any(c.action != "delete" for c in servers),
         server_removed=[c.path for c in servers if c.action == "delete"],
-        vassals_written=any(c.kind == "vassal" for c in writes),
-        vassals_removed=[c.path for c in plan.changes if c.kind == "vassal" and c.action == "delete"],
+        vassals_written=any(c.kind != "nginx" for c in writes),
+        toggled=ondemand.toggled(plan),
+        sockets_written=any(c.kind == ondemand.KIND for c in writes),
+        vassals_removed=[c.path for c in plan.changes if c.kind != "nginx" and c.action == "delete"],
         chmods=[dict(path=c.path, mode=f"{c.mode:o}") for c in chmods],
         test_command=settings.nginx.test_command or "nginx -t -q",
         reload_command=settings.nginx.reload_command or "systemctl reload nginx",
@@ -160,10 +164,10 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
         for change in writes:
             assert change.after is not None and change.mode is not None
             group = users[change.customer] if per_customer and change.kind == "vassal" else "root"
-            _add(tar, _staged(settings, change), change.after.encode("utf-8"), change.mode, group)
-        _add(tar, os.path.join(stage, "intent.json"), intent_manifest(old, plan).to_json().encode(), 0o600)
-        _add(tar, os.path.join(stage, "manifest.json"), plan.manifest.to_json().encode(), 0o600)
-        _add(tar, os.path.join(stage, "deploy.sh"), script.encode(), 0o700)
+            add_member(tar, _staged(settings, change), change.after.encode("utf-8"), change.mode, group)
+        add_member(tar, os.path.join(stage, "intent.json"), intent_manifest(old, plan).to_json().encode(), 0o600)
+        add_member(tar, os.path.join(stage, "manifest.json"), plan.manifest.to_json().encode(), 0o600)
+        add_member(tar, os.path.join(stage, "deploy.sh"), script.encode(), 0o700)
     q = shlex.quote
     base = " ".join(q(p) for p in (settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir))
     stale = " ".join(q(p) for p in (stage, context["nginx_stage"], context["nginx_backup"], context["vassal_stage"]))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
+
 from hostctl import inventory, layout, templates
+from hostctl.model import Settings
 from hostctl.errors import HostctlError
 
 LOCAL_SETTINGS = """\
@@ -58,9 +61,13 @@ SYSTEM_FILES = {
 def render_system_files(root: Path) -> dict[str, str]:
     """The production system files for the inventory at ``root``: {file name: content}."""
     inv = inventory.load(root)
-    env = templates.environment(inv.root)
-    context = dict(settings=inv.settings, emperor_stats=layout.emperor_stats(inv.settings),
-                   pidfile=None, logto=None, emperor_ini="/etc/hostctl/emperor.ini")
+    return system_files(inv.settings, templates.environment(inv.root))
+
+
+def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini") -> dict[str, str]:
+    """The system files for ``settings`` (one host's, for multi-host bootstrap): {file name: content}."""
+    context = dict(settings=settings, emperor_stats=layout.emperor_stats(settings),
+                   pidfile=None, logto=None, emperor_ini=emperor_ini)
     return {name: templates.render(templates.get(env, template), **context) for name, template in SYSTEM_FILES.items()}
 
 

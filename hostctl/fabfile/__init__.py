@@ -1,0 +1,8 @@
+"""The Fabric tasks of hostctl live in ``fabfile.py`` here; ``fab -r`` points at this directory.
+
+    fab -r "$(python -c 'import hostctl.fabfile as f, os; print(os.path.dirname(f.__file__))')" deploy
+"""
+
+import os
+
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))

@@ -1,0 +1,271 @@
+"""Multi-host, the pure parts: placement checks, per-host views, hash plans, moves, the deploy and bootstrap scripts."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hostctl import bootstrap, deploy, inventory, placement, remote, templates
+from hostctl.errors import HostctlError, InventoryError
+from hostctl.manifest import Entry, Manifest, sha256
+from hostctl.plan import make_plan
+from hostctl.render import render
+from tests.unit.test_validation import write_inventory
+
+CASES = yaml.safe_load((Path(__file__).parent / "cases" / "multihost_validation.yaml").read_text())
+
+HOSTS = """\
+hosts:
+  web1:
+    address: 10.0.0.1
+    emperor_dir: /srv/one/vassals
+    nginx_dir: /srv/one/nginx
+    run_dir: /srv/one/run
+    log_dir: /srv/one/log
+    state_dir: /srv/one/state
+    nginx: {reload_command: "kill -HUP $(cat /srv/one/nginx.pid)", listen: "8081"}
+  web2:
+    address: 10.0.0.2
+    user: deploy
+    emperor_dir: /srv/two/vassals
+    nginx_dir: /srv/two/nginx
+    run_dir: /srv/two/run
+    log_dir: /srv/two/log
+    state_dir: /srv/two/state
+    emperor_ini: /srv/two/emperor.ini
+    systemd_dir: /srv/two/systemd
+    nginx_include: /srv/two/nginx-include.conf
+default_host: web1
+isolation: {users: auto}
+"""
+
+
+def customer(domain: str, host: str | None = None, **app: object) -> str:
+    data: dict = {"apps": {"web": {"domains": [domain], "wsgi": "app:application", **app}}}
+    if host:
+        data["host"] = host
+    return yaml.safe_dump(data)
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> inventory.Inventory:
+    root = write_inventory(tmp_path / "inv", HOSTS, {
+        "acme.yaml": customer("acme.example"),
+        "globex.yaml": customer("globex.example", "web2"),
+        "initech.yaml": customer("initech.example", "web2", on_demand=True),
+    })
+    return inventory.load(root)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_placement_errors(tmp_path: Path, case: dict) -> None:
+    root = write_inventory(tmp_path / "inv", case.get("settings"), case.get("customers", {}))
+    with pytest.raises(InventoryError) as caught:
+        inventory.load(root)
+    got = [str(p) for p in caught.value.problems]
+    assert got == case["errors"], "\nGOT:\n  " + "\n  ".join(got) + "\nWANT:\n  " + "\n  ".join(case["errors"])
+
+
+def test_without_hosts_nothing_is_placed(tmp_path: Path) -> None:
+    root = write_inventory(tmp_path / "inv", "emperor_dir: vassals\n", {"acme.yaml": customer("acme.example")})
+    loaded = inventory.load(root)
+    assert [c.host for c in loaded.customers] == [None]
+    assert placement.placed(loaded) == {}
+    placement.refuse_multi_host(loaded)  # a local inventory is fine
+
+
+def test_host_views_render_each_host_with_its_own_paths(inv: inventory.Inventory) -> None:
+    assert placement.placed(inv) == {"acme": "web1", "globex": "web2", "initech": "web2"}
+    env = templates.environment(inv.root)
+    one = placement.host_inventory(inv, "web1")
+    two = placement.host_inventory(inv, "web2")
+    assert [c.name for c in one.customers] == ["acme"] and [c.name for c in two.customers] == ["globex", "initech"]
+    assert one.settings.nginx.listen == "8081" and two.settings.nginx.listen == inv.settings.nginx.listen
+    assert one.settings.nginx.reload_command == "kill -HUP $(cat /srv/one/nginx.pid)"
+    files_one = render(one, placement.host_identity(inv.settings, inv.settings.hosts["web1"]), env)
+    files_two = render(two, placement.host_identity(inv.settings, inv.settings.hosts["web2"]), env)
+    assert sorted(files_one) == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
+    assert sorted(files_two) == ["/srv/two/nginx/globex_web.conf", "/srv/two/nginx/initech_web.conf",
+                                 "/srv/two/vassals/globex_web.ini", "/srv/two/vassals/initech_web.ini",
+                                 "/srv/two/vassals/initech_web.ini.socket"]
+    assert "unix:/srv/one/run/acme/web.sock" in files_one["/srv/one/nginx/acme_web.conf"].content
+    # root logs in on web1: per-customer users (auto); web2 logs in as 'deploy': the invoker
+    assert "uid = hc-acme" in files_one["/srv/one/vassals/acme_web.ini"].content
+    assert "uid =" not in files_two["/srv/two/vassals/globex_web.ini"].content
+
+
+def test_local_commands_refuse_a_multi_host_inventory(inv: inventory.Inventory) -> None:
+    with pytest.raises(HostctlError, match=r"use `hostctl deploy`"):
+        placement.refuse_multi_host(inv)
+    with pytest.raises(HostctlError, match=r"unknown host 'web7'; hosts in hostctl.yaml: web1, web2."):
+        placement.select_hosts(inv, ["web1", "web7"])
+    assert placement.select_hosts(inv, []) == ["web1", "web2"]
+
+
+# --- reading a host: hashes instead of contents ----------------------------------------
+
+def _answer(manifest: Manifest, files: dict[str, tuple[str, int]]) -> str:
+    modes = "".join(f"{mode:o} {path}\n" for path, (_, mode) in files.items())
+    sums = "".join(f"{sha256(content)}  {path}\n" for path, (content, _) in files.items())
+    return f"{manifest.to_json() if manifest.files else ''}\n{remote.MODES_MARK}\n{modes}{remote.SHA_MARK}\n{sums}"
+
+
+def test_plan_from_hashes(inv: inventory.Inventory) -> None:
+    """The remote answer parsed back compares by hash: unchanged, changed, hand-edited, foreign, departed."""
+    view = placement.host_inventory(inv, "web2")
+    desired = render(view, placement.host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
+    globex_ini, globex_conf = "/srv/two/vassals/globex_web.ini", "/srv/two/nginx/globex_web.conf"
+    initech_ini = "/srv/two/vassals/initech_web.ini"
+    gone = "/srv/two/vassals/oldco_web.ini"
+    old = Manifest({
+        globex_ini: Entry(sha256(desired[globex_ini].content), "vassal", "globex", "web"),
+        globex_conf: Entry(sha256("old server block"), "nginx", "globex", "web"),
+        gone: Entry(sha256("oldco"), "vassal", "oldco", "web"),
+    })
+    live = {
+        globex_ini: (desired[globex_ini].content, 0o640),  # unchanged
+        globex_conf: ("edited by hand", 0o644),  # drift
+        initech_ini: ("someone else's", 0o644),  # not ours: a conflict
+        gone: ("oldco", 0o640),  # its customer left: removed
+        "/srv/two/nginx/other.conf": ("not ours, not wanted", 0o644),
+    }
+    actual = remote.parse_state(_answer(old, live), "host 'web2'")
+    assert actual.manifest == old
+    assert actual.files[globex_ini].digest == sha256(desired[globex_ini].content) and actual.files[globex_ini].mode == 0o640
+    plan = make_plan(desired, actual)
+    got = sorted((c.action, c.path, c.drift) for c in plan.changes)
+    assert got == [
+        ("create", "/srv/two/nginx/initech_web.conf", False),
+        ("create", "/srv/two/vassals/initech_web.ini.socket", False),
+        ("delete", gone, False),
+        ("update", globex_conf, True),
+    ]
+    assert [c.path for c in plan.conflicts] == [initech_ini]
+    assert plan.unchanged == 1
+
+
+def test_parse_state_of_a_fresh_host_and_of_garbage() -> None:
+    empty = remote.parse_state(f"\n{remote.MODES_MARK}\n{remote.SHA_MARK}\n", "host 'x'")
+    assert empty.manifest == Manifest() and empty.files == {}
+    with pytest.raises(HostctlError, match="host 'x': unexpected answer"):
+        remote.parse_state("bash: find: command not found\n", "host 'x'")
+    with pytest.raises(HostctlError, match="host 'x': the manifest is damaged"):
+        remote.parse_state(f"{{not json\n{remote.MODES_MARK}\n{remote.SHA_MARK}\n", "host 'x'")
+
+
+def test_read_command_lists_only_hostctl_kinds(inv: inventory.Inventory) -> None:
+    command = remote.read_command(placement.host_inventory(inv, "web1").settings)
+    assert "cat /srv/one/state/manifest.json" in command
+    assert "find /srv/one/vassals -maxdepth 1 -type f \\( -name '*.ini' -o -name '*.ini.socket' \\)" in command
+    assert "find /srv/one/nginx -maxdepth 1 -type f -name '*.conf'" in command
+    assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0
+
+
+# --- moves ------------------------------------------------------------------------------
+
+def test_a_move_is_held_back_on_the_old_host(inv: inventory.Inventory) -> None:
+    """globex moved from web1 to web2: web1's plan removes it, but only after web2 serves it."""
+    view = placement.host_inventory(inv, "web1")
+    desired = render(view, placement.host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
+    old = Manifest({p: Entry(sha256(f.content), f.kind, f.customer, f.app) for p, f in desired.items()})
+    moved = {"/srv/one/vassals/globex_web.ini": "vassal", "/srv/one/nginx/globex_web.conf": "nginx",
+             "/srv/one/vassals/gone_web.ini": "vassal"}
+    for path, kind in moved.items():
+        old.files[path] = Entry(sha256(path), kind, path.split("/")[-1].split("_")[0], "web")
+    live = {p: (f.content, f.mode) for p, f in desired.items()} | {p: (p, 0o644) for p in moved}
+    actual = remote.parse_state(_answer(old, live), "host 'web1'")
+    plan = make_plan(desired, actual)
+    assert sorted(c.customer for c in plan.changes) == ["globex", "globex", "gone"]
+    assert deploy.moved_out(plan, "web1", placement.placed(inv)) == {"globex": "web2"}
+    held = remote.hold_back(plan, old, ["globex"])
+    assert [(c.action, c.customer) for c in held.changes] == [("delete", "gone")]
+    assert set(held.manifest.files) == set(desired) | {"/srv/one/vassals/globex_web.ini", "/srv/one/nginx/globex_web.conf"}
+    assert remote.hold_back(plan, old, []) is plan
+
+
+# --- the bundle: one tar and one script per host ------------------------------------------
+
+def _members(payload: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def _host(inv: inventory.Inventory, name: str) -> tuple:
+    """One host's inventory view, identity, template environment and rendered files."""
+    view = placement.host_inventory(inv, name)
+    identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
+    env = templates.environment(inv.root)
+    return view, identity, env, render(view, identity, env)
+
+
+def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Inventory) -> None:
+    view, identity, env, desired = _host(inv, "web1")
+    old = Manifest({"/srv/one/nginx/acme_web.conf": Entry(sha256("old"), "nginx", "acme", "web"),
+                    "/srv/one/vassals/gone_web.ini": Entry(sha256("gone"), "vassal", "gone", "web")})
+    live = {"/srv/one/nginx/acme_web.conf": ("old", 0o644), "/srv/one/vassals/gone_web.ini": ("gone", 0o640)}
+    plan = make_plan(desired, remote.parse_state(_answer(old, live), "web1"))
+    bundle = remote.bundle("web1", view.settings, plan, old, identity, {"acme": "hc-acme"}, remote.script_environment(env))
+    members = _members(bundle.payload)
+    assert sorted(members) == [
+        "srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf",
+        "srv/one/state/.hostctl-deploy/deploy.sh",
+        "srv/one/state/.hostctl-deploy/intent.json",
+        "srv/one/state/.hostctl-deploy/manifest.json",
+        "srv/one/vassals/.hostctl-deploy-vassals/acme_web.ini",
+    ]
+    vassal = members["srv/one/vassals/.hostctl-deploy-vassals/acme_web.ini"]
+    assert (vassal.mode, vassal.uname, vassal.gname) == (0o640, "root", "hc-acme")  # readable by its customer's group
+    assert bundle.uploaded == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
+    script = bundle.script
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    steps = ["getent passwd hc-acme", "mkdir -p -- /srv/one/run/acme /srv/one/log/acme",
+             "chown -- hc-acme /srv/one/run/acme /srv/one/log/acme", "chgrp -- www-data /srv/one/run/acme",
+             'mv -f -- "$STAGE/intent.json" "$MANIFEST"', 'touch -d "@$stamp" -- /srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf',
+             "ln -f -t \"$NGINX_BACKUP\" -- /srv/one/nginx/acme_web.conf", 'mv -f -t /srv/one/nginx -- "$NGINX_STAGE"/*',
+             "if ! out=$( nginx -t -q 2>&1 ); then", 'mv -f -t /srv/one/vassals -- "$VASSAL_STAGE"/*',
+             "uwsgi --connect-and-read /srv/one/run/emperor.stats", "kill -HUP $(cat /srv/one/nginx.pid)",
+             "rm -f -- /srv/one/vassals/gone_web.ini", 'mv -f -- "$STAGE/manifest.json" "$MANIFEST"']
+    positions = [script.find(step) for step in steps]
+    assert -1 not in positions, [s for s, p in zip(steps, positions) if p == -1]
+    assert positions == sorted(positions), "the script must run its steps in apply's order"
+    assert bundle.command.endswith("tar -xzpmf - -C / && exec sh /srv/one/state/.hostctl-deploy/deploy.sh")
+
+
+def test_bundle_without_server_changes_neither_tests_nor_reloads_nginx(inv: inventory.Inventory) -> None:
+    view, identity, env, desired = _host(inv, "web2")
+    old = Manifest({p: Entry(sha256(f.content if f.kind != "vassal" else "old"), f.kind, f.customer, f.app) for p, f in desired.items()})
+    live = {p: (f.content if f.kind != "vassal" else "old", f.mode) for p, f in desired.items()}
+    plan = make_plan(desired, remote.parse_state(_answer(old, live), "web2"))
+    assert {c.kind for c in plan.changes} == {"vassal"}
+    script = remote.bundle("web2", view.settings, plan, old, identity, {}, remote.script_environment(env)).script
+    assert "nginx -t -q" not in script and "systemctl reload nginx" not in script and "getent" not in script
+    assert 'mv -f -t /srv/two/vassals -- "$VASSAL_STAGE"/*' in script
+
+
+# --- bootstrap ------------------------------------------------------------------------------
+
+def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
+    env = templates.environment(inv.root)
+    full = bootstrap.build(inv, "web2", env)
+    assert subprocess.run(["sh", "-n"], input=full.script, text=True).returncode == 0
+    steps = ["apt-get install -y -qq --no-install-recommends nginx uwsgi-core uwsgi-plugin-python3",
+             "mkdir -p -- /srv/two/vassals /srv/two/nginx /srv/two/run /srv/two/log", "chmod -- 700 /srv/two/state",
+             "mv -f -- /srv/two/.emperor.ini.hostctl-tmp-bootstrap /srv/two/emperor.ini",
+             "mv -f -- /srv/two/systemd/.hostctl-emperor.service.hostctl-tmp-bootstrap /srv/two/systemd/hostctl-emperor.service",
+             "systemctl enable --now hostctl-emperor", "nginx -t -q", "systemctl reload nginx"]
+    positions = [full.script.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
+    assert sorted(full.files) == ["/srv/two/emperor.ini", "/srv/two/nginx-include.conf", "/srv/two/systemd/hostctl-emperor.service"]
+    assert "emperor = /srv/two/vassals" in full.files["/srv/two/emperor.ini"]
+    assert "ExecStart=/usr/bin/uwsgi --ini /srv/two/emperor.ini" in full.files["/srv/two/systemd/hostctl-emperor.service"]
+    assert "include /srv/two/nginx/*.conf;" in full.files["/srv/two/nginx-include.conf"]
+    assert sorted(_members(full.payload)) == [f"srv/two/state/.hostctl-bootstrap/{n}" for n in
+                                               ("bootstrap.sh", "emperor.ini", "hostctl-emperor.service", "nginx-hostctl.conf")]
+    files_only = bootstrap.build(inv, "web2", env, packages=False, services=False)
+    assert "apt-get" not in files_only.script and "systemctl" not in files_only.script
+    assert files_only.files == full.files
