@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, layout, lock, nginx, ondemand, state
+from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, state, users
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest
@@ -36,6 +36,8 @@ Say = Callable[[str], None]
 class ApplyResult:
     plan: Plan
     messages: list[str] = field(default_factory=list)
+    owners: Owners | None = None
+    isolation: "isolation.IsolationPlan | None" = None  # users created, cgroup changes made
 
 
 def _ensure_base_dirs(settings: Settings) -> None:
@@ -111,12 +113,14 @@ def check_candidates(prepared: Prepared) -> None:
 def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
     """Apply ``prepared.plan``. The caller holds the apply lock."""
     plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
-    result = ApplyResult(plan)
+    result = ApplyResult(plan, owners=owners, isolation=prepared.isolation)
     if plan.conflicts:
         lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
         raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
     _ensure_base_dirs(settings)
     ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
+    if prepared.isolation is not None:  # cgroups and their limits exist before any vassal (re)starts
+        result.messages += isolation.execute(prepared.isolation)
     if plan.empty:
         if plan.manifest != state.read_manifest(layout.manifest(settings)):
             _save_manifest(settings, plan.manifest)  # e.g. files that vanished by hand drop out
@@ -187,9 +191,17 @@ def _restore(changes: list[Change], owners: Owners) -> None:
             _write(restored, owners)
 
 
-def apply(root: str, lock_timeout: float, say: Say = lambda _: None) -> ApplyResult:
-    """Load, plan and apply under the apply lock (so the plan reflects the state it changes)."""
-    inv, owners = pipeline.load_checked(root)
+def apply(root: str, lock_timeout: float, say: Say = lambda _: None, create_users: bool = False) -> ApplyResult:
+    """Load, plan and apply under the apply lock (so the plan reflects the state it changes).
+
+    ``create_users``: create missing customer users first (root, per-customer mode).
+    """
+    inv, owners = pipeline.load_checked(root, missing_users_ok=create_users)
     with lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
+        created = users.create(owners.missing_users, inv.settings.isolation.home_dir) if owners.missing_users else []
+        if created:
+            inv, owners = pipeline.load_checked(root)
         prepared = pipeline.prepare_loaded(inv, owners)
-        return execute(prepared, say)
+        result = execute(prepared, say)
+        result.messages[:0] = created
+        return result

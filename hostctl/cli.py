@@ -96,29 +96,39 @@ def validate(ctx: click.Context) -> None:
 @click.pass_context
 def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
     """Show what apply would change: files added, changed (as diffs, secrets hidden) and removed."""
-    from hostctl import pipeline
+    from hostctl import isolation, pipeline
     from hostctl.plan import render_plan
 
-    prepared = pipeline.prepare(_inventory_root(ctx))
+    prepared = pipeline.prepare(_inventory_root(ctx), missing_users_ok=True)
+    limits = prepared.isolation
+    _notes(prepared.owners, limits)
+    if limits is not None:
+        click.echo(isolation.render(limits), nl=False)
     click.echo(render_plan(prepared.plan, show_diff=not no_diff), nl=False)
     if prepared.plan.conflicts:
         raise HostctlError("files hostctl did not create are in the way (marked '!'); apply would refuse")
-    if exit_code and not prepared.plan.empty:
+    if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):
         ctx.exit(2)
 
 
 @cli.command()
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for another apply to finish (0: fail at once).")
+@click.option("--create-users", is_flag=True, help="As root: create missing customer users (useradd --system, no login shell).")
 @click.pass_context
-def apply(ctx: click.Context, lock_timeout: float) -> None:
+def apply(ctx: click.Context, lock_timeout: float, create_users: bool) -> None:
     """Write the changed vassals and server blocks atomically; reload nginx only if a server block changed."""
-    from hostctl import apply as apply_mod
+    from hostctl import apply as apply_mod, isolation
     from hostctl.plan import render_plan
 
-    result = apply_mod.apply(str(_inventory_root(ctx)), lock_timeout, _say)
+    result = apply_mod.apply(str(_inventory_root(ctx)), lock_timeout, _say, create_users=create_users)
+    if result.isolation is not None:
+        _notes(result.owners, result.isolation)
+        click.echo(isolation.render(result.isolation), nl=False)
     if result.plan.empty:
         click.echo(result.plan.summary())
+        for message in result.messages:
+            click.echo(message)
         return
     click.echo(render_plan(result.plan, show_diff=False), nl=False)
     for message in result.messages:
@@ -207,6 +217,14 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
             ctx.exit(1)
         return
     logs_mod.follow(files, followers, emit)
+
+
+def _notes(owners, limits) -> None:
+    """Who the vassals run as and which limits are not enforced, on stderr (they are not changes)."""
+    if owners is not None and not owners.identity.per_customer:
+        _say(f"note: {owners.describe()}")
+    for note in (limits.notes if limits is not None else ()):
+        _say(f"note: {note}")
 
 
 from hostctl.deploy_cli import bootstrap as _bootstrap, deploy as _deploy  # noqa: E402 - multi-host commands

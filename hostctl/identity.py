@@ -28,6 +28,7 @@ class Owners:
     root: bool
     nginx_gid: int = -1
     customers: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (uid, gid)
+    missing_users: tuple[str, ...] = ()  # per-customer users that do not exist yet (apply --create-users)
 
     def of(self, customer: str) -> tuple[int, int]:
         return self.customers.get(customer, (-1, -1))
@@ -51,7 +52,8 @@ def nginx_group(inventory: Inventory, root: bool) -> str | None:
         return None
 
 
-def resolve(inventory: Inventory, euid: int | None = None) -> tuple[Owners, list[Problem]]:
+def resolve(inventory: Inventory, euid: int | None = None, allow_missing: bool = False) -> tuple[Owners, list[Problem]]:
+    """Who vassals run as; ``allow_missing`` lists absent customer users instead of failing on them."""
     euid = os.geteuid() if euid is None else euid
     root = euid == 0
     mode = inventory.settings.isolation.users
@@ -68,16 +70,20 @@ def resolve(inventory: Inventory, euid: int | None = None) -> tuple[Owners, list
         problems.append(inventory.problem("hostctl.yaml", ("isolation", "users"),
                                           "'per-customer' needs root (vassals switch to each customer's user); run as root or use 'invoker'"))
     customers: dict[str, tuple[int, int]] = {}
+    missing: list[str] = []
     if per_customer:
         for customer in inventory.customers:
             try:
                 entry = pwd.getpwnam(customer.user)
             except KeyError:
+                if allow_missing and root:
+                    missing.append(customer.user)
+                    continue
                 problems.append(inventory.problem(customer.file, ("user",) if "user" in inventory.sources[customer.file].data else (),
-                                                  f"Unix user {customer.user!r} does not exist (create it, e.g. `useradd --system --no-create-home {customer.user}`)"))
+                                                  f"Unix user {customer.user!r} does not exist (run `hostctl apply --create-users`, or create it, e.g. `useradd --system --no-create-home {customer.user}`)"))
                 continue
             if entry.pw_uid == 0:
                 problems.append(inventory.problem(customer.file, ("user",), f"Unix user {customer.user!r} is root; vassals never run as root"))
             customers[customer.name] = (entry.pw_uid, entry.pw_gid)
     identity = Identity(per_customer=per_customer, nginx_group=group)
-    return Owners(identity, root, nginx_gid, customers), problems
+    return Owners(identity, root, nginx_gid, customers, tuple(missing)), problems

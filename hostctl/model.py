@@ -124,6 +124,21 @@ class IsolationSettings(Strict):
     # auto: a Unix user per customer when hostctl runs as root, else the invoking user.
     users: Literal["auto", "per-customer", "invoker"] = "auto"
     user_prefix: str = Field(default="hc-", pattern=r"^[a-z][a-z0-9-]{0,8}$")
+    # `apply --create-users`: None makes users without a home; a directory gives each one <home_dir>/<user>.
+    home_dir: SettingsPath | None = None
+
+
+class CgroupSettings(Strict):
+    """Where customer cgroups live and which hierarchy enforces limits (see cgroups.py)."""
+
+    # auto: cgroup v2 if it has the memory controller, else v1, else off (limits not enforced).
+    mode: Literal["auto", "v1", "v2", "off"] = "auto"
+    # v1: controllers are at <v1_root>/<memory|cpu|pids>; unset: where /proc/self/mounts says.
+    v1_root: SettingsPath | None = None
+    # v2: the cgroup2 mount; unset: where /proc/self/mounts says.
+    v2_root: SettingsPath | None = None
+    # One cgroup per customer at <root>/<parent>/<customer>.
+    parent: Name = "hostctl"
 
 
 class HostNginx(Strict):
@@ -163,6 +178,7 @@ class Settings(Strict):
     nginx: NginxSettings = Field(default_factory=NginxSettings)
     emperor: EmperorSettings = Field(default_factory=EmperorSettings)
     isolation: IsolationSettings = Field(default_factory=IsolationSettings)
+    cgroup: CgroupSettings = Field(default_factory=CgroupSettings)
     defaults: Defaults = Field(default_factory=Defaults)
     hosts: dict[Name, Host] = Field(default_factory=dict)  # multi-host; empty: everything is local
     default_host: Name | None = None  # where customers without 'host:' go

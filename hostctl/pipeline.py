@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from hostctl import checks, identity, inventory as inventory_mod, layout, placement, state, templates
+from hostctl import checks, identity, inventory as inventory_mod, isolation, layout, placement, state, templates
 from hostctl.errors import InventoryError
 from hostctl.identity import Owners
 from hostctl.inventory import Inventory
@@ -26,13 +26,20 @@ class Prepared:
     env: jinja2.Environment
     desired: dict[str, RenderedFile]
     plan: Plan
+    isolation: isolation.IsolationPlan | None = None  # users to create, cgroup changes
 
 
-def load_checked(root: Path | str, host_checks: bool = True) -> tuple[Inventory, Owners]:
-    """Load the inventory and run every check; raise one ``InventoryError`` with all problems."""
+def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False) -> tuple[Inventory, Owners]:
+    """Load the inventory and run every check; raise one ``InventoryError`` with all problems.
+
+    ``missing_users_ok``: customer users that do not exist yet are listed in the
+    owners (for ``plan`` and ``apply --create-users``) instead of being errors.
+    """
     inv = inventory_mod.load(root)
     placement.refuse_multi_host(inv)
-    owners, problems = identity.resolve(inv)
+    owners, problems = identity.resolve(inv, allow_missing=missing_users_ok)
+    owners, found = isolation.attach(inv, owners)
+    problems += found
     if host_checks:
         problems += checks.check_host(inv)
     if problems:
@@ -40,8 +47,8 @@ def load_checked(root: Path | str, host_checks: bool = True) -> tuple[Inventory,
     return inv, owners
 
 
-def prepare(root: Path | str, host_checks: bool = True) -> Prepared:
-    inv, owners = load_checked(root, host_checks)
+def prepare(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False) -> Prepared:
+    inv, owners = load_checked(root, host_checks, missing_users_ok)
     return prepare_loaded(inv, owners)
 
 
@@ -49,4 +56,4 @@ def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
     env = templates.environment(inv.root)
     desired = render(inv, owners.identity, env)
     actual = state.read(layout.manifest(inv.settings), desired)
-    return Prepared(inv, owners, env, desired, make_plan(desired, actual))
+    return Prepared(inv, owners, env, desired, make_plan(desired, actual), isolation.prepare(inv, owners))

@@ -12,7 +12,7 @@ from typing import Literal
 
 import jinja2
 
-from hostctl import layout, ondemand, templates
+from hostctl import cgroups, layout, ondemand, templates
 from hostctl.escape import INI_PLACEHOLDERS
 from hostctl.inventory import Inventory
 
@@ -28,6 +28,7 @@ class Identity:
 
     per_customer: bool  # True: each vassal drops to its customer's Unix user
     nginx_group: str | None = None  # group of nginx's workers, for socket access
+    cgroup: cgroups.Hierarchy | None = None  # where each customer's cgroup is (None: limits not enforced)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) ->
                 settings=settings, customer=customer, app=app, cfg=cfg, paths=paths,
                 user=user, group=user, placeholders=INI_PLACEHOLDERS, log_maxsize=LOG_MAXSIZE,
                 wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
+                cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
             )
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)

@@ -66,6 +66,7 @@ class Sandbox:
             "log_dir": "../log", "state_dir": "../state",
             "nginx": {"listen": f"127.0.0.1:{self.port}"},
             "isolation": {"users": "invoker"},
+            "cgroup": {"mode": "off"},  # tests that need cgroups set their own mode and parent
             "defaults": {"processes": 1},
         }
         for key, value in (settings or {}).items():

@@ -1,0 +1,58 @@
+"""Isolation and limits beyond files: the users to create and the cgroup changes, planned and applied.
+
+``attach`` decides (at the edge) which cgroup hierarchy enforces limits and
+hands it to rendering through the ``Identity``; ``prepare`` plans the cgroup
+directories and limit files per customer against their live values; ``render``
+shows that plan; ``execute`` performs it before any vassal is written, so a
+vassal never starts outside its customer's limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hostctl import cgroupfs, cgroups
+from hostctl.cgroups import CgroupChange, Hierarchy
+from hostctl.errors import Problem
+from hostctl.identity import Owners
+from hostctl.inventory import Inventory
+
+
+@dataclass(frozen=True)
+class IsolationPlan:
+    hierarchy: Hierarchy
+    changes: tuple[CgroupChange, ...] = ()
+    notes: tuple[str, ...] = ()  # limits set in the inventory that are not enforced here
+    users: tuple[str, ...] = ()  # Unix users `apply --create-users` creates
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.users
+
+
+def attach(inv: Inventory, owners: Owners, euid: int | None = None) -> tuple[Owners, list[Problem]]:
+    """Decide the cgroup hierarchy for this host and record it in the owners' identity."""
+    hierarchy, errors = cgroupfs.hierarchy(inv.settings, euid, owners.identity.per_customer)
+    problems = [inv.problem("hostctl.yaml", ("cgroup", "mode"), e) for e in errors]
+    return replace(owners, identity=replace(owners.identity, cgroup=hierarchy)), problems
+
+
+def prepare(inv: Inventory, owners: Owners) -> IsolationPlan:
+    h = owners.identity.cgroup or Hierarchy(None, why_off="not decided")
+    desired = [cgroups.customer_cgroup(h, c.name, c.limits) for c in inv.customers]
+    notes = tuple(dict.fromkeys(f"{cg.customer}: {n}" for cg in desired for n in cg.notes))
+    changes: tuple[CgroupChange, ...] = ()
+    if h.version is not None:
+        live, present = cgroupfs.read_live(desired, h)
+        changes = cgroups.plan(desired, live, present)
+    return IsolationPlan(h, changes, notes, owners.missing_users)
+
+
+def render(plan: IsolationPlan) -> str:
+    """Users to create and cgroup changes, one line each (empty when there are none)."""
+    lines = [f"+ user {u} (created by `hostctl apply --create-users`)" for u in plan.users]
+    return "".join(line + "\n" for line in lines) + cgroups.render_changes(plan.changes)
+
+
+def execute(plan: IsolationPlan) -> list[str]:
+    return cgroupfs.apply(plan.changes)

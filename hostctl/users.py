@@ -1,0 +1,40 @@
+"""Create the customers' Unix users (``apply --create-users``): the argv is decided purely, useradd runs at the edge.
+
+Users are system users with no login shell. By default they get no home
+(``/nonexistent``, as Debian does for daemons); with ``isolation.home_dir`` set,
+each gets ``<home_dir>/<user>`` (mode 0750).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from hostctl.errors import HostctlError
+
+NOLOGIN = "/usr/sbin/nologin"
+NO_HOME = "/nonexistent"
+
+
+def useradd_argv(user: str, home_dir: str | None) -> list[str]:
+    argv = ["useradd", "--system", "--user-group", "--shell", NOLOGIN, "--comment", "hostctl customer"]
+    if home_dir:
+        argv += ["--home-dir", os.path.join(home_dir, user), "--create-home"]
+    else:
+        argv += ["--home-dir", NO_HOME, "--no-create-home"]
+    return argv + [user]
+
+
+def create(users: tuple[str, ...], home_dir: str | None) -> list[str]:
+    """Run useradd for each user; return what was done. Raise on the first failure."""
+    done = []
+    if home_dir:
+        os.makedirs(home_dir, mode=0o755, exist_ok=True)
+    for user in users:
+        result = subprocess.run(useradd_argv(user, home_dir), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise HostctlError(f"useradd {user} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()}")
+        if home_dir:
+            os.chmod(os.path.join(home_dir, user), 0o750)
+        done.append(f"created Unix user {user!r}")
+    return done
