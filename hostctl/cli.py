@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hostctl import __version__, customers, scaffold
+from hostctl import __version__, customers, scaffold, tls
 from hostctl.errors import HostctlError
 
 
@@ -105,6 +105,8 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
     if limits is not None:
         click.echo(isolation.render(limits), nl=False)
     click.echo(render_plan(prepared.plan, show_diff=not no_diff), nl=False)
+    for line in tls.plan_lines(prepared.inventory, prepared.ready_certs):
+        click.echo(line)
     if prepared.plan.conflicts:
         raise HostctlError("files hostctl did not create are in the way (marked '!'); apply would refuse")
     if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):

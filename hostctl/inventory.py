@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pydantic
 
-from hostctl import placement, values
+from hostctl import placement, tls, values
 from hostctl.errors import InventoryError, Problem
 from hostctl.model import TUNING_FIELDS, App, Customer, Limits, Settings
 from hostctl.yamlsource import Source, format_path, parse
@@ -197,6 +197,8 @@ def _resolve_settings(root: Path, settings: Settings, source: Source) -> tuple[S
         except ValueError:
             problems.append(source.problem((key,), f"resolves to {resolved!r}, which contains characters that cannot be written to nginx or uWSGI configuration"))
         updates[key] = resolved
+    updates["tls"], found = tls.resolve_settings(settings.tls, lambda value: _absolute(root, value), source)
+    problems += found
     return settings.model_copy(update=updates), problems
 
 
@@ -214,6 +216,9 @@ def _resolve_app(root: Path, app: App, defaults: Any) -> App:
     if app.wsgi.endswith(".py"):
         updates["wsgi"] = _absolute(Path(chdir) if chdir else root, app.wsgi)
     updates["static"] = {prefix: _absolute(root, target) for prefix, target in app.static.items()}
+    if app.tls is not None and app.tls.certificate and app.tls.key:
+        updates["tls"] = app.tls.model_copy(update={"certificate": _absolute(root, app.tls.certificate),
+                                                    "key": _absolute(root, app.tls.key)})
     return app.model_copy(update=updates)
 
 
@@ -311,6 +316,7 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
         for app_name, app in customer.apps.items():
             resolved = _resolve_app(root, app, settings.defaults)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
+            problems += tls.check_app(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
         limits = _merge_limits(customer.limits, settings.defaults.limits)
         customers.append(CustomerSpec(name, rel, user, limits, tuple(apps), customer.host or settings.default_host))

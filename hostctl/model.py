@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hostctl import values
 
@@ -67,6 +67,24 @@ class AppTuning(Strict):
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
 
+class Tls(Strict):
+    """Per-app ``tls:``: the operator's certificate and key, or ``acme: true`` (see tls.py)."""
+
+    certificate: PathStr | None = None  # PEM: the certificate, then its intermediates
+    key: PathStr | None = None
+    acme: bool = False
+    https_only: bool = True  # plain HTTP redirects to HTTPS (except the ACME challenge path)
+    hsts: bool = False  # Strict-Transport-Security with settings' tls.hsts_max_age
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Tls":
+        if self.acme and (self.certificate or self.key):
+            raise ValueError("give either 'certificate' and 'key' or 'acme: true', not both")
+        if not self.acme and not (self.certificate and self.key):
+            raise ValueError("needs 'certificate' and 'key' (PEM files), or 'acme: true'")
+        return self
+
+
 class App(AppTuning):
     # false: the app stays in the inventory but no vassal runs and nginx answers 503 (`hostctl status`: stopped)
     enabled: bool = True
@@ -75,6 +93,7 @@ class App(AppTuning):
     chdir: PathStr | None = None
     virtualenv: PathStr | None = None
     static: dict[UrlPrefix, PathStr] = Field(default_factory=dict)
+    tls: Tls | None = None  # HTTPS (see the README's TLS section)
 
 
 class Customer(Strict):
@@ -169,6 +188,29 @@ class Host(Strict):
     nginx_include: AbsPath = "/etc/nginx/conf.d/hostctl.conf"
 
 
+class AcmeSettings(Strict):
+    """The ACME CA and how hostctl paces its orders (see acme_schedule.py)."""
+
+    directory: Annotated[str, AfterValidator(values.url)] = "https://acme-v02.api.letsencrypt.org/directory"
+    email: Annotated[str, AfterValidator(values.email)] | None = None  # the CA's expiry and policy mails
+    ca_bundle: SettingsPath | None = None  # trust this CA file for the ACME server's HTTPS (a private CA, pebble)
+    interval: float = Field(default=2.0, ge=0, le=3600)  # seconds between two orders of one run
+    batch: int = Field(default=50, ge=1, le=10_000)  # orders per run at most; the rest wait for the next run
+    orders_per_3h: int = Field(default=250, ge=1, le=100_000)  # Let's Encrypt: 300 new orders per account per 3 h
+    per_domain_per_week: int = Field(default=45, ge=1, le=100_000)  # Let's Encrypt: 50 per registered domain per week
+    backoff: int = Field(default=600, ge=0, le=604800)  # seconds after a failure, doubled per further failure
+    backoff_max: int = Field(default=86400, ge=0, le=2592000)
+
+
+class TlsSettings(Strict):
+    https_listen: Listen = "127.0.0.1:8443"
+    webroot: SettingsPath = "acme-challenge"  # nginx serves /.well-known/acme-challenge/ from here
+    cert_dir: SettingsPath = "certs"  # ACME certificates: <customer>_<app>/{fullchain,privkey}.pem
+    renew_days: int = Field(default=30, ge=1, le=365)  # renew certificates that expire within this many days
+    hsts_max_age: int = Field(default=63072000, ge=0, le=10 * 31536000)  # Mozilla's recommendation: 2 years
+    acme: AcmeSettings = Field(default_factory=AcmeSettings)
+
+
 class Settings(Strict):
     emperor_dir: SettingsPath = "vassals"
     nginx_dir: SettingsPath = "nginx"
@@ -182,6 +224,7 @@ class Settings(Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     hosts: dict[Name, Host] = Field(default_factory=dict)  # multi-host; empty: everything is local
     default_host: Name | None = None  # where customers without 'host:' go
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
 
 TUNING_FIELDS = tuple(name for name in AppTuning.model_fields if name != "env")

@@ -6,12 +6,12 @@ It reads (the inventory, the user database, the live files) but never writes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 
-from hostctl import checks, identity, inventory as inventory_mod, isolation, layout, placement, state, templates
+from hostctl import certs, checks, identity, inventory as inventory_mod, isolation, layout, placement, state, templates
 from hostctl.errors import InventoryError
 from hostctl.identity import Owners
 from hostctl.inventory import Inventory
@@ -27,6 +27,7 @@ class Prepared:
     desired: dict[str, RenderedFile]
     plan: Plan
     isolation: isolation.IsolationPlan | None = None  # users to create, cgroup changes
+    ready_certs: dict[str, frozenset[str]] = field(default_factory=dict)  # certificates usable now (certs.ready)
 
 
 def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False) -> tuple[Inventory, Owners]:
@@ -42,6 +43,7 @@ def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: b
     problems += found
     if host_checks:
         problems += checks.check_host(inv)
+        problems += certs.check(inv)
     if problems:
         raise InventoryError(problems)
     return inv, owners
@@ -54,6 +56,7 @@ def prepare(root: Path | str, host_checks: bool = True, missing_users_ok: bool =
 
 def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
     env = templates.environment(inv.root)
-    desired = render(inv, owners.identity, env)
+    ready = certs.ready(inv)
+    desired = render(inv, owners.identity, env, ready)
     actual = state.read(layout.manifest(inv.settings), desired)
-    return Prepared(inv, owners, env, desired, make_plan(desired, actual), isolation.prepare(inv, owners))
+    return Prepared(inv, owners, env, desired, make_plan(desired, actual), isolation.prepare(inv, owners), ready_certs=ready)

@@ -12,7 +12,7 @@ from typing import Literal
 
 import jinja2
 
-from hostctl import cgroups, layout, ondemand, templates
+from hostctl import cgroups, layout, ondemand, templates, tls
 from hostctl.escape import INI_PLACEHOLDERS
 from hostctl.inventory import Inventory
 
@@ -41,7 +41,9 @@ class RenderedFile:
     mode: int  # vassals hold env values (secrets): not world-readable
 
 
-def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) -> dict[str, RenderedFile]:
+def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
+           ready_certs: tls.ReadyCerts | None = None) -> dict[str, RenderedFile]:
+    """``ready_certs``: the certificates usable now (read at the edge, ``certs.ready``); none when omitted."""
     vassal_t = templates.get(env, VASSAL_TEMPLATE)
     server_t = templates.get(env, SERVER_TEMPLATE)
     settings = inventory.settings
@@ -56,6 +58,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment) ->
                 user=user, group=user, placeholders=INI_PLACEHOLDERS, log_maxsize=LOG_MAXSIZE,
                 wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
                 cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
+                tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,
             )
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)

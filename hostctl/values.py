@@ -125,3 +125,20 @@ def address(value: str) -> str:
     if not re.match(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]+)$", value):
         raise ValueError(f"{value!r} is not a host name or IP address")
     return value
+
+
+EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/%+-]*)?$")
+
+
+def email(value: str) -> str:
+    if not EMAIL_RE.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def url(value: str) -> str:
+    """An ACME directory URL (never rendered into a config file, only fetched)."""
+    if not URL_RE.match(value):
+        raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'https://acme-v02.api.letsencrypt.org/directory')")
+    return value

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hostctl import inventory, templates
 from hostctl.render import Identity, render
@@ -24,7 +25,10 @@ def _render(case: Path, identity: Identity, tmp_path: Path) -> dict[str, str]:
     root = tmp_path / "inv"
     shutil.copytree(case, root, ignore=shutil.ignore_patterns("expected"))
     inv = inventory.load(root)
-    files = render(inv, identity, templates.environment(inv.root))
+    # ready_certs.yaml (optional): which certificates exist, as certs.ready() would report them
+    ready_file = case / "ready_certs.yaml"
+    ready = {str(root / path): frozenset(names) for path, names in yaml.safe_load(ready_file.read_text()).items()} if ready_file.exists() else None
+    files = render(inv, identity, templates.environment(inv.root), ready)
     return {os.path.relpath(path, root): f.content.replace(str(root), "@ROOT@") for path, f in files.items()}
 
 

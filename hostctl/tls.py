@@ -1,0 +1,190 @@
+"""HTTPS decisions for each app: pure, no I/O.
+
+Which certificate an app uses, and, given which certificates exist and are
+usable right now, which of its domains nginx serves over HTTPS, which redirect
+from plain HTTP and which stay on plain HTTP. The facts about certificate files
+are read at the edge (``certs.py``) and passed in as ``ReadyCerts``: rendering
+never looks at the disk, and a certificate that does not exist (yet) never
+reaches nginx, so one missing certificate cannot fail ``nginx -t`` for everyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Literal, Mapping
+
+from hostctl import values
+from hostctl.errors import Problem
+from hostctl.model import App, TlsSettings
+from hostctl.yamlsource import Source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hostctl.inventory import AppSpec, Inventory
+    from hostctl.model import Settings
+
+ReadyCerts = Mapping[str, frozenset[str]]
+"""Certificate path -> the DNS names it covers, for every certificate usable now
+(it parses, its key matches, it has not expired)."""
+
+ACME_CHALLENGE = "/.well-known/acme-challenge/"
+CERT_FILE = "fullchain.pem"
+KEY_FILE = "privkey.pem"
+
+State = Literal["off", "pending", "partial", "ready"]
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    """The certificate one app wants."""
+
+    name: str  # <customer>_<app>: one certificate per app, covering all of its domains
+    customer: str
+    app: str
+    source: Literal["acme", "provided"]
+    certificate: str
+    key: str
+    domains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    domains: tuple[str, ...]
+    redirect: bool  # True: 301 to HTTPS; False: the app itself on plain HTTP
+
+
+@dataclass(frozen=True)
+class AppTls:
+    """How one app is served: what the server block template renders."""
+
+    state: State
+    http_servers: tuple[HttpServer, ...]
+    https_domains: tuple[str, ...] = ()
+    certificate: str | None = None
+    key: str | None = None
+    https_listen: str | None = None
+    https_port_suffix: str = ""  # ":8443" in redirects when HTTPS is not on 443
+    hsts_max_age: int | None = None
+    missing: tuple[str, ...] = ()  # domains the usable certificate does not cover (yet)
+
+
+def cert_spec(app: AppSpec, settings: Settings) -> CertSpec | None:
+    tls = app.config.tls
+    if tls is None:
+        return None
+    if tls.acme:
+        base = f"{settings.tls.cert_dir}/{app.id}"
+        return CertSpec(app.id, app.customer, app.name, "acme", f"{base}/{CERT_FILE}", f"{base}/{KEY_FILE}",
+                        tuple(app.config.domains))
+    assert tls.certificate and tls.key
+    return CertSpec(app.id, app.customer, app.name, "provided", tls.certificate, tls.key, tuple(app.config.domains))
+
+
+def wanted(inventory: Inventory) -> list[CertSpec]:
+    """Every certificate the inventory asks for, in inventory order."""
+    specs = (cert_spec(app, inventory.settings) for app in inventory.apps())
+    return [spec for spec in specs if spec is not None]
+
+
+def covers(names: frozenset[str] | set[str], domain: str) -> bool:
+    """Whether a certificate for ``names`` is valid for ``domain`` (a ``*.`` name covers one label)."""
+    if domain in names:
+        return True
+    head, dot, rest = domain.partition(".")
+    return bool(dot) and not domain.startswith("*.") and f"*.{rest}" in names
+
+
+def port_suffix(listen: str) -> str:
+    port = listen.rpartition(":")[2]
+    return "" if port == "443" else f":{port}"
+
+
+def decide(app: AppSpec, settings: Settings, ready: ReadyCerts) -> AppTls:
+    domains = tuple(app.config.domains)
+    tls = app.config.tls
+    if tls is None:
+        return AppTls("off", (HttpServer(domains, False),))
+    spec = cert_spec(app, settings)
+    assert spec is not None
+    names = ready.get(spec.certificate)
+    if names is None:
+        return AppTls("pending", (HttpServer(domains, False),), missing=domains)
+    covered = tuple(d for d in domains if covers(names, d))
+    uncovered = tuple(d for d in domains if d not in covered)
+    if not covered:
+        return AppTls("pending", (HttpServer(domains, False),), missing=domains)
+    http = []
+    if tls.https_only:
+        http.append(HttpServer(covered, True))
+        if uncovered:
+            http.append(HttpServer(uncovered, False))
+    else:
+        http.append(HttpServer(domains, False))
+    return AppTls(
+        "partial" if uncovered else "ready", tuple(http), covered, spec.certificate, spec.key,
+        settings.tls.https_listen, port_suffix(settings.tls.https_listen),
+        settings.tls.hsts_max_age if tls.hsts and settings.tls.hsts_max_age else None, uncovered,
+    )
+
+
+def describe(app: AppSpec, decision: AppTls) -> str | None:
+    """One line for `plan`: how the app's domains are served; None when it has no TLS."""
+    if decision.state == "off":
+        return None
+    if decision.state == "pending":
+        how = "acme: true" if app.config.tls and app.config.tls.acme else "certificate"
+        return (f"{app.id}: HTTP only until its certificate exists ({how}; `hostctl certs issue` obtains ACME ones), "
+                f"then HTTPS for {', '.join(app.config.domains)}")
+    line = f"{app.id}: HTTPS for {', '.join(decision.https_domains)}"
+    if decision.missing:
+        line += f"; HTTP only for {', '.join(decision.missing)} until the certificate covers it (`hostctl certs issue`)"
+    return line
+
+
+# --- loading (called by inventory.py; pure) ---------------------------------------------
+
+
+def resolve_settings(settings: TlsSettings, absolute: Callable[[str], str], source: Source) -> tuple[TlsSettings, list[Problem]]:
+    """Make tls.webroot, tls.cert_dir and tls.acme.ca_bundle absolute (relative to the inventory)."""
+    problems: list[Problem] = []
+    updates = {}
+    for key in ("webroot", "cert_dir"):
+        resolved = absolute(getattr(settings, key))
+        problems += _path_problem(resolved, source, ("tls", key))
+        updates[key] = resolved
+    acme = settings.acme
+    if acme.ca_bundle:
+        acme = acme.model_copy(update={"ca_bundle": absolute(acme.ca_bundle)})
+    updates["acme"] = acme
+    return settings.model_copy(update=updates), problems
+
+
+def check_app(app: App, source: Source, base: tuple) -> list[Problem]:
+    """Problems of one resolved app's ``tls:`` that need no files (checks.py reads the files)."""
+    tls = app.tls
+    if tls is None:
+        return []
+    problems = []
+    if tls.acme:
+        for index, domain in enumerate(app.domains):
+            if domain.startswith("*."):
+                problems.append(source.problem(base + ("domains", index), f"{domain!r} is a wildcard: ACME's HTTP-01 challenge cannot prove it "
+                                                                          "(give 'certificate' and 'key' instead of 'acme: true')"))
+    for key in ("certificate", "key"):
+        value = getattr(tls, key)
+        if value:
+            problems += _path_problem(value, source, base + ("tls", key))
+    return problems
+
+
+def _path_problem(value: str, source: Source, path: tuple) -> list[Problem]:
+    try:
+        values.path(value)
+    except ValueError:
+        return [source.problem(path, f"resolves to {value!r}, which contains characters that cannot be written to nginx configuration")]
+    return []
+
+
+def plan_lines(inventory: Inventory, ready: ReadyCerts) -> list[str]:
+    """What `plan` shows about HTTPS: per app with ``tls:``, which domains are served how."""
+    lines = [tls_line for app in inventory.apps() if (tls_line := describe(app, decide(app, inventory.settings, ready)))]
+    return ["TLS:", *("  " + line for line in lines)] if lines else []
