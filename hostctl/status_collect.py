@@ -110,20 +110,33 @@ def read_vassal_stats(apps: Iterable[AppSpec], settings: Settings, timeout: floa
     return found, errors
 
 
-def sample_tree(pid: int) -> ProcSample:
+def process_children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from one pass over the process table (not one per tree)."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if ppid:
+            children.setdefault(ppid, []).append(proc.pid)
+    return children
+
+
+def _descendants(pid: int, children: dict[int, list[int]]) -> list[int]:
+    out, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def sample_tree(pid: int, children: dict[int, list[int]] | None = None) -> ProcSample:
     """RSS and CPU seconds of ``pid`` and all its descendants; vanished processes are skipped."""
     rss: dict[int, int] = {}
     cpu: dict[int, float] = {}
     denied = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root] + root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return ProcSample(time.monotonic())
-    except psutil.AccessDenied:
-        return ProcSample(time.monotonic(), denied=1)
-    for proc in procs:
+    for member in _descendants(pid, process_children() if children is None else children):
         try:
+            proc = psutil.Process(member)
             with proc.oneshot():
                 mem = proc.memory_info().rss
                 times = proc.cpu_times()
@@ -132,13 +145,16 @@ def sample_tree(pid: int) -> ProcSample:
         except psutil.AccessDenied:
             denied += 1
             continue
-        rss[proc.pid] = mem
-        cpu[proc.pid] = times.user + times.system
+        rss[member] = mem
+        cpu[member] = times.user + times.system
     return ProcSample(time.monotonic(), rss, cpu, denied)
 
 
 def sample_trees(pids: dict[str, int]) -> dict[str, ProcSample]:
-    return {app_id: sample_tree(pid) for app_id, pid in pids.items()}
+    if not pids:
+        return {}
+    children = process_children()
+    return {app_id: sample_tree(pid, children) for app_id, pid in pids.items()}
 
 
 def _read_int(path: str) -> int:
