@@ -33,11 +33,12 @@ class CheckResult:
 
 
 def scaffold(settings: Settings, env: jinja2.Environment, prefix: str, include: str, *,
-             user: str | None = None, group: str | None = None, default_server: bool = True) -> str:
+             user: str | None = None, group: str | None = None, default_server: bool = True,
+             https_listen: str | None = None) -> str:
     """The text of a minimal nginx.conf around ``include`` (a glob of server blocks)."""
     return templates.render(
         templates.get(env, SCAFFOLD_TEMPLATE),
-        settings=settings, user=user, group=group, include=include, default_server=default_server,
+        settings=settings, user=user, group=group, include=include, default_server=default_server, https_listen=https_listen,
         pidfile=os.path.join(prefix, "nginx.pid"), error_log=os.path.join(prefix, "error.log"),
         temp_dir=os.path.join(prefix, "tmp"),
     )

@@ -46,6 +46,13 @@ nginx:
   reload_command: "systemctl reload nginx"
 isolation:
   users: per-customer       # each customer's vassals run as its own Unix user
+tls:
+  https_listen: "443"
+  webroot: /var/lib/hostctl/acme-challenge   # nginx serves /.well-known/acme-challenge/ from here
+  cert_dir: /etc/hostctl/certs               # ACME certificates and the ACME account key
+  acme:
+    # directory: https://acme-staging-v02.api.letsencrypt.org/directory   # staging, for trying it out
+    email: null                              # set it: the CA mails expiry warnings there
 defaults:
   processes: 2
   limits: {memory: 512M, cpu: 1, pids: 256}
