@@ -1,0 +1,241 @@
+"""Multi-host deploys over real SSH: one real sshd per simulated host, each with its own directories.
+
+No SSH is mocked: hostctl logs in with a key generated here, checks the host
+keys against a known_hosts file written here, and runs its script in a real
+shell on each "host" (this machine, through sshd on its own loopback port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from hostctl import deploy, nginx, templates
+from hostctl.manifest import sha256
+from hostctl.model import Settings
+from tests.harness import Sandbox
+from tests.sshd import SshHosts, ours
+
+pytestmark = pytest.mark.integration
+
+FABFILE_DIR = str(Path(__file__).resolve().parents[2] / "hostctl" / "fabfile")
+
+
+class Fleet:
+    """A multi-host inventory (a Sandbox) whose hosts are real sshd servers."""
+
+    def __init__(self, box: Sandbox, ssh: SshHosts):
+        self.box, self.ssh = box, ssh
+        self.settings = yaml.safe_load((box.inventory / "hostctl.yaml").read_text())
+        self.settings["hosts"] = {}
+
+    def add_host(self, name: str, **extra: object) -> None:
+        host = self.ssh.start(name)
+        self.settings["hosts"][name] = host.settings(**extra)
+        self.box.write_settings(self.settings)
+
+    def customer(self, name: str, host: str, greeting: str = "v1", domains: list[str] | None = None) -> None:
+        app = self.box.echo_app(domains or [f"{name}.example"], env={"CUSTOMER": name, "GREETING": greeting})
+        self.box.write_customer(name, {"host": host, "apps": {"web": app}})
+
+    def root(self, host: str) -> Path:
+        return self.ssh.hosts[host].root
+
+    def files(self, host: str) -> dict[str, bytes]:
+        """The vassals and server blocks on ``host``."""
+        root = self.root(host)
+        return {f"{d}/{p.name}": p.read_bytes() for d in ("emperor", "nginx") if (root / d).is_dir()
+                for p in sorted((root / d).iterdir()) if p.is_file()}
+
+    def manifest(self, host: str) -> dict:
+        return json.loads((self.root(host) / "state" / "manifest.json").read_text())["files"]
+
+    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.box.hostctl("deploy", *args, check=check)
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    box = Sandbox()
+    ssh = SshHosts(box.root)
+    try:
+        yield Fleet(box, ssh)
+    finally:
+        try:
+            ssh.stop()
+        finally:
+            assert not ours(ssh.keys), "sshd processes were left running"
+            box.cleanup()
+
+
+def _events(fleet: Fleet) -> list[str]:
+    path = fleet.box.root / "events"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) -> None:
+    events = fleet.box.root / "events"
+    for name in ("a", "b"):
+        fleet.add_host(name, nginx={"test_command": "true", "reload_command": f"echo {name}-reload >> {events}"},
+                       emperor_ini=str(fleet.box.root / "hosts" / name / "etc" / "emperor.ini"),
+                       systemd_dir=str(fleet.box.root / "hosts" / name / "etc" / "systemd"),
+                       nginx_include=str(fleet.box.root / "hosts" / name / "etc" / "nginx-hostctl.conf"))
+    fleet.customer("acme", "a")
+    fleet.customer("initech", "a")
+    fleet.customer("globex", "b")
+
+    # bootstrap's directory and file part (apt-get and systemctl skipped: this is not a fresh server)
+    booted = fleet.box.hostctl("bootstrap", "--host", "a", "--files-only")
+    assert "Host 'a' is ready" in booted.stdout
+    etc = fleet.root("a") / "etc"
+    assert f"emperor = {fleet.root('a')}/emperor" in (etc / "emperor.ini").read_text()
+    assert f"ExecStart=/usr/bin/uwsgi --ini {etc}/emperor.ini" in (etc / "systemd" / "hostctl-emperor.service").read_text()
+    assert f"include {fleet.root('a')}/nginx/*.conf;" in (etc / "nginx-hostctl.conf").read_text()
+    assert all((fleet.root("a") / d).is_dir() for d in ("emperor", "nginx", "run", "log", "state"))
+    assert oct((fleet.root("a") / "state").stat().st_mode & 0o777) == "0o700"
+
+    # first deploy: every host gets exactly its customers
+    dry = fleet.deploy("--dry-run")
+    assert "a: 4 to add, 0 to change, 0 to remove" in dry.stdout and "b: 2 to add" in dry.stdout
+    assert fleet.files("a") == {} and fleet.files("b") == {}
+    first = fleet.deploy()
+    assert "a: 4 added, 0 changed, 0 removed; 4 file(s) uploaded; nginx reloaded" in first.stdout, first.stdout
+    assert "b: 2 added, 0 changed, 0 removed; 2 file(s) uploaded; nginx reloaded" in first.stdout
+    assert sorted(fleet.files("a")) == ["emperor/acme_web.ini", "emperor/initech_web.ini", "nginx/acme_web.conf", "nginx/initech_web.conf"]
+    assert sorted(fleet.files("b")) == ["emperor/globex_web.ini", "nginx/globex_web.conf"]
+    for host in ("a", "b"):
+        manifest = fleet.manifest(host)
+        assert {os.path.relpath(p, fleet.root(host)) for p in manifest} == set(fleet.files(host))
+        for path, entry in manifest.items():
+            assert entry["sha256"] == sha256(Path(path).read_bytes())
+    assert b"env = GREETING=v1" in fleet.files("b")["emperor/globex_web.ini"]
+    assert f"unix:{fleet.root('a')}/run/acme/web.sock".encode() in fleet.files("a")["nginx/acme_web.conf"]
+    run_acme = fleet.root("a") / "run" / "acme"
+    assert oct(run_acme.stat().st_mode & 0o7777) == "0o2750"
+    assert sorted(_events(fleet)) == ["a-reload", "b-reload"]
+    assert not any(".hostctl-" in p.name for p in fleet.root("a").rglob("*")), "staging files were left behind"
+
+    # no-op: nothing is uploaded, nothing touched, nothing reloaded (through the Python API to see the uploads)
+    stat_before = {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")}
+    report = deploy.deploy(fleet.box.inventory)
+    assert report.ok and all(not o.changed and o.uploaded == [] for o in report.outcomes.values())
+    assert {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")} == stat_before
+    assert len(_events(fleet)) == 2
+    # the same through the shipped fabfile
+    fab = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "-r", FABFILE_DIR, "status",
+                          "--inventory", str(fleet.box.inventory)], capture_output=True, text=True, timeout=60)
+    assert fab.returncode == 0 and "a: no changes" in fab.stdout and "b: no changes" in fab.stdout, fab
+
+    # a change on one host only: b's vassal is rewritten (later mtime second), a is untouched, no reload
+    fleet.customer("globex", "b", greeting="v2")
+    a_before = {p: os.stat(p) for p in fleet.manifest("a")}
+    vassal_b = fleet.root("b") / "emperor" / "globex_web.ini"
+    old_mtime = int(vassal_b.stat().st_mtime)
+    changed = fleet.deploy("--host", "b")
+    assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in changed.stdout and "a:" not in changed.stdout
+    assert "nginx reloaded" not in changed.stdout and len(_events(fleet)) == 2
+    assert b"env = GREETING=v2" in vassal_b.read_bytes() and int(vassal_b.stat().st_mtime) > old_mtime
+    assert {p: os.stat(p) for p in fleet.manifest("a")} == a_before
+
+    # a move: initech goes from a to b; b serves it (reload) before a removes it (reload)
+    fleet.customer("initech", "b")
+    dry = fleet.deploy("--dry-run")
+    assert "move: 'initech' from 'a' to 'b'; 'b' serves it before 'a' removes it." in dry.stdout
+    moved = fleet.deploy()
+    assert "moved: 'initech' from 'a' to 'b' ('b' was deployed first)." in moved.stdout, moved.stdout
+    assert _events(fleet)[2:] == ["b-reload", "a-reload"]
+    assert sorted(fleet.files("a")) == ["emperor/acme_web.ini", "nginx/acme_web.conf"]
+    assert "emperor/initech_web.ini" in fleet.files("b")
+    assert not any("initech" in p for p in fleet.manifest("a"))
+
+    # one host unreachable: reported, the other still deploys, exit status 1
+    fleet.ssh.stop_one("b")
+    fleet.customer("acme", "a", greeting="v3")
+    fleet.customer("globex", "b", greeting="v3")
+    partial = fleet.deploy(check=False)
+    assert partial.returncode == 1
+    assert "b: FAILED: cannot connect to root@127.0.0.1" in partial.stdout and "1 of 2 host(s) failed: b." in partial.stdout
+    assert "a: 0 added, 1 changed, 0 removed" in partial.stdout
+    assert b"GREETING=v3" in fleet.files("a")["emperor/acme_web.ini"]
+
+    # a customer moving to the unreachable host stays where it is
+    fleet.customer("acme", "b", greeting="v3")
+    kept = fleet.deploy(check=False)
+    assert kept.returncode == 1
+    assert "kept 'acme' here: it moved to 'b', but its deploy failed" in kept.stdout, kept.stdout
+    assert "emperor/acme_web.ini" in fleet.files("a")
+
+
+def test_nginx_test_failure_on_one_host_puts_its_server_blocks_back(fleet: Fleet) -> None:
+    """A real `nginx -t` on host a rejects the new server blocks; a keeps its old ones, b is deployed."""
+    env = templates.environment(None)
+    for name in ("a", "b"):
+        root = fleet.box.root / "hosts" / name
+        prefix = root / "nginx-test"
+        (prefix / "tmp").mkdir(parents=True)
+        settings_nginx = yaml.safe_load((fleet.box.inventory / "hostctl.yaml").read_text())["nginx"]
+        conf = nginx.scaffold(Settings(nginx=settings_nginx), env, str(prefix), f"{root}/nginx/*.conf")
+        (prefix / "nginx.conf").write_text(conf)
+        fleet.add_host(name, nginx={"test_command": f"nginx -t -q -p {prefix} -c {prefix}/nginx.conf -e stderr",
+                                    "reload_command": "true"})
+    fleet.customer("acme", "a")
+    fleet.customer("globex", "b")
+    fleet.deploy()
+    before_a = fleet.files("a")
+    manifest_a = fleet.manifest("a")
+
+    # a server block nginx rejects, on both hosts' customers; only a's test fails (a bogus directive for acme only)
+    templates_dir = fleet.box.inventory / "templates"
+    templates_dir.mkdir()
+    original = (Path(templates.packaged_templates()) / "server.conf.j2").read_text()
+    (templates_dir / "server.conf.j2").write_text(original.replace(
+        "    client_max_body_size", "{% if customer.name == 'acme' %}    bogus_directive on;\n{% endif %}    client_max_body_size"))
+    fleet.customer("acme", "a", domains=["acme.example", "www.acme.example"])
+    fleet.customer("globex", "b", domains=["globex.example", "www.globex.example"])
+    result = fleet.deploy(check=False)
+    assert result.returncode == 1
+    assert "a: FAILED: nginx -t failed there; its previous server blocks were put back" in result.stdout, result.stdout
+    assert 'unknown directive "bogus_directive"' in result.stdout
+    assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded; nginx reloaded" in result.stdout
+    assert fleet.files("a") == before_a and fleet.manifest("a") == manifest_a
+    assert b"www.globex.example" in fleet.files("b")["nginx/globex_web.conf"]
+
+
+def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_server) -> None:
+    """Host 'web' is a real Emperor + nginx (`hostctl serve` on its directories); deploy to it over SSH, then HTTP."""
+    web = sandbox  # the host's own directories, served by a real Emperor and nginx
+    server = make_server(web)
+    serve = web.root / "run" / "serve"
+    host = fleet.ssh.start("web")
+    fleet.settings["hosts"]["web"] = host.settings(
+        **{key: str(web.root / d) for key, d in (("emperor_dir", "vassals"), ("nginx_dir", "nginx"), ("run_dir", "run"),
+                                                  ("log_dir", "log"), ("state_dir", "state"))},
+        nginx={"listen": f"127.0.0.1:{web.port}",
+               "test_command": f"nginx -t -q -p {serve} -c {serve}/nginx.conf -e stderr",
+               "reload_command": f"kill -HUP $(cat {serve}/nginx.pid)"})
+    fleet.box.write_settings(fleet.settings)
+    fleet.customer("acme", "web")
+    fleet.customer("globex", "web")
+    fleet.deploy()
+    first = {name: server.wait_json(f"{name}.example") for name in ("acme", "globex")}
+    assert {n: (d["customer"], d["greeting"]) for n, d in first.items()} == {"acme": ("acme", "v1"), "globex": ("globex", "v1")}
+
+    # one customer changes: its vassal is gracefully reloaded, the other keeps its workers
+    fleet.customer("globex", "web", greeting="v2")
+    fleet.deploy()
+    after = server.wait_json("globex.example", lambda d: d["greeting"] == "v2")
+    assert after["pid"] != first["globex"]["pid"]
+    assert server.get_json("acme.example")["pid"] == first["acme"]["pid"]
+
+    # the customer leaves the host: it is no longer served there
+    (fleet.box.inventory / "customers" / "globex.yaml").unlink()
+    fleet.deploy()
+    server.wait_status("globex.example", 404)
+    assert server.get_json("acme.example")["customer"] == "acme"
