@@ -7,10 +7,9 @@ touches the cgroup filesystem (or the fake tree a test points the settings at).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from hostctl import cgroups
-from hostctl.cgroups import CgroupChange, CustomerCgroup, Facts, Hierarchy
+from hostctl.cgroups import CgroupChange, CustomerCgroup, Facts, Hierarchy, Usage
 from hostctl.errors import HostctlError
 from hostctl.model import CgroupSettings, Settings
 
@@ -99,19 +98,6 @@ def _field(text: str | None, key: str) -> int | None:
         if name == key:
             return int(value)
     return None
-
-
-@dataclass(frozen=True)
-class Usage:
-    """One customer's live cgroup figures (None: not limited, or not available)."""
-
-    path: str
-    memory: int | None = None
-    memory_limit: int | None = None
-    oom_kills: int | None = None
-    pids: int | None = None
-    pids_limit: int | None = None
-    cpu: float | None = None  # CPUs the quota allows
 
 
 def usage(h: Hierarchy, customer: str) -> Usage | None:

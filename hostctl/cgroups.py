@@ -272,6 +272,43 @@ def render_changes(changes: Sequence[CgroupChange], notes: Sequence[str] = ()) -
     return "".join(line + "\n" for line in lines)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """One customer's live cgroup figures (None: not limited, or not available)."""
+
+    path: str
+    memory: int | None = None
+    memory_limit: int | None = None
+    oom_kills: int | None = None
+    pids: int | None = None
+    pids_limit: int | None = None
+    cpu: float | None = None  # CPUs the quota allows
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f}{unit}"
+    return str(n)
+
+
+def usage_table(rows: Sequence[tuple[str, Usage | None]]) -> str:
+    """``hostctl limits``: each customer's cgroup memory use against its limit, OOM kills, pids and CPU quota."""
+    table = [("CUSTOMER", "MEMORY", "LIMIT", "USE%", "OOM-KILLS", "PIDS", "CPU")]
+    for name, u in rows:
+        if u is None:
+            table.append((name, "-", "-", "-", "-", "-", "no cgroup yet (hostctl apply creates it)"))
+            continue
+        pct = f"{100 * u.memory / u.memory_limit:.0f}%" if u.memory is not None and u.memory_limit else "-"
+        pids = f"{u.pids if u.pids is not None else '-'}/{u.pids_limit if u.pids_limit is not None else 'max'}"
+        table.append((name, _size(u.memory), _size(u.memory_limit) if u.memory_limit else "max", pct,
+                       "-" if u.oom_kills is None else str(u.oom_kills), pids, f"{u.cpu:g}" if u.cpu else "max"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n" for row in table)
+
+
 def cgroup_memory(settings: Settings, customer: str) -> tuple[int, int | None] | None:
     """A customer's cgroup memory use and limit in bytes (limit None: unlimited); None when it has no cgroup.
 

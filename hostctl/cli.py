@@ -221,6 +221,20 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
     logs_mod.follow(files, followers, emit)
 
 
+@cli.command()
+@click.pass_context
+def limits(ctx: click.Context) -> None:
+    """Show each customer's cgroup: memory use against its limit, OOM kills, pids and CPU quota."""
+    from hostctl import isolation
+
+    hierarchy, rows = isolation.usage(_inventory_root(ctx))
+    click.echo(hierarchy.describe())
+    if hierarchy.version is not None:
+        from hostctl.cgroups import usage_table
+
+        click.echo(usage_table(rows), nl=False)
+
+
 def _notes(owners, limits) -> None:
     """Who the vassals run as and which limits are not enforced, on stderr (they are not changes)."""
     if owners is not None and not owners.identity.per_customer:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hostctl import cgroupfs, cgroups
-from hostctl.cgroups import CgroupChange, Hierarchy
+from pathlib import Path
+
+from hostctl import cgroupfs, cgroups, identity, inventory as inventory_mod
+from hostctl.cgroups import CgroupChange, Hierarchy, Usage
 from hostctl.errors import Problem
 from hostctl.identity import Owners
 from hostctl.inventory import Inventory
@@ -56,3 +58,11 @@ def render(plan: IsolationPlan) -> str:
 
 def execute(plan: IsolationPlan) -> list[str]:
     return cgroupfs.apply(plan.changes)
+
+
+def usage(root: Path | str) -> tuple[Hierarchy, list[tuple[str, Usage | None]]]:
+    """The hierarchy and each customer's live cgroup figures (reading needs no root)."""
+    inv = inventory_mod.load(root)
+    owners, _ = identity.resolve(inv, allow_missing=True)
+    h, _ = cgroupfs.hierarchy(inv.settings, euid=0, per_customer=owners.identity.per_customer)  # where they would be
+    return h, [(c.name, cgroupfs.usage(h, c.name)) for c in inv.customers]
