@@ -2,8 +2,8 @@
 
 Order matters, and is chosen so that nothing half-done is ever live:
 
-1. check every candidate server block with ``nginx -t`` in a scaffold (a
-   failure writes nothing);
+1. vet the candidates (``vetting.py``): a customer whose output fails is held
+   back (quarantined) with its last-known-good files, the others go ahead;
 2. record the intent in the manifest (a crash later still knows every file);
 3. write server blocks, then run the production ``nginx -t`` if configured
    (a failure puts the old server blocks back, and nothing else is written);
@@ -11,7 +11,9 @@ Order matters, and is chosen so that nothing half-done is ever live:
    exactly the vassals whose files changed;
 5. reload nginx, only if a server block changed;
 6. remove vassals of apps that left (nginx no longer routes to them), poke;
-7. write the final manifest.
+7. write the final manifest; probe changed customers that ask for it, rolling
+   back those that fail; record the generation and the quarantine
+   (``safeapply.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, state, users
+from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, safeapply, state, users, vetting
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest
@@ -28,6 +30,7 @@ from hostctl.model import Settings
 from hostctl import pipeline
 from hostctl.pipeline import Prepared
 from hostctl.plan import Change, Plan
+from hostctl.quarantine import Rejection
 
 Say = Callable[[str], None]
 
@@ -38,6 +41,7 @@ class ApplyResult:
     messages: list[str] = field(default_factory=list)
     owners: Owners | None = None
     isolation: "isolation.IsolationPlan | None" = None  # users created, cgroup changes made
+    rejections: list[Rejection] = field(default_factory=list)  # quarantined customers (exit 1)
 
 
 def _ensure_base_dirs(settings: Settings) -> None:
@@ -93,24 +97,8 @@ def _save_manifest(settings: Settings, manifest: Manifest) -> None:
     fsops.write_atomic(layout.manifest(settings), manifest.to_json().encode(), 0o600)
 
 
-def check_candidates(prepared: Prepared) -> None:
-    """``nginx -t`` on the server blocks as they will be after apply (ours plus anyone else's)."""
-    settings = prepared.inventory.settings
-    candidate = {os.path.basename(p): f.content for p, f in prepared.desired.items() if f.kind == "nginx"}
-    managed = set(prepared.plan.manifest.files) | set(prepared.desired)
-    try:
-        others = [e for e in os.scandir(settings.nginx_dir) if e.name.endswith(".conf") and e.path not in managed and e.is_file()]
-    except FileNotFoundError:
-        others = []
-    for entry in others:
-        with open(entry.path, encoding="utf-8", errors="replace") as fh:
-            candidate[entry.name] = fh.read()
-    result = nginx.check(settings, prepared.env, candidate)
-    if not result.ok:
-        raise HostctlError(f"nginx -t rejected the candidate server blocks; nothing was written:\n{result.output}")
-
-
-def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
+def execute(prepared: Prepared, say: Say = lambda _: None,
+            provenance: safeapply.Provenance = safeapply.Provenance()) -> ApplyResult:
     """Apply ``prepared.plan``. The caller holds the apply lock."""
     plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
     result = ApplyResult(plan, owners=owners, isolation=prepared.isolation)
@@ -124,11 +112,15 @@ def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
     if plan.empty:
         if plan.manifest != state.read_manifest(layout.manifest(settings)):
             _save_manifest(settings, plan.manifest)  # e.g. files that vanished by hand drop out
+        safeapply.save_quarantine(prepared, [])
         return result
-    if plan.nginx_changed:
-        check_candidates(prepared)
-
     old_manifest = state.read_manifest(layout.manifest(settings))
+    plan, result.rejections = vetting.vet(prepared, old_manifest, readback=provenance.readback)
+    result.plan = plan
+    if plan.empty:
+        safeapply.save_quarantine(prepared, result.rejections)
+        return result
+
     _save_manifest(settings, _intent(old_manifest, plan))
 
     server_changes = [c for c in plan.changes if c.kind == "nginx"]
@@ -171,6 +163,16 @@ def execute(prepared: Prepared, say: Say = lambda _: None) -> ApplyResult:
     for directory in (settings.emperor_dir, settings.nginx_dir):
         fsops.fsync_dir(directory)
     _save_manifest(settings, plan.manifest)
+
+    effects = safeapply.Effects(lambda changes: _restore(changes, owners), lambda: _poke(stats, settings, result),
+                                lambda: nginx.reload(settings))
+    after = safeapply.probe_changed(prepared, plan, old_manifest, effects) if provenance.probe else safeapply.Aftercare(plan)
+    if after.rejections:
+        _save_manifest(settings, after.plan.manifest)
+    result.plan, result.messages = after.plan, result.messages + after.messages
+    result.rejections += after.rejections
+    safeapply.record(prepared, after.plan, result.rejections, provenance)
+    safeapply.save_quarantine(prepared, result.rejections)
     return result
 
 
@@ -187,7 +189,7 @@ def _restore(changes: list[Change], owners: Owners) -> None:
             fsops.remove(change.path)
         else:
             restored = Change(change.action, change.path, change.kind, change.customer, change.app,
-                              None, change.before, change.mode or 0o644)
+                              None, change.before, change.mode or (0o644 if change.kind == "nginx" else 0o640))
             _write(restored, owners)
 
 

@@ -107,6 +107,10 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
     click.echo(render_plan(prepared.plan, show_diff=not no_diff), nl=False)
     for line in tls.plan_lines(prepared.inventory, prepared.ready_certs):
         click.echo(line)
+    from hostctl.history import quarantined
+
+    for name, why in sorted(quarantined(prepared.inventory.settings).items()):
+        click.echo(f"quarantined by the last apply (its last-known-good files stay live): {name}: {why}")
     if prepared.plan.conflicts:
         raise HostctlError("files hostctl did not create are in the way (marked '!'); apply would refuse")
     if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):
@@ -121,22 +125,53 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
 def apply(ctx: click.Context, lock_timeout: float, create_users: bool) -> None:
     """Write the changed vassals and server blocks atomically; reload nginx only if a server block changed."""
     from hostctl import apply as apply_mod, isolation
-    from hostctl.plan import render_plan
 
     result = apply_mod.apply(str(_inventory_root(ctx)), lock_timeout, _say, create_users=create_users)
     if result.isolation is not None:
         _notes(result.owners, result.isolation)
         click.echo(isolation.render(result.isolation), nl=False)
+    _report_apply(result, "Apply")
+
+
+def _report_apply(result, what: str) -> None:
+    """The summary of an apply or rollback; exit 1 naming every quarantined customer."""
+    from hostctl.plan import render_plan
+    from hostctl.quarantine import report
+
     if result.plan.empty:
-        click.echo(result.plan.summary())
+        click.echo("Nothing was applied." if result.rejections else result.plan.summary())
         for message in result.messages:
             click.echo(message)
+    else:
+        click.echo(render_plan(result.plan, show_diff=False), nl=False)
+        for message in result.messages:
+            click.echo(message)
+        p = result.plan
+        click.echo(f"{what} complete: {p.count('create')} added, {p.count('update')} changed, {p.count('delete')} removed.")
+    if result.rejections:
+        raise HostctlError(report(result.rejections))
+
+
+@cli.command()
+@click.argument("customer", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the kept generations instead.")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for another apply to finish (0: fail at once).")
+@click.pass_context
+def rollback(ctx: click.Context, customer: str | None, list_: bool, lock_timeout: float) -> None:
+    """Put the previously applied generation back live (only CUSTOMER's files, if given)."""
+    from hostctl import history, pipeline, rollback as rollback_mod
+
+    if list_:
+        inv, _owners = pipeline.load_checked(_inventory_root(ctx), host_checks=False)
+        for number in history.numbers(inv.settings):
+            gen = history.load(inv.settings, number)
+            click.echo(f"{gen.number:6d}  {gen.time}  {gen.source:8s}  {len(gen.files)} files  {gen.note}")
         return
-    click.echo(render_plan(result.plan, show_diff=False), nl=False)
-    for message in result.messages:
-        click.echo(message)
-    p = result.plan
-    click.echo(f"Apply complete: {p.count('create')} added, {p.count('update')} changed, {p.count('delete')} removed.")
+    result, target, where = rollback_mod.rollback(_inventory_root(ctx), customer, lock_timeout, _say)
+    _report_apply(result, f"Rollback to generation {target.number}")
+    click.echo(f"The inventory was not changed; the next apply re-applies it. Generation {target.number}'s "
+               f"inventory files are kept under 'inventory' in {where}.")
 
 
 @cli.command()

@@ -85,6 +85,14 @@ class Tls(Strict):
         return self
 
 
+class Probe(Strict):
+    """After a reload, GET ``path`` through nginx with the app's Host header; another status rolls the customer back."""
+
+    path: str = Field(default="/", pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*$", max_length=1024)
+    status: int = Field(default=200, ge=100, le=599)
+    timeout: float = Field(default=5, gt=0, le=300)  # seconds, waiting for the app to start included
+
+
 class App(AppTuning):
     # false: the app stays in the inventory but no vassal runs and nginx answers 503 (`hostctl status`: stopped)
     enabled: bool = True
@@ -94,6 +102,7 @@ class App(AppTuning):
     virtualenv: PathStr | None = None
     static: dict[UrlPrefix, PathStr] = Field(default_factory=dict)
     tls: Tls | None = None  # HTTPS (see the README's TLS section)
+    probe: Probe | None = None  # off unless set (see probe.py)
 
 
 class Customer(Strict):

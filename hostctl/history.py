@@ -1,0 +1,205 @@
+"""What was applied, kept in ``state_dir``: generations for rollback, and the quarantine record.
+
+Every apply (and every rollback) that changes something records a generation:
+``state_dir/generations/NNNNNN.json`` lists every live file hostctl manages
+(path, hash, kind, customer, app, mode) and a snapshot of the inventory files
+it came from. File contents are stored once per distinct content in
+``generations/blobs/<sha256>``, so an apply that changes one customer out of a
+thousand writes one or two blobs. The newest ``KEEP`` generations are kept.
+
+``quarantine.json`` holds the customers the last apply held back, and why
+(``quarantined(settings)`` is the reader for ``plan`` and ``status``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from hostctl import fsops
+from hostctl.errors import HostctlError
+from hostctl.manifest import Manifest, sha256
+from hostctl.model import Settings
+from hostctl.quarantine import Rejection
+
+KEEP = 10
+_NAME = re.compile(r"^([0-9]{6})\.json$")
+
+
+def _dir(settings: Settings) -> str:
+    return os.path.join(settings.state_dir, "generations")
+
+
+def _blobs(settings: Settings) -> str:
+    return os.path.join(_dir(settings), "blobs")
+
+
+def quarantine_file(settings: Settings) -> str:
+    return os.path.join(settings.state_dir, "quarantine.json")
+
+
+# --- the quarantine record ----------------------------------------------------------
+
+
+def quarantined(settings: Settings) -> dict[str, str]:
+    """Customers the last apply held back: ``{customer: "file: reason"}`` (empty when none)."""
+    return {name: f"{item['file']}: {item['reason']}" for name, item in read_quarantine(settings).items()}
+
+
+def read_quarantine(settings: Settings) -> dict[str, dict[str, str]]:
+    try:
+        with open(quarantine_file(settings), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {}
+    return data.get("customers", {}) if isinstance(data, dict) else {}
+
+
+def save_quarantine(settings: Settings, rejections: Iterable[Rejection], when: float) -> None:
+    """Replace the record with this apply's rejections (one entry per customer, reasons joined)."""
+    customers: dict[str, dict[str, str]] = {}
+    for r in sorted(rejections):
+        item = customers.setdefault(r.customer, {"file": r.file, "reason": r.reason, "since": _iso(when)})
+        if r.reason not in item["reason"]:
+            item["reason"] += f"; {r.reason}"
+    body = json.dumps({"customers": customers}, indent=1, sort_keys=True) + "\n"
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    fsops.write_atomic(quarantine_file(settings), body.encode(), 0o600)
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+# --- generations --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    sha256: str
+    kind: str
+    customer: str
+    app: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    time: str
+    source: str  # "apply" or "rollback"
+    note: str
+    base: int  # the applied generation this one stands for (a full rollback goes before it)
+    origin: dict[str, int]  # customer -> generation its files come from (a rollback of it goes before it)
+    files: dict[str, FileRecord] = field(default_factory=dict)
+    inventory: dict[str, str] = field(default_factory=dict)  # relative path -> text
+
+    def customer_files(self, customer: str) -> dict[str, FileRecord]:
+        return {p: f for p, f in self.files.items() if f.customer == customer}
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in vars(self).items() if k != "files"}
+        data["files"] = {p: vars(f) for p, f in sorted(self.files.items())}
+        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Generation":
+        data = json.loads(text)
+        data["files"] = {p: FileRecord(**f) for p, f in data["files"].items()}
+        data["origin"] = {c: int(n) for c, n in data["origin"].items()}
+        return cls(**data)
+
+
+def numbers(settings: Settings) -> list[int]:
+    try:
+        names = os.listdir(_dir(settings))
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_NAME.match, names) if m)
+
+
+def path(settings: Settings, number: int) -> str:
+    return os.path.join(_dir(settings), f"{number:06d}.json")
+
+
+def load(settings: Settings, number: int) -> Generation:
+    path = os.path.join(_dir(settings), f"{number:06d}.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return Generation.from_json(fh.read())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HostctlError(f"{path}: cannot read generation {number} ({exc})") from exc
+
+
+def latest(settings: Settings) -> Generation | None:
+    found = numbers(settings)
+    return load(settings, found[-1]) if found else None
+
+
+def blob(settings: Settings, digest: str) -> str | None:
+    try:
+        with open(os.path.join(_blobs(settings), digest), encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return None
+    return text if sha256(text) == digest else None
+
+
+def snapshot_inventory(root: Path) -> dict[str, str]:
+    """The inventory's own files (settings and customers) as text."""
+    out = {}
+    candidates = [root / "hostctl.yaml", *sorted((root / "customers").glob("*.yaml"))]
+    for path in candidates:
+        try:
+            out[str(path.relative_to(root))] = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    return out
+
+
+def record(settings: Settings, manifest: Manifest, contents: Mapping[str, str], modes: Mapping[str, int], *,
+           source: str, note: str, inventory: Mapping[str, str], base: int | None = None,
+           origin: Mapping[str, int] | None = None, when: float | None = None) -> Generation:
+    """Write a new generation for the files in ``manifest``; ``contents`` holds the texts it may need."""
+    when = time.time() if when is None else when
+    os.makedirs(_blobs(settings), mode=0o700, exist_ok=True)
+    found = numbers(settings)
+    number = (found[-1] + 1) if found else 1
+    files = {}
+    for path, entry in manifest.files.items():
+        text = contents.get(path)
+        if text is not None and sha256(text) == entry.sha256 and blob(settings, entry.sha256) is None:
+            fsops.write_atomic(os.path.join(_blobs(settings), entry.sha256), text.encode("utf-8"), 0o600)
+        files[path] = FileRecord(entry.sha256, entry.kind, entry.customer, entry.app, modes.get(path, 0o644))
+    customers = {f.customer for f in files.values()}
+    gen = Generation(number, _iso(when), source, note, number if base is None else base,
+                     {c: (origin or {}).get(c, number) for c in customers}, files, dict(inventory))
+    fsops.write_atomic(os.path.join(_dir(settings), f"{number:06d}.json"), gen.to_json().encode(), 0o600)
+    prune(settings)
+    return gen
+
+
+def prune(settings: Settings, keep: int = KEEP) -> None:
+    """Drop all but the newest ``keep`` generations, and blobs none of them uses."""
+    found = numbers(settings)
+    if len(found) <= keep:
+        return
+    for number in found[:-keep]:
+        fsops.remove(os.path.join(_dir(settings), f"{number:06d}.json"))
+    used = set()
+    for number in found[-keep:]:
+        used |= {f.sha256 for f in load(settings, number).files.values()}
+    try:
+        names = os.listdir(_blobs(settings))
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name not in used and not name.startswith("."):
+            fsops.remove(os.path.join(_blobs(settings), name))

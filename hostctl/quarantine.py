@@ -1,0 +1,79 @@
+"""Per-customer quarantine: which customers' changes may go live, decided purely.
+
+One customer's broken output must never block the others (piku#62, dokku#1581,
+caprover#412). ``vetting.py`` runs the checks; this module decides with their
+results: ``find_culprits`` narrows a failing set of customers down by bisection
+(given any pass/fail check), and ``restrict`` drops a quarantined customer's
+changes from the plan, so its last-known-good files stay live (or it stays
+absent if it never had good ones) while everyone else's changes go ahead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Sequence
+
+from hostctl.manifest import Manifest
+from hostctl.plan import Plan
+
+
+@dataclass(frozen=True, order=True)
+class Rejection:
+    """Why one customer's new files were held back."""
+
+    customer: str
+    file: str  # the rendered file at fault (or the customer's files, comma-separated)
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.customer}: {self.file}: {self.reason}"
+
+
+def changed_customers(plan: Plan) -> list[str]:
+    """Customers whose files this plan creates or rewrites (removals cannot break anything)."""
+    return sorted({c.customer for c in plan.changes if c.action != "delete"})
+
+
+def find_culprits(items: Sequence[str], passes: Callable[[Sequence[str]], bool]) -> list[str]:
+    """The items that fail ``passes`` on their own, found by bisection.
+
+    ``passes(group)`` checks a group; a failing group is split in halves until
+    single items remain. With one culprit among n items this costs about
+    2·log2(n) checks instead of n. A group that fails while both halves pass
+    (an interaction) yields no culprit; the caller re-checks the whole set.
+    """
+    if not items or passes(items):
+        return []
+    if len(items) == 1:
+        return [items[0]]
+    middle = len(items) // 2
+    return find_culprits(items[:middle], passes) + find_culprits(items[middle:], passes)
+
+
+def restrict(plan: Plan, old: Manifest, held: Iterable[str]) -> Plan:
+    """``plan`` without the creations and rewrites of the ``held`` customers.
+
+    Their manifest entries stay what they were (the live, last-known-good files),
+    and files they never had stay out of the manifest.
+    """
+    held = set(held)
+    if not held:
+        return plan
+    keep, dropped = [], []
+    for change in plan.changes:
+        (dropped if change.customer in held and change.action != "delete" else keep).append(change)
+    files = dict(plan.manifest.files)
+    for change in dropped:
+        before = old.files.get(change.path)
+        if before is None:
+            files.pop(change.path, None)
+        else:
+            files[change.path] = replace(before, previous=None)
+    return Plan(tuple(keep), plan.conflicts, Manifest(files), plan.unchanged)
+
+
+def report(rejections: Sequence[Rejection]) -> str:
+    """The text for the operator: one line per held-back customer."""
+    lines = [f"{len({r.customer for r in rejections})} customer(s) quarantined; their last-known-good files stay live:"]
+    lines += [f"  {r}" for r in sorted(rejections)]
+    return "\n".join(lines)
