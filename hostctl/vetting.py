@@ -4,7 +4,7 @@ Two kinds of check, cheapest first:
 
 1. per changed customer, pure (``readback.py``): each vassal parsed back as
    uWSGI reads it must say exactly what the inventory says; runtime paths stay
-   in the customer's directories; the server block names exactly its domains;
+   in the customer's directories; the server blocks name exactly its domains (HTTP and HTTPS servers together);
 2. ``nginx -t`` on the whole candidate set (every server block as it will be
    after apply, plus files hostctl did not write) in a scaffold: one call,
    ~5 ms plus ~0.7 ms per block. Only when it fails are the changed customers'
@@ -51,8 +51,9 @@ def rendered_problems(prepared: Prepared, customers: Sequence[str]) -> list[Reje
             if vassal is not None:
                 found += [(paths.vassal, why) for why in readback.vassal_problems(vassal.content, readback.intended(cfg, paths, user))]
             server = desired.get(paths.server_block)
-            if server is not None and readback.server_names(server.content) != list(cfg.domains):
-                found.append((paths.server_block, f"server_name reads back as {readback.server_names(server.content)!r}, expected {list(cfg.domains)!r}"))
+            names = sorted(set(readback.server_names(server.content))) if server is not None else []
+            if server is not None and names != sorted(set(cfg.domains)):
+                found.append((paths.server_block, f"server_name reads back as {names!r}, expected {sorted(set(cfg.domains))!r}"))
             found += [(paths.vassal, why) for why in readback.path_problems(cfg, paths, settings.run_dir, settings.log_dir)]
             out += [Rejection(customer.name, path, why) for path, why in found]
     return out
