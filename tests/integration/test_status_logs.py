@@ -7,6 +7,7 @@ and ``off`` (``enabled: false``: no vassal, nginx answers 503).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 
 from hostctl import status
 from tests.harness import APPS, REPO, Sandbox, Server, wait_for
@@ -205,3 +207,36 @@ def test_watch_refreshes_in_a_terminal_and_sorts(served: tuple[Sandbox, Server])
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(master)
+
+
+V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def test_memory_against_the_customer_cgroup_limit(sandbox: Sandbox, make_server) -> None:
+    """With limits on (cgroup v1 here), MEM/LIMIT is the customer's cgroup: usage against its limit."""
+    if not (os.geteuid() == 0 and os.access(V1_MEMORY, os.W_OK)):
+        pytest.skip("needs root and a writable cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    parent = f"hcst{uuid.uuid4().hex[:8]}"
+    settings = yaml.safe_load((sandbox.inventory / "hostctl.yaml").read_text())
+    settings["cgroup"] = {"mode": "v1", "parent": parent}
+    sandbox.write_settings(settings)
+    sandbox.write_customer("capped", {"limits": {"memory": "96M"}, "apps": {"web": sandbox.echo_app(["capped.example"])}})
+    server = None
+    try:
+        server = make_server(sandbox)
+        sandbox.hostctl("apply")
+        server.wait_json("capped.example")
+        row = _by_customer(_json(sandbox))["capped"]
+        assert row["memory_limit_bytes"] == 96 << 20
+        assert 0 < row["memory_bytes"] < 96 << 20
+        table = _status(sandbox, check_code=0).stdout
+        assert re.search(r"\d+(\.\d)?M/96\.0M \(\d+%\)", table), table
+    finally:
+        if server is not None:
+            server.stop()  # the cgroups can only go once their processes have
+        for controller in Path("/sys/fs/cgroup").iterdir():
+            base = controller / parent
+            for leaf in [*sorted(base.glob("*"), reverse=True), base] if base.is_dir() else []:
+                if leaf.is_dir():
+                    with contextlib.suppress(OSError):
+                        leaf.rmdir()
