@@ -283,6 +283,10 @@ from hostctl.deploy_cli import bootstrap as _bootstrap, deploy as _deploy  # noq
 cli.add_command(_deploy)
 cli.add_command(_bootstrap)
 
+from hostctl.certs_cli import certs_group as _certs  # noqa: E402 - TLS certificates
+
+cli.add_command(_certs, "certs")
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors exit 1 (not click's 2), so 2 means only 'plan found changes'."""
