@@ -171,7 +171,8 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
         _save_manifest(settings, after.plan.manifest)
     result.plan, result.messages = after.plan, result.messages + after.messages
     result.rejections += after.rejections
-    safeapply.record(prepared, after.plan, result.rejections, provenance)
+    if not after.plan.empty:
+        safeapply.record(prepared, after.plan, result.rejections, provenance)
     safeapply.save_quarantine(prepared, result.rejections)
     return result
 
