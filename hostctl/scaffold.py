@@ -8,6 +8,8 @@ each one goes).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import jinja2
@@ -68,7 +70,17 @@ SYSTEM_FILES = {
 def render_system_files(root: Path) -> dict[str, str]:
     """The production system files for the inventory at ``root``: {file name: content}."""
     inv = inventory.load(root)
-    return system_files(inv.settings, templates.environment(inv.root))
+    env = templates.environment(inv.root)
+    return {**system_files(inv.settings, env), **certs_timer_files(inv.root, env)}
+
+
+CERTS_TIMER_FILES = {"hostctl-certs.service": "hostctl-certs.service.j2", "hostctl-certs.timer": "hostctl-certs.timer.j2"}
+
+
+def certs_timer_files(inventory_root: Path, env: jinja2.Environment, hostctl_bin: str | None = None) -> dict[str, str]:
+    """The systemd service and timer that run `hostctl certs renew` for the inventory at ``inventory_root``."""
+    context = dict(inventory_root=inventory_root, hostctl_bin=hostctl_bin or os.path.join(sys.prefix, "bin", "hostctl"))
+    return {name: templates.render(templates.get(env, template), **context) for name, template in CERTS_TIMER_FILES.items()}
 
 
 def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini") -> dict[str, str]:

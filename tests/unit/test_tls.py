@@ -166,3 +166,17 @@ def test_ready_lists_only_usable_certificates(tmp_path: Path, ca: CA) -> None:
         (base / name / tls.CERT_FILE).write_bytes(cert)
         (base / name / tls.KEY_FILE).write_bytes(key)
     assert certs.ready(inv) == {str(base / "shop_web" / tls.CERT_FILE): frozenset({"shop.example"})}
+
+
+def test_production_init_renders_the_renewal_timer(tmp_path: Path) -> None:
+    from hostctl import scaffold
+
+    root = tmp_path / "inv"
+    created = {p.name for p in scaffold.init(root, production=True)}
+    assert {"hostctl-certs.service", "hostctl-certs.timer"} <= created
+    service = (root / "system" / "hostctl-certs.service").read_text()
+    assert f" -i {root} certs renew\n" in service and "Type=oneshot" in service
+    timer = (root / "system" / "hostctl-certs.timer").read_text()
+    assert "OnCalendar=*-*-* 00,12:00:00" in timer and "Persistent=true" in timer
+    settings = inventory.load(root).settings.tls
+    assert (settings.https_listen, settings.cert_dir) == ("443", "/etc/hostctl/certs")
