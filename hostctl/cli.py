@@ -209,10 +209,10 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
             raise click.UsageError("--watch needs a terminal (and no --json)")
         last: list[status_collect.Observed] = []
 
-        def refresh() -> tuple[list[status_mod.Row], str | None]:
+        def refresh() -> tuple[list[status_mod.Row], list[str]]:
             observed = status_collect.observe(inv, apps, cpu_interval, last[-1] if last else None)
             last[:] = [observed]
-            return status_mod.rows(apps, observed), observed.emperor_error
+            return status_mod.rows(apps, observed), status_collect.unread(observed)
 
         status_watch.run(refresh, sort, interval)
         return
@@ -220,9 +220,9 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
     rows = status_mod.sort_rows(status_mod.rows(apps, observed), sort)
     healthy = status_mod.healthy(rows)
     if as_json:
-        click.echo(status_format.to_json(rows, observed.emperor_error, healthy), nl=False)
+        click.echo(status_format.to_json(rows, observed.emperor_error, observed.notes, healthy), nl=False)
     else:
-        click.echo(status_format.table(rows, observed.emperor_error), nl=False)
+        click.echo(status_format.table(rows, status_collect.unread(observed)), nl=False)
     if not healthy:
         ctx.exit(1)
 

@@ -162,7 +162,8 @@ def row(app: AppSpec, observed: Observed) -> Row:
     if not app.config.enabled and state not in ("stopped",):
         problems.append("enabled: false in the inventory, but a vassal is still there; run `hostctl apply`")
     if app.customer in observed.quarantined:
-        detail = f"held at its last-known-good files by safe apply; underneath: {state} ({detail})"
+        why = observed.quarantined[app.customer]
+        detail = f"safe apply held back its last change ({why}); underneath: {state} ({detail})"
         state = "quarantined"
 
     workers = _workers(vstats)

@@ -1,31 +1,30 @@
 """Gather what `hostctl status` shows: the effects at the edge, returning plain data.
 
-Four sources, each read defensively so that a vassal vanishing mid-read, a
+The sources, each read defensively so that a vassal vanishing mid-read, a
 stats socket that does not answer or a process we may not inspect never stops
 the others: the Emperor's stats socket, each vassal's stats socket, psutil for
-the process trees (RSS and CPU time), and the cgroup memory files. What could
-not be read is recorded as a sentence in ``Observed.problems`` (per app) and
-``Observed.emperor_error``; ``status.py`` turns all of it into rows.
+the process trees (RSS and CPU time), each customer's cgroup (through the
+limits reader, ``cgroups.cgroup_memory``) and safe apply's quarantine record
+(``history.quarantined``). What could not be read is recorded as a sentence:
+``Observed.problems`` per app, ``emperor_error`` and ``notes`` for the rest.
+``status.py`` turns all of it into rows.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import psutil
 
-from hostctl import emperor, layout
+from hostctl import cgroups, emperor, history, layout
+from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.model import Settings
 
 STATS_TIMEOUT = 1.0
-CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
-CGROUP_V2_ROOT = "/sys/fs/cgroup/unified"
-UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a huge number near 2**63
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,6 @@ class ProcSample:
 class CgroupMemory:
     usage: int  # bytes
     limit: int | None  # bytes; None: no limit
-    path: str
 
 
 @dataclass(frozen=True)
@@ -57,35 +55,9 @@ class Observed:
     before: dict[str, ProcSample] = field(default_factory=dict)  # first process sample
     after: dict[str, ProcSample] = field(default_factory=dict)  # second sample (CPU% = delta)
     cgroups: dict[str, CgroupMemory] = field(default_factory=dict)  # customer -> memory
-    quarantined: frozenset[str] = frozenset()
+    quarantined: dict[str, str] = field(default_factory=dict)  # customer -> why safe apply held it back
     problems: dict[str, list[str]] = field(default_factory=dict)  # app id -> what could not be read
-
-
-# --- hooks for the other issues' readers ---------------------------------------------
-
-
-def cgroup_reader() -> Callable[[Settings, str], tuple[int, int] | None] | None:
-    """The limits issue's ``cgroups.cgroup_memory(settings, customer)``, when it has landed."""
-    try:
-        from hostctl import cgroups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(cgroups, "cgroup_memory", None)
-
-
-def quarantined_customers(settings: Settings) -> frozenset[str]:
-    """Customers the safe-apply issue quarantined; empty until that reader exists."""
-    try:
-        from hostctl import quarantine  # type: ignore[attr-defined]
-    except ImportError:
-        return frozenset()
-    reader = getattr(quarantine, "quarantined", None)
-    if reader is None:
-        return frozenset()
-    try:
-        return frozenset(reader(settings))
-    except (OSError, ValueError):
-        return frozenset()
+    notes: list[str] = field(default_factory=list)  # what could not be read, not tied to one app
 
 
 # --- readers --------------------------------------------------------------------------
@@ -157,81 +129,31 @@ def sample_trees(pids: dict[str, int]) -> dict[str, ProcSample]:
     return {app_id: sample_tree(pid, children) for app_id, pid in pids.items()}
 
 
-def _read_int(path: str) -> int:
-    with open(path, encoding="ascii") as fh:
-        text = fh.read().strip()
-    return UNLIMITED if text == "max" else int(text)
+def read_cgroups(inv: Inventory, notes: list[str]) -> dict[str, CgroupMemory]:
+    """Memory use against the limit of each customer's cgroup (one budget for all of its apps).
 
-
-def memory_cgroup_of(pid: int, proc: str = "/proc", v1_root: str = CGROUP_V1_MEMORY,
-                     v2_root: str = CGROUP_V2_ROOT) -> CgroupMemory | None:
-    """The memory use and limit of the cgroup ``pid`` lives in (v1 memory controller, else v2).
-
-    The fallback until the limits issue's reader is on main: it asks the
-    process itself where it is, so it works whoever created the cgroup.
-    """
-    with open(os.path.join(proc, str(pid), "cgroup"), encoding="ascii") as fh:
-        lines = fh.read().splitlines()
-    candidates = []
-    for line in lines:
-        _hier, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            base = os.path.join(v1_root, path.lstrip("/"))
-            candidates.append((base, "memory.usage_in_bytes", "memory.limit_in_bytes"))
-        elif controllers == "":
-            base = os.path.join(v2_root, path.lstrip("/"))
-            candidates.append((base, "memory.current", "memory.max"))
-    for base, usage_file, limit_file in candidates:
-        try:
-            usage = _read_int(os.path.join(base, usage_file))
-            limit = _read_int(os.path.join(base, limit_file))
-        except (OSError, ValueError):
-            continue
-        return CgroupMemory(usage, None if limit >= UNLIMITED else limit, base)
-    return None
-
-
-def read_cgroups(inv: Inventory, masters: dict[str, int], problems: dict[str, list[str]],
-                 emperor_pid: int | None = None) -> dict[str, CgroupMemory]:
-    """Memory use against the limit, per customer (one budget for all of a customer's apps).
-
-    Without the limits issue's reader, a vassal's own memory cgroup counts only
-    when the Emperor is not in it too: otherwise it is the Emperor's (shared by
-    every customer, or the whole machine's) and says nothing about this customer.
+    The limits issue's reader decides where the cgroups are; a customer without
+    one (limits off, or not applied yet) is simply absent.
     """
     out: dict[str, CgroupMemory] = {}
-    reader = cgroup_reader()
-    shared = None
-    if reader is None and emperor_pid:
-        try:
-            shared = memory_cgroup_of(emperor_pid)
-        except (OSError, ValueError):
-            shared = None
     for customer in inv.customers:
-        if reader is not None:
-            try:
-                found = reader(inv.settings, customer.name)
-            except OSError as exc:
-                found = None
-                for app in customer.apps:
-                    problems.setdefault(app.id, []).append(f"cgroup memory: {exc.strerror or exc}")
-            if found is not None:
-                usage, limit = found
-                out[customer.name] = CgroupMemory(usage, limit if limit and limit < UNLIMITED else None, "")
+        try:
+            found = cgroups.cgroup_memory(inv.settings, customer.name)
+        except (OSError, ValueError, HostctlError) as exc:
+            notes.append(f"the cgroup memory of {customer.name}: {getattr(exc, 'strerror', None) or exc}")
             continue
-        for app in customer.apps:
-            pid = masters.get(app.id)
-            if pid is None:
-                continue
-            try:
-                found_v = memory_cgroup_of(pid)
-            except (OSError, ValueError) as exc:
-                problems.setdefault(app.id, []).append(f"cgroup of pid {pid}: {getattr(exc, 'strerror', None) or exc}")
-                continue
-            if found_v is not None and (shared is None or found_v.path != shared.path):
-                out[customer.name] = found_v
-                break
+        if found is not None:
+            out[customer.name] = CgroupMemory(*found)
     return out
+
+
+def read_quarantine(settings: Settings, notes: list[str]) -> dict[str, str]:
+    """The customers safe apply held back at the last apply, and why."""
+    try:
+        return history.quarantined(settings)
+    except OSError as exc:
+        notes.append(f"the quarantine record {history.quarantine_file(settings)}: {(exc.strerror or str(exc)).lower()}")
+        return {}
 
 
 def master_pids(apps: Iterable[AppSpec], emperor_stats: dict[str, Any] | None,
@@ -273,9 +195,14 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     for app_id, sample in after.items():
         if sample.denied:
             problems.setdefault(app_id, []).append(f"{sample.denied} process(es) in pid {masters[app_id]}'s tree: permission denied")
-    emperor_pid = (emperor_stats or {}).get("pid")
-    cgroups = read_cgroups(inv, masters, problems, emperor_pid if isinstance(emperor_pid, int) else None)
+    notes: list[str] = []
+    cgroup_memory = read_cgroups(inv, notes)
+    quarantined = read_quarantine(settings, notes)
     return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, vassals=vassals,
-                    stats_errors=stats_errors,
-                    before=before, after=after, cgroups=cgroups, quarantined=quarantined_customers(settings),
-                    problems=problems)
+                    stats_errors=stats_errors, before=before, after=after, cgroups=cgroup_memory,
+                    quarantined=quarantined, problems=problems, notes=notes)
+
+
+def unread(observed: Observed) -> list[str]:
+    """What could not be read that belongs to no single app: the Emperor, then the rest."""
+    return ([observed.emperor_error] if observed.emperor_error else []) + observed.notes

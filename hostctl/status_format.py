@@ -82,9 +82,9 @@ def table_lines(found: Iterable[Row]) -> list[str]:
     return out
 
 
-def notes(found: Iterable[Row], emperor_error: str | None) -> list[str]:
+def notes(found: Iterable[Row], unread: Iterable[str] = ()) -> list[str]:
     """Why unhealthy rows are in their state, and everything that could not be read."""
-    out = [f"could not read {emperor_error}"] if emperor_error else []
+    out = [f"could not read {what}" for what in unread]
     for r in found:
         who = f"{r.customer}/{r.app}"
         if not r.healthy or r.state == "quarantined":
@@ -93,16 +93,17 @@ def notes(found: Iterable[Row], emperor_error: str | None) -> list[str]:
     return out
 
 
-def table(found: list[Row], emperor_error: str | None) -> str:
+def table(found: list[Row], unread: Iterable[str] = ()) -> str:
+    """The table, then the notes. ``unread``: what could not be read that belongs to no single row."""
     lines = table_lines(found)
-    extra = notes(found, emperor_error)
+    extra = notes(found, unread)
     if extra:
         lines += [""] + extra
     return "\n".join(lines) + "\n"
 
 
-def to_json(found: list[Row], emperor_error: str | None, healthy: bool) -> str:
-    """``{"version", "healthy", "emperor_error", "apps": [row, ...]}``; row keys are ``status.JSON_KEYS``."""
-    doc = {"version": JSON_VERSION, "healthy": healthy, "emperor_error": emperor_error,
+def to_json(found: list[Row], emperor_error: str | None, problems: list[str], healthy: bool) -> str:
+    """``{"version", "healthy", "emperor_error", "problems", "apps": [row, ...]}``; row keys are ``status.JSON_KEYS``."""
+    doc = {"version": JSON_VERSION, "healthy": healthy, "emperor_error": emperor_error, "problems": problems,
            "apps": [r.as_dict() for r in found]}
     return json.dumps(doc, indent=2) + "\n"

@@ -14,18 +14,18 @@ from typing import Callable
 from hostctl import status, status_format
 from hostctl.status import Row
 
-Refresh = Callable[[], tuple[list[Row], str | None]]
+Refresh = Callable[[], tuple[list[Row], list[str]]]  # rows, and what could not be read
 KEYS = {ord("m"): "memory", ord("c"): "cpu", ord("n"): "name"}
 
 
-def screen_lines(found: list[Row], emperor_error: str | None, sort: str, interval: float, clock: str) -> list[str]:
+def screen_lines(found: list[Row], unread: list[str], sort: str, interval: float, clock: str) -> list[str]:
     """What one refresh shows: a title, the sorted table and the notes (pure, for tests)."""
     ordered = status.sort_rows(found, sort)
     bad = sum(1 for r in found if not r.healthy)
     title = (f"hostctl status  {clock}  every {interval:g} s  [sorted by {sort}]  "
              f"{len(found)} app(s), {bad} unhealthy    m: memory  c: cpu  n: name  q: quit")
     lines = [title, ""] + status_format.table_lines(ordered)
-    extra = status_format.notes(ordered, emperor_error)
+    extra = status_format.notes(ordered, unread)
     return lines + ([""] + extra if extra else [])
 
 
@@ -36,10 +36,10 @@ def run(refresh: Refresh, sort: str, interval: float) -> None:
 def _loop(screen: "curses.window", refresh: Refresh, sort: str, interval: float) -> None:
     curses.curs_set(0)
     screen.timeout(100)
-    found, error = refresh()
+    found, unread = refresh()
     next_at = time.monotonic() + interval
     while True:
-        _draw(screen, screen_lines(found, error, sort, interval, time.strftime("%H:%M:%S")))
+        _draw(screen, screen_lines(found, unread, sort, interval, time.strftime("%H:%M:%S")))
         key = screen.getch()
         if key in (ord("q"), ord("Q"), 27):
             return
@@ -47,7 +47,7 @@ def _loop(screen: "curses.window", refresh: Refresh, sort: str, interval: float)
             sort = KEYS[key]
             continue
         if time.monotonic() >= next_at:
-            found, error = refresh()
+            found, unread = refresh()
             next_at = time.monotonic() + interval
 
 

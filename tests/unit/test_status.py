@@ -26,7 +26,7 @@ def _app(customer: str = "acme", name: str = "web", enabled: bool = True) -> App
 def _observed(case: dict[str, Any]) -> Observed:
     vassals = {"acme_web": case["vassal"]} if "vassal" in case else {}
     return Observed(now=NOW, emperor=case["emperor"], vassals=vassals,
-                    quarantined=frozenset({"acme"}) if case.get("quarantined") else frozenset())
+                    quarantined={"acme": case["quarantined"]} if case.get("quarantined") else {})
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -49,7 +49,7 @@ def test_rss_falls_back_to_uwsgi_memory_report_and_cgroup_is_per_customer() -> N
     emperor = {"vassals": [{"id": "acme_web.ini", "pid": 1, "ready": 1, "accepting": 1}]}
     vassal = {"pid": 1, "workers": [{"pid": 2, "rss": 1000}, {"pid": 3, "rss": 500}]}
     observed = Observed(now=NOW, emperor=emperor, vassals={"acme_web": vassal},
-                        cgroups={"acme": CgroupMemory(64 << 20, 256 << 20, "/sys/fs/cgroup/memory/hostctl/acme")})
+                        cgroups={"acme": CgroupMemory(64 << 20, 256 << 20)})
     got = status.row(_app(), observed)
     assert (got.rss_bytes, got.memory_bytes, got.memory_limit_bytes, got.cpu_percent) == (1500, 64 << 20, 256 << 20, None)
     other = status.row(_app("globex"), observed)
@@ -113,9 +113,9 @@ def test_table_aligns_columns_and_explains_unhealthy_rows() -> None:
     rows.append(status.row(_app("globex"), Observed(
         now=NOW, emperor={"vassals": [{"id": "globex_web.ini", "pid": 5, "ready": 1, "accepting": 1, "last_run": 1440}]},
         vassals={"globex_web": {"pid": 5, "listen_queue": 0, "workers": [{"pid": 6, "requests": 12, "avg_rt": 1500, "respawn_count": 1}]}},
-        cgroups={"globex": CgroupMemory(50 << 20, 200 << 20, "x")},
+        cgroups={"globex": CgroupMemory(50 << 20, 200 << 20)},
         after={"globex_web": ProcSample(at=1.0, rss={5: 20 << 20, 6: 10 << 20}, cpu={5: 0.0, 6: 0.0})})))
-    text = status_format.table(rows, "the Emperor's stats socket /run/emperor.stats: connection refused")
+    text = status_format.table(rows, ["the Emperor's stats socket /run/emperor.stats: connection refused"])
     lines = text.splitlines()
     assert lines[0].split() == [t for t, _ in status_format.COLUMNS]
     assert lines[1].split() == ["acme", "web", "down", "-", "-", "-", "-", "-", "-", "-", "-", "-", "web.acme.example"]
@@ -127,7 +127,8 @@ def test_table_aligns_columns_and_explains_unhealthy_rows() -> None:
 
 def test_json_has_the_documented_keys() -> None:
     rows = [status.row(_app(), Observed(now=NOW, emperor=None))]
-    doc = json.loads(status_format.to_json(rows, "nope", healthy=False))
-    assert list(doc) == ["version", "healthy", "emperor_error", "apps"]
+    doc = json.loads(status_format.to_json(rows, "nope", ["the quarantine record x: permission denied"], healthy=False))
+    assert list(doc) == ["version", "healthy", "emperor_error", "problems", "apps"]
+    assert doc["problems"] == ["the quarantine record x: permission denied"]
     assert tuple(doc["apps"][0]) == status.JSON_KEYS
     assert doc["apps"][0]["state"] == "down" and doc["healthy"] is False

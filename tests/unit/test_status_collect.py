@@ -12,39 +12,7 @@ from pathlib import Path
 import pytest
 
 from hostctl import emperor
-from hostctl.status_collect import CgroupMemory, memory_cgroup_of, sample_tree
-
-
-def _fake_proc(tmp_path: Path, pid: int, lines: str) -> Path:
-    proc = tmp_path / "proc"
-    (proc / str(pid)).mkdir(parents=True)
-    (proc / str(pid) / "cgroup").write_text(lines)
-    return proc
-
-
-def test_memory_cgroup_v1(tmp_path: Path) -> None:
-    proc = _fake_proc(tmp_path, 42, "5:cpu,cpuacct:/hostctl/acme\n4:memory:/hostctl/acme\n0::/\n")
-    mem = tmp_path / "v1" / "hostctl" / "acme"
-    mem.mkdir(parents=True)
-    (mem / "memory.usage_in_bytes").write_text("1048576\n")
-    (mem / "memory.limit_in_bytes").write_text("268435456\n")
-    got = memory_cgroup_of(42, str(proc), str(tmp_path / "v1"), str(tmp_path / "v2"))
-    assert got == CgroupMemory(1 << 20, 256 << 20, str(mem))
-    (mem / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
-    assert memory_cgroup_of(42, str(proc), str(tmp_path / "v1"), str(tmp_path / "v2")).limit is None
-
-
-def test_memory_cgroup_v2_and_none(tmp_path: Path) -> None:
-    proc = _fake_proc(tmp_path, 7, "0::/hostctl/globex\n")
-    v2 = tmp_path / "v2" / "hostctl" / "globex"
-    v2.mkdir(parents=True)
-    (v2 / "memory.current").write_text("4096\n")
-    (v2 / "memory.max").write_text("max\n")
-    assert memory_cgroup_of(7, str(proc), str(tmp_path / "v1"), str(tmp_path / "v2")) == CgroupMemory(4096, None, str(v2))
-    (v2 / "memory.current").unlink()  # no memory controller there (as /sys/fs/cgroup/unified here)
-    assert memory_cgroup_of(7, str(proc), str(tmp_path / "v1"), str(tmp_path / "v2")) is None
-    with pytest.raises(OSError):
-        memory_cgroup_of(8, str(proc))
+from hostctl.status_collect import sample_tree
 
 
 def test_sample_tree_covers_children_and_survives_a_vanished_pid() -> None:
@@ -102,3 +70,19 @@ def test_fetch_stats_says_why(tmp_path: Path, reply: bytes | None, want: tuple) 
 
 def test_fetch_stats_missing_socket(tmp_path: Path) -> None:
     assert emperor.fetch_stats(str(tmp_path / "none.stats")) == (None, "no such file or directory")
+
+
+def test_unreadable_quarantine_record_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    from hostctl import inventory
+    from hostctl.status_collect import read_quarantine, unread, Observed
+
+    (tmp_path / "customers").mkdir()
+    (tmp_path / "hostctl.yaml").write_text("state_dir: state\n")
+    inv = inventory.load(tmp_path)
+    notes: list[str] = []
+    assert read_quarantine(inv.settings, notes) == {} and notes == []  # no record: nobody quarantined
+    (tmp_path / "state" / "quarantine.json").mkdir(parents=True)  # unreadable as a file
+    assert read_quarantine(inv.settings, notes) == {}
+    assert notes == [f"the quarantine record {tmp_path}/state/quarantine.json: is a directory"]
+    observed = Observed(now=0, emperor=None, emperor_error="the Emperor's stats socket x: connection refused", notes=notes)
+    assert unread(observed) == ["the Emperor's stats socket x: connection refused", notes[0]]
