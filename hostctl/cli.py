@@ -257,11 +257,18 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
 
 
 @cli.command()
+@click.option("--apply", "apply_now", is_flag=True,
+              help="First create the customers' cgroups and write their limits (what apply does; run at boot before the Emperor).")
 @click.pass_context
-def limits(ctx: click.Context) -> None:
+def limits(ctx: click.Context, apply_now: bool) -> None:
     """Show each customer's cgroup: memory use against its limit, OOM kills, pids and CPU quota."""
     from hostctl import isolation
 
+    if apply_now:
+        plan, messages = isolation.apply_limits(_inventory_root(ctx))
+        click.echo(isolation.render(plan), nl=False)
+        for message in messages:
+            click.echo(message)
     hierarchy, rows = isolation.usage(_inventory_root(ctx))
     click.echo(hierarchy.describe())
     if hierarchy.version is not None:

@@ -60,6 +60,15 @@ def execute(plan: IsolationPlan) -> list[str]:
     return cgroupfs.apply(plan.changes)
 
 
+def apply_limits(root: Path | str) -> tuple[IsolationPlan, list[str]]:
+    """Only the cgroup part of apply: after a reboot the cgroups are gone and vassals refuse to start without them."""
+    from hostctl import pipeline
+
+    inv, owners = pipeline.load_checked(root, host_checks=False)
+    plan = prepare(inv, owners)
+    return plan, execute(plan)
+
+
 def usage(root: Path | str) -> tuple[Hierarchy, list[tuple[str, Usage | None]]]:
     """The hierarchy and each customer's live cgroup figures (reading needs no root)."""
     inv = inventory_mod.load(root)

@@ -71,7 +71,7 @@ def render_system_files(root: Path) -> dict[str, str]:
     """The production system files for the inventory at ``root``: {file name: content}."""
     inv = inventory.load(root)
     env = templates.environment(inv.root)
-    return {**system_files(inv.settings, env), **certs_timer_files(inv.root, env)}
+    return {**system_files(inv.settings, env, inventory_root=str(inv.root)), **certs_timer_files(inv.root, env)}
 
 
 CERTS_TIMER_FILES = {"hostctl-certs.service": "hostctl-certs.service.j2", "hostctl-certs.timer": "hostctl-certs.timer.j2"}
@@ -83,10 +83,16 @@ def certs_timer_files(inventory_root: Path, env: jinja2.Environment, hostctl_bin
     return {name: templates.render(templates.get(env, template), **context) for name, template in CERTS_TIMER_FILES.items()}
 
 
-def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini") -> dict[str, str]:
-    """The system files for ``settings`` (one host's, for multi-host bootstrap): {file name: content}."""
+def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini",
+                 inventory_root: str | None = None) -> dict[str, str]:
+    """The system files for ``settings`` (one host's, for multi-host bootstrap): {file name: content}.
+
+    ``inventory_root``: the inventory lives on this host, so the Emperor's unit
+    recreates the customers' cgroups at boot (`hostctl limits --apply`).
+    """
     context = dict(settings=settings, emperor_stats=layout.emperor_stats(settings),
-                   pidfile=None, logto=None, emperor_ini=emperor_ini)
+                   pidfile=None, logto=None, emperor_ini=emperor_ini, inventory=inventory_root,
+                   hostctl_bin=os.path.join(sys.prefix, "bin", "hostctl"))
     return {name: templates.render(templates.get(env, template), **context) for name, template in SYSTEM_FILES.items()}
 
 

@@ -193,6 +193,7 @@ def test_memory_hog_is_killed_in_its_cgroup_while_the_neighbour_answers(iso: Iso
     assert _cgroup_procs(iso.leaf("beta")) == beta_procs, "beta's processes were not touched"
     assert server.nginx_workers() == nginx_workers
     shown = iso.box.hostctl("limits").stdout
+    print(shown)  # shown with -s; the README's example comes from here
     row = next(line for line in shown.splitlines() if line.startswith("alpha "))
     assert "64.0M" in row and row.split()[4] == oom["oom_kill"]
 

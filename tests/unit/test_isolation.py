@@ -1,0 +1,90 @@
+"""Users and cgroups around the pipeline: useradd argv, missing users, the cgroup edge on a fake tree, CLI notes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from hostctl import cgroupfs, cgroups, identity, inventory, users
+from hostctl.cli import cli
+from hostctl.model import Limits
+
+SETTINGS = {"emperor_dir": "v", "nginx_dir": "n", "run_dir": "r", "log_dir": "l", "state_dir": "s"}
+CUSTOMER = {"limits": {"memory": "64M", "pids": 32}, "apps": {"web": {"domains": ["acme.example"], "wsgi": "a:b"}}}
+
+
+def _inventory(tmp_path: Path, **settings: object) -> Path:
+    root = tmp_path / "inv"
+    (root / "customers").mkdir(parents=True)
+    (root / "hostctl.yaml").write_text(yaml.safe_dump({**SETTINGS, **settings}))
+    (root / "customers" / "acme.yaml").write_text(yaml.safe_dump(CUSTOMER))
+    return root
+
+
+def test_useradd_argv() -> None:
+    assert users.useradd_argv("hc-acme", None) == [
+        "useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", "--comment", "hostctl customer",
+        "--home-dir", "/nonexistent", "--no-create-home", "hc-acme"]
+    assert users.useradd_argv("hc-acme", "/srv/home")[-4:] == ["--home-dir", "/srv/home/hc-acme", "--create-home", "hc-acme"]
+
+
+def test_missing_users_are_listed_for_create_users_or_refused(tmp_path: Path) -> None:
+    inv = inventory.load(_inventory(tmp_path, isolation={"users": "per-customer", "user_prefix": "hcz-"}))
+    owners, problems = identity.resolve(inv, euid=0, allow_missing=True)
+    assert problems == [] and owners.missing_users == ("hcz-acme",)
+    _, problems = identity.resolve(inv, euid=0)
+    assert [str(p) for p in problems] == [
+        "customers/acme.yaml:1: Unix user 'hcz-acme' does not exist (run `hostctl apply --create-users`, "
+        "or create it, e.g. `useradd --system --no-create-home hcz-acme`)"]
+
+
+def test_cgroup_edge_on_a_fake_v1_tree(tmp_path: Path) -> None:
+    """probe -> decide -> plan -> apply -> plan again is empty; usage and cgroup_memory read it back."""
+    fake = tmp_path / "cg"
+    for controller in ("memory", "cpu", "pids"):
+        (fake / controller).mkdir(parents=True)
+    inv = inventory.load(_inventory(tmp_path, cgroup={"mode": "v1", "v1_root": str(fake), "parent": "hc"}))
+    h, errors = cgroupfs.hierarchy(inv.settings, euid=0)
+    assert errors == [] and h.version == "v1" and h.controllers == {"memory", "cpu", "pids"}
+    desired = [cgroups.customer_cgroup(h, "acme", Limits(memory=64 << 20, pids=32))]
+    live, present = cgroupfs.read_live(desired, h)
+    changes = cgroups.plan(desired, live, present)
+    assert [c.action for c in changes].count("mkdir") == 6
+    assert cgroupfs.apply(changes) == []
+    assert (fake / "memory/hc/acme/memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (fake / "cpu/hc/acme/cpu.cfs_quota_us").read_text() == "-1"
+    assert cgroups.plan(desired, *cgroupfs.read_live(desired, h)) == ()
+    (fake / "memory/hc/acme/memory.usage_in_bytes").write_text("1048576\n")
+    (fake / "memory/hc/acme/memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (fake / "pids/hc/acme/pids.current").write_text("3\n")
+    usage = cgroupfs.usage(h, "acme")
+    assert (usage.memory, usage.memory_limit, usage.oom_kills, usage.pids, usage.pids_limit, usage.cpu) == (1 << 20, 64 << 20, 2, 3, 32, None)
+    assert cgroups.cgroup_memory(inv.settings, "acme") == (1 << 20, 64 << 20)
+    assert cgroups.cgroup_memory(inv.settings, "nobody") is None
+    table = cgroups.usage_table([("acme", usage), ("other", None)]).splitlines()
+    assert table[1].split() == ["acme", "1.0M", "64.0M", "2%", "2", "3/32", "max"]
+    assert table[2].startswith("other") and "no cgroup yet" in table[2]
+    # a departed customer's cgroup is removed
+    (fake / "memory/hc/gone").mkdir()
+    assert cgroups.plan(desired, *cgroupfs.read_live(desired, h)) == (cgroups.CgroupChange("rmdir", str(fake / "memory/hc/gone")),)
+
+
+def test_cli_says_who_vassals_run_as_and_what_is_not_enforced(tmp_path: Path) -> None:
+    root = _inventory(tmp_path, isolation={"users": "invoker"})
+    result = CliRunner().invoke(cli, ["-i", str(root), "plan", "--no-diff"])
+    assert result.exit_code == 0, result.output
+    assert "note: vassals run as the invoking user" in result.stderr
+    assert "note: acme: limits.memory is not enforced: vassals run as the invoking user and cgroup.mode is 'auto'" in result.stderr
+    shown = CliRunner().invoke(cli, ["-i", str(root), "limits"])
+    assert shown.exit_code == 0 and shown.stdout.startswith("cgroup limits are not enforced: vassals run as the invoking user")
+
+
+def test_production_unit_recreates_cgroups_before_the_emperor(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["-i", str(tmp_path / "prod"), "init", "--production"])
+    assert result.exit_code == 0, result.output
+    unit = (tmp_path / "prod" / "system" / "hostctl-emperor.service").read_text()
+    pre = f"ExecStartPre=-{sys.prefix}/bin/hostctl -i {tmp_path / 'prod'} limits --apply\n"
+    assert pre in unit and unit.index(pre) < unit.index("ExecStart=/usr/bin/uwsgi")
