@@ -12,9 +12,13 @@ applied in a second wave only on hosts whose customers' new hosts succeeded.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from fabric import Connection
 
 from hostctl import inventory as inventory_mod, placement, remote, ssh, templates
 from hostctl.errors import HostctlError
@@ -36,6 +40,7 @@ class HostOutcome:
     uploaded: list[str] = field(default_factory=list)  # live paths written (their content was sent)
     messages: list[str] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)  # customer -> host it moved to; still served here
+    round_trips: int = 0  # SSH commands run there
 
     @property
     def ok(self) -> bool:
@@ -66,10 +71,39 @@ def moved_out(plan: Plan, host: str, placed: dict[str, str]) -> dict[str, str]:
             if c.action == "delete" and placed.get(c.customer) not in (None, host)}
 
 
+class HeadStart:
+    """SSH begun before the inventory is loaded: a connection to each host and the digest of its state.
+
+    Loading thousands of customer files and rendering them takes a while; meanwhile
+    every host computes the digest of what it holds (``remote.digest_command``).
+    A host whose digest matches the rendered files needs nothing more.
+    """
+
+    def __init__(self, root: str, wanted: list[str] | tuple[str, ...]):
+        settings = placement.peek_settings(root)
+        self.hosts = dict(settings.hosts) if settings else {}
+        names = [n for n in (wanted or self.hosts) if n in self.hosts]
+        self.connections = {n: ssh.connect(self.hosts[n], root) for n in names}
+        self.pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="hostctl-head")
+        self.digests = {n: self.pool.submit(self._digest, n, settings) for n in names}
+
+    def _digest(self, name: str, settings) -> str:
+        command = remote.digest_command(placement.host_settings(settings, self.hosts[name]))
+        done = ssh.execute(self.connections[name], command)
+        if done.status != 0:
+            raise HostctlError(f"reading the state failed (exit {done.status}): {done.output.strip()[:500]}")
+        return done.output[:64]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for conn in self.connections.values():
+            conn.close()
+
+
 class Deployment:
     """One deploy run: the loaded inventory, what each host should have, and the SSH connections."""
 
-    def __init__(self, inv: Inventory, hosts: list[str]):
+    def __init__(self, inv: Inventory, hosts: list[str], head: "HeadStart | None" = None):
         if not inv.settings.hosts:
             raise HostctlError("hostctl.yaml has no 'hosts:'; this inventory is applied locally with `hostctl apply`.")
         self.inv = inv
@@ -82,7 +116,15 @@ class Deployment:
         for name in hosts:
             identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
             self.desired[name] = render(self.views[name], identity, env)
-        self.connections = {name: ssh.connect(inv.settings.hosts[name], str(inv.root)) for name in hosts}
+        self.connections: dict[str, Connection] = {}
+        self.digests: dict[str, Future] = {}
+        for name in hosts:
+            host = inv.settings.hosts[name]
+            if head is not None and head.hosts.get(name) == host and name in head.connections:
+                self.connections[name] = head.connections[name]
+                self.digests[name] = head.digests[name]
+            else:
+                self.connections[name] = ssh.connect(host, str(inv.root))
 
     def close(self) -> None:
         for conn in self.connections.values():
@@ -92,17 +134,27 @@ class Deployment:
         host = self.inv.settings.hosts[name]
         return f"{host.user}@{host.address}:{host.port}"
 
-    def read_plan(self, name: str) -> tuple[Plan, Actual]:
+    def read_plan(self, name: str, outcome: HostOutcome) -> tuple[Plan, Actual]:
+        """The host's plan: from the head start's digest when the host is exactly as expected, else read in full."""
+        desired = self.desired[name]
+        head = self.digests.pop(name, None)
+        if head is not None:
+            digest = head.result()
+            outcome.round_trips += 1
+            if digest == remote.expected_digest(desired):
+                actual = remote.expected(desired)
+                return make_plan(desired, actual), actual
         settings = self.views[name].settings
         done = ssh.execute(self.connections[name], remote.read_command(settings))
+        outcome.round_trips += 1
         if done.status != 0:
             raise HostctlError(f"reading the state failed (exit {done.status}): {done.output.strip()[:500]}")
         actual = remote.parse_state(done.output, f"host {name!r}")
-        return make_plan(self.desired[name], actual), actual
+        return make_plan(desired, actual), actual
 
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
-        plan, actual = self.read_plan(name)
+        plan, actual = self.read_plan(name, outcome)
         outcome.held = {c: t for c, t in moved_out(plan, name, self.placed).items() if c in hold}
         plan = remote.hold_back(plan, actual.manifest, outcome.held)
         outcome.plans.append(plan)
@@ -118,6 +170,7 @@ class Deployment:
         bundle = remote.bundle(name, view.settings, plan, actual.manifest,
                                placement.host_identity(self.inv.settings, host), users, self.script_env)
         done = ssh.execute(self.connections[name], bundle.command, bundle.payload)
+        outcome.round_trips += 1
         outcome.messages += [line.removeprefix("hostctl-deploy: ") for line in done.output.splitlines()
                              if line.startswith("hostctl-deploy: ") and not line.endswith(": done")]
         if done.status != 0:
@@ -147,16 +200,25 @@ def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOut
 
 def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: bool = False) -> DeployReport:
     """Deploy the inventory at ``root`` to ``hosts`` (all when empty); never raises for one host's failure."""
-    inv = inventory_mod.load(root)
-    names = placement.select_hosts(inv, hosts)
-    deployment = Deployment(inv, names)
+    root = os.path.abspath(root)
+    head = HeadStart(root, tuple(hosts))
+    try:
+        inv = inventory_mod.load(root)
+        names = placement.select_hosts(inv, hosts)
+        deployment = Deployment(inv, names, head)
+    except BaseException:
+        head.close()
+        raise
     outcomes: dict[str, HostOutcome] = {}
     before: dict[str, dict[str, str]] = {}
     try:
         if dry_run:
             def look(name: str) -> HostOutcome:
-                plan, _ = deployment.read_plan(name)
-                return HostOutcome(name, [plan], held=moved_out(plan, name, deployment.placed))
+                outcome = HostOutcome(name)
+                plan, _ = deployment.read_plan(name, outcome)
+                outcome.plans.append(plan)
+                outcome.held = moved_out(plan, name, deployment.placed)
+                return outcome
 
             _run(deployment, names, look, outcomes)
         else:
@@ -172,6 +234,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
             _run(deployment, sorted(second), lambda n: deployment.push(n, second[n], outcomes[n]), outcomes)
     finally:
         deployment.close()
+        head.close()
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:
@@ -212,7 +275,7 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
             verdict = (f"{o.count('create')} added, {o.count('update')} changed, {o.count('delete')} removed; "
                        f"{len(o.uploaded)} file(s) uploaded")
         notes = "".join(f"; {m}" for m in outcome.messages)
-        out.append(f"{label}: {verdict}{notes}")
+        out.append(f"{label}: {verdict}{notes} ({outcome.round_trips} SSH round trip{'s' if outcome.round_trips != 1 else ''})")
     failed = [n for n, o in report.outcomes.items() if not o.ok]
     if failed:
         out.append(f"{len(failed)} of {len(report.outcomes)} host(s) failed: {', '.join(failed)}.")

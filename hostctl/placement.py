@@ -11,6 +11,7 @@ belong there. Pure: data in, data out.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from hostctl.errors import HostctlError, Problem
@@ -92,6 +93,23 @@ def select_hosts(inventory: "Inventory", wanted: Iterable[str]) -> list[str]:
     if unknown:
         raise HostctlError(f"unknown host {', '.join(map(repr, unknown))}; hosts in hostctl.yaml: {', '.join(sorted(hosts)) or 'none'}.")
     return chosen
+
+
+def peek_settings(root: str) -> Settings | None:
+    """hostctl.yaml alone, quickly, so SSH can start while the customers load; None when it is not valid.
+
+    Only a head start: ``inventory.load`` reads and checks it again, with every error reported there.
+    """
+    from hostctl.yamlsource import parse
+
+    try:
+        with open(os.path.join(root, SETTINGS_FILE), "rb") as fh:
+            source, problems = parse(fh.read(), SETTINGS_FILE)
+        if source is None or problems:
+            return None
+        return Settings.model_validate(source.data or {})
+    except (OSError, ValueError):
+        return None
 
 
 def refuse_multi_host(inventory: "Inventory") -> None:

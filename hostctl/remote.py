@@ -23,10 +23,10 @@ import jinja2
 from hostctl import layout, ondemand, templates
 from hostctl.apply import _intent as intent_manifest  # the same crash-safe intent as a local apply
 from hostctl.errors import HostctlError
-from hostctl.manifest import Manifest
+from hostctl.manifest import Entry, Manifest, sha256
 from hostctl.model import Settings
 from hostctl.plan import Change, Plan
-from hostctl.render import Identity
+from hostctl.render import Identity, RenderedFile
 from hostctl.state import Actual, LiveFile
 
 SCRIPT_TEMPLATE = "remote-deploy.sh.j2"
@@ -56,11 +56,36 @@ def read_command(settings: Settings) -> str:
     """One shell command printing the manifest, then mode and sha256 of every vassal (and companion) and server block."""
     q = shlex.quote
     vassal, companion = f"*{layout.VASSAL_EXT}", ondemand.companion(f"*{layout.VASSAL_EXT}")
-    listing = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f \\( -name '{vassal}' -o -name '{companion}' \\) -print0; "
+    files = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f \\( -name '{vassal}' -o -name '{companion}' \\) -print0; "
                f"find {q(settings.nginx_dir)} -maxdepth 1 -type f -name '*{layout.NGINX_EXT}' -print0; }} 2>/dev/null")
     return (f"cat {q(layout.manifest(settings))} 2>/dev/null; echo; echo {MODES_MARK}; "
-            f"{listing} | xargs -0 -r stat -c '%a %n'; echo {SHA_MARK}; "
-            f"{listing} | xargs -0 -r sha256sum")
+            f"{files} | xargs -0 -r stat -c '%a %n' | LC_ALL=C sort; echo {SHA_MARK}; "
+            f"{files} | xargs -0 -r sha256sum | LC_ALL=C sort")
+
+
+def digest_command(settings: Settings) -> str:
+    """``read_command``'s answer reduced to its sha256: 64 bytes tell whether a host is exactly as expected."""
+    return f"{{ {read_command(settings)}; }} | sha256sum"
+
+
+def listing(actual: Actual) -> str:
+    """The text ``read_command`` prints for a host in state ``actual`` (files carrying digests and modes)."""
+    manifest = actual.manifest.to_json() if actual.manifest.files else ""
+    modes = "".join(sorted(f"{f.mode:o} {p}\n" for p, f in actual.files.items()))  # as LC_ALL=C sort orders them
+    sums = "".join(sorted(f"{f.sha256()}  {p}\n" for p, f in actual.files.items()))
+    return f"{manifest}\n{MODES_MARK}\n{modes}{SHA_MARK}\n{sums}"
+
+
+def expected(desired: Mapping[str, RenderedFile]) -> Actual:
+    """A host's state right after a deploy of ``desired``: its files, and the manifest listing them."""
+    manifest = Manifest({p: Entry(sha256(f.content), f.kind, f.customer, f.app) for p, f in desired.items()})
+    files = {p: LiveFile(None, f.mode, digest=manifest.files[p].sha256) for p, f in desired.items()}
+    return Actual(manifest, files)
+
+
+def expected_digest(desired: Mapping[str, RenderedFile]) -> str:
+    """What ``digest_command`` answers on a host that already has exactly ``desired`` (and nothing else of ours)."""
+    return sha256(listing(expected(desired)))
 
 
 def parse_state(output: str, where: str) -> Actual:
@@ -73,7 +98,8 @@ def parse_state(output: str, where: str) -> Actual:
     try:
         manifest = Manifest.from_json(manifest_text) if manifest_text.strip() else Manifest()
     except (ValueError, KeyError, TypeError) as exc:
-        raise HostctlError(f"{where}: the manifest is damaged ({exc}); move it aside to let hostctl rebuild it") from exc
+        raise HostctlError(f"{where}: the manifest is damaged ({exc}; it begins {manifest_text[:80]!r}); "
+                           "move it aside to let hostctl rebuild it") from exc
     modes: dict[str, int] = {}
     for line in modes_text.splitlines():
         mode, _, path = line.partition(" ")

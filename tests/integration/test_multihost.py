@@ -58,7 +58,13 @@ class Fleet:
         return json.loads((self.root(host) / "state" / "manifest.json").read_text())["files"]
 
     def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`hostctl deploy ARGS` as a subprocess: the command line, its output and exit status."""
         return self.box.hostctl("deploy", *args, check=check)
+
+    def deploy_here(self, hosts: tuple[str, ...] = (), dry_run: bool = False) -> subprocess.CompletedProcess:
+        """The same in this process (no interpreter start): what `deploy` prints and its exit status."""
+        report = deploy.deploy(self.box.inventory, hosts, dry_run=dry_run)
+        return subprocess.CompletedProcess(["deploy"], 0 if report.ok else 1, deploy.render_report(report), "")
 
 
 @pytest.fixture
@@ -126,6 +132,7 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     stat_before = {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")}
     report = deploy.deploy(fleet.box.inventory)
     assert report.ok and all(not o.changed and o.uploaded == [] for o in report.outcomes.values())
+    assert all(o.round_trips == 1 for o in report.outcomes.values()), "a host in sync costs one SSH command"
     assert {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")} == stat_before
     assert len(_events(fleet)) == 2
     # the same through the shipped fabfile
@@ -138,7 +145,7 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     a_before = {p: os.stat(p) for p in fleet.manifest("a")}
     vassal_b = fleet.root("b") / "emperor" / "globex_web.ini"
     old_mtime = int(vassal_b.stat().st_mtime)
-    changed = fleet.deploy("--host", "b")
+    changed = fleet.deploy_here(("b",))
     assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in changed.stdout and "a:" not in changed.stdout
     assert "nginx reloaded" not in changed.stdout and len(_events(fleet)) == 2
     assert b"env = GREETING=v2" in vassal_b.read_bytes() and int(vassal_b.stat().st_mtime) > old_mtime
@@ -146,9 +153,9 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
 
     # a move: initech goes from a to b; b serves it (reload) before a removes it (reload)
     fleet.customer("initech", "b")
-    dry = fleet.deploy("--dry-run")
+    dry = fleet.deploy_here(dry_run=True)
     assert "move: 'initech' from 'a' to 'b'; 'b' serves it before 'a' removes it." in dry.stdout
-    moved = fleet.deploy()
+    moved = fleet.deploy_here()
     assert "moved: 'initech' from 'a' to 'b' ('b' was deployed first)." in moved.stdout, moved.stdout
     assert _events(fleet)[2:] == ["b-reload", "a-reload"]
     assert sorted(fleet.files("a")) == ["emperor/acme_web.ini", "nginx/acme_web.conf"]
@@ -167,7 +174,7 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
 
     # a customer moving to the unreachable host stays where it is
     fleet.customer("acme", "b", greeting="v3")
-    kept = fleet.deploy(check=False)
+    kept = fleet.deploy_here()
     assert kept.returncode == 1
     assert "kept 'acme' here: it moved to 'b', but its deploy failed" in kept.stdout, kept.stdout
     assert "emperor/acme_web.ini" in fleet.files("a")
@@ -187,7 +194,7 @@ def test_nginx_test_failure_on_one_host_puts_its_server_blocks_back(fleet: Fleet
                                     "reload_command": "true"})
     fleet.customer("acme", "a")
     fleet.customer("globex", "b")
-    fleet.deploy()
+    fleet.deploy_here()
     before_a = fleet.files("a")
     manifest_a = fleet.manifest("a")
 
@@ -199,7 +206,7 @@ def test_nginx_test_failure_on_one_host_puts_its_server_blocks_back(fleet: Fleet
         "    client_max_body_size", "{% if customer.name == 'acme' %}    bogus_directive on;\n{% endif %}    client_max_body_size"))
     fleet.customer("acme", "a", domains=["acme.example", "www.acme.example"])
     fleet.customer("globex", "b", domains=["globex.example", "www.globex.example"])
-    result = fleet.deploy(check=False)
+    result = fleet.deploy_here()
     assert result.returncode == 1
     assert "a: FAILED: nginx -t failed there; its previous server blocks were put back" in result.stdout, result.stdout
     assert 'unknown directive "bogus_directive"' in result.stdout
@@ -229,13 +236,13 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
 
     # one customer changes: its vassal is gracefully reloaded, the other keeps its workers
     fleet.customer("globex", "web", greeting="v2")
-    fleet.deploy()
+    fleet.deploy_here()
     after = server.wait_json("globex.example", lambda d: d["greeting"] == "v2")
     assert after["pid"] != first["globex"]["pid"]
     assert server.get_json("acme.example")["pid"] == first["acme"]["pid"]
 
     # the customer leaves the host: it is no longer served there
     (fleet.box.inventory / "customers" / "globex.yaml").unlink()
-    fleet.deploy()
+    fleet.deploy_here()
     server.wait_status("globex.example", 404)
     assert server.get_json("acme.example")["customer"] == "acme"

