@@ -194,11 +194,13 @@ def serve(ctx: click.Context) -> None:
               help="Seconds between --watch refreshes.")
 @click.option("--cpu-interval", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
               help="Seconds over which CPU% is measured (0: no CPU%).")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Multi-host: read this host over SSH (repeatable; default: all hosts).")
 @click.pass_context
 def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch: bool, sort: str,
-           interval: float, cpu_interval: float) -> None:
+           interval: float, cpu_interval: float, hosts: tuple[str, ...]) -> None:
     """Show every app's state, load and memory; exit 1 if any app is down or crash-looping."""
-    from hostctl import inventory as inventory_mod, status as status_mod, status_collect, status_format
+    from hostctl import inventory as inventory_mod, status as status_mod, status_format, status_snapshot
 
     inv = inventory_mod.load(_inventory_root(ctx))
     apps = status_mod.select_apps(inv, customers)
@@ -207,22 +209,21 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
 
         if as_json or not sys.stdout.isatty():
             raise click.UsageError("--watch needs a terminal (and no --json)")
-        last: list[status_collect.Observed] = []
+        last: list[status_snapshot.Snapshot] = []
 
         def refresh() -> tuple[list[status_mod.Row], list[str]]:
-            observed = status_collect.observe(inv, apps, cpu_interval, last[-1] if last else None)
-            last[:] = [observed]
-            return status_mod.rows(apps, observed), status_collect.unread(observed)
+            last[:] = [status_snapshot.take(inv, apps, list(hosts), cpu_interval, last[-1] if last else None)]
+            return last[0].rows, last[0].unread
 
         status_watch.run(refresh, sort, interval)
         return
-    observed = status_collect.observe(inv, apps, cpu_interval)
-    rows = status_mod.sort_rows(status_mod.rows(apps, observed), sort)
+    snap = status_snapshot.take(inv, apps, list(hosts), cpu_interval)
+    rows = status_mod.sort_rows(snap.rows, sort)
     healthy = status_mod.healthy(rows)
     if as_json:
-        click.echo(status_format.to_json(rows, observed.emperor_error, observed.notes, healthy), nl=False)
+        click.echo(status_format.to_json(rows, snap.emperor_error, snap.notes, healthy), nl=False)
     else:
-        click.echo(status_format.table(rows, status_collect.unread(observed)), nl=False)
+        click.echo(status_format.table(rows, snap.unread), nl=False)
     if not healthy:
         ctx.exit(1)
 

@@ -60,6 +60,7 @@ class Row:
     uptime_seconds: int | None  # since the Emperor last (re)started the vassal
     domains: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
+    host: str | None = None  # multi-host: the server it runs on (None: this machine)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +148,7 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
     return "down", "the Emperor has no vassal for it (has `hostctl apply` run?)"
 
 
-def row(app: AppSpec, observed: Observed) -> Row:
+def row(app: AppSpec, observed: Observed, host: str | None = None) -> Row:
     vassal_id = app.id + layout.VASSAL_EXT
     emperor = observed.emperor or {}
     vassal = _by_id(emperor.get("vassals")).get(vassal_id)
@@ -195,11 +196,12 @@ def row(app: AppSpec, observed: Observed) -> Row:
         uptime_seconds=max(0, uptime) if uptime is not None else None,
         domains=list(app.config.domains),
         problems=problems,
+        host=host,
     )
 
 
-def rows(apps: Iterable[AppSpec], observed: Observed) -> list[Row]:
-    return [row(app, observed) for app in apps]
+def rows(apps: Iterable[AppSpec], observed: Observed, host: str | None = None) -> list[Row]:
+    return [row(app, observed, host) for app in apps]
 
 
 def healthy(found: Iterable[Row]) -> bool:
@@ -212,4 +214,4 @@ def sort_rows(found: list[Row], by: str) -> list[Row]:
         return sorted(found, key=lambda r: (-(r.rss_bytes or 0), r.customer, r.app))
     if by == "cpu":
         return sorted(found, key=lambda r: (-(r.cpu_percent or 0.0), r.customer, r.app))
-    return sorted(found, key=lambda r: (r.customer, r.app))
+    return sorted(found, key=lambda r: (r.host or "", r.customer, r.app))

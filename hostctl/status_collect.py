@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import psutil
 
-from hostctl import cgroups, emperor, history, layout
+from hostctl import cgroups, history, layout, status_probe
 from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.model import Settings
@@ -73,7 +73,7 @@ def read_vassal_stats(apps: Iterable[AppSpec], settings: Settings, timeout: floa
     if not apps:
         return found, errors
     with ThreadPoolExecutor(max_workers=min(16, len(apps))) as pool:
-        results = pool.map(lambda item: (item[0], item[1], emperor.fetch_stats(item[1], timeout)), addresses.items())
+        results = pool.map(lambda item: (item[0], item[1], status_probe.fetch(item[1], timeout)), addresses.items())
         for app_id, address, (stats, error) in results:
             if stats is not None:
                 found[app_id] = stats
@@ -156,33 +156,18 @@ def read_quarantine(settings: Settings, notes: list[str]) -> dict[str, str]:
         return {}
 
 
-def master_pids(apps: Iterable[AppSpec], emperor_stats: dict[str, Any] | None,
-                vassals: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Each app's uWSGI master pid: from the Emperor's view, else from the vassal's own stats."""
-    by_file = {}
-    for vassal in (emperor_stats or {}).get("vassals") or []:
-        if isinstance(vassal, dict) and vassal.get("pid"):
-            by_file[vassal.get("id")] = vassal["pid"]
-    out = {}
-    for app in apps:
-        pid = by_file.get(app.id + layout.VASSAL_EXT) or (vassals.get(app.id) or {}).get("pid")
-        if isinstance(pid, int) and pid > 0:
-            out[app.id] = pid
-    return out
-
-
 def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
             previous: Observed | None = None) -> Observed:
     """Read every source once. CPU% needs two process samples: ``previous``'s (for --watch)
     or a fresh one ``cpu_interval`` seconds before the second."""
     settings = inv.settings
     address = layout.emperor_stats(settings)
-    emperor_stats, emperor_error = emperor.fetch_stats(address)
+    emperor_stats, emperor_error = status_probe.fetch(address, STATS_TIMEOUT)
     if emperor_error is not None:
         emperor_error = f"the Emperor's stats socket {address}: {emperor_error}"
     vassals, stats_errors = read_vassal_stats(apps, settings)
     problems: dict[str, list[str]] = {}
-    masters = master_pids(apps, emperor_stats, vassals)
+    masters = status_probe.master_pids([app.id for app in apps], emperor_stats, vassals)
     if previous is not None and previous.after:
         before = {app_id: previous.after[app_id] for app_id in masters if app_id in previous.after}
         missing = {app_id: pid for app_id, pid in masters.items() if app_id not in before}

@@ -72,12 +72,14 @@ RIGHT = frozenset({"WORKERS", "REQS", "AVG-RT", "LISTENQ", "RSS", "CPU%", "RESPA
 
 
 def table_lines(found: Iterable[Row]) -> list[str]:
-    """The header and one line per row, columns aligned."""
-    cells = [[title for title, _ in COLUMNS]] + [[get(r) for _, get in COLUMNS] for r in found]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    """The header and one line per row, columns aligned (a HOST column first for a multi-host inventory)."""
+    found = list(found)
+    columns = ((("HOST", lambda r: r.host or "-"),) if any(r.host for r in found) else ()) + COLUMNS
+    cells = [[title for title, _ in columns]] + [[get(r) for _, get in columns] for r in found]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     out = []
     for line in cells:
-        parts = [cell.rjust(w) if title in RIGHT else cell.ljust(w) for (title, _), cell, w in zip(COLUMNS, line, widths)]
+        parts = [cell.rjust(w) if title in RIGHT else cell.ljust(w) for (title, _), cell, w in zip(columns, line, widths)]
         out.append("  ".join(parts).rstrip())
     return out
 
@@ -86,7 +88,7 @@ def notes(found: Iterable[Row], unread: Iterable[str] = ()) -> list[str]:
     """Why unhealthy rows are in their state, and everything that could not be read."""
     out = [f"could not read {what}" for what in unread]
     for r in found:
-        who = f"{r.customer}/{r.app}"
+        who = f"{r.host}: {r.customer}/{r.app}" if r.host else f"{r.customer}/{r.app}"
         if not r.healthy or r.state == "quarantined":
             out.append(f"{who}: {r.state}: {r.detail}")
         out.extend(f"{who}: could not read {p}" for p in r.problems)

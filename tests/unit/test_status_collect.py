@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import emperor
+from hostctl import status, status_probe
 from hostctl.status_collect import sample_tree
 
 
@@ -64,12 +66,12 @@ def _serve_once(path: str, reply: bytes | None) -> threading.Thread:
 def test_fetch_stats_says_why(tmp_path: Path, reply: bytes | None, want: tuple) -> None:
     path = str(tmp_path / "s.stats")
     thread = _serve_once(path, reply)
-    assert emperor.fetch_stats(path, timeout=0.2) == want
+    assert status_probe.fetch(path, timeout=0.2) == want
     thread.join(5)
 
 
 def test_fetch_stats_missing_socket(tmp_path: Path) -> None:
-    assert emperor.fetch_stats(str(tmp_path / "none.stats")) == (None, "no such file or directory")
+    assert status_probe.fetch(str(tmp_path / "none.stats")) == (None, "no such file or directory")
 
 
 def test_unreadable_quarantine_record_is_a_note_not_a_crash(tmp_path: Path) -> None:
@@ -86,3 +88,45 @@ def test_unreadable_quarantine_record_is_a_note_not_a_crash(tmp_path: Path) -> N
     assert notes == [f"the quarantine record {tmp_path}/state/quarantine.json: is a directory"]
     observed = Observed(now=0, emperor=None, emperor_error="the Emperor's stats socket x: connection refused", notes=notes)
     assert unread(observed) == ["the Emperor's stats socket x: connection refused", notes[0]]
+
+
+def test_the_probe_runs_standalone_and_its_answer_parses(tmp_path: Path) -> None:
+    """status_probe as the server runs it (python3 -c SOURCE, request on stdin): a stats socket, this process tree."""
+    from hostctl import status_remote
+
+    stats = str(tmp_path / "web.stats")
+    thread = _serve_once(stats, json.dumps({"pid": os.getpid(), "workers": [{"pid": os.getpid(), "requests": 3}]}).encode())
+    request = {"emperor_stats": str(tmp_path / "emperor.stats"), "apps": {"acme_web": stats},
+               "customers": {"acme_web": "acme"}, "quarantine": str(tmp_path / "quarantine.json"),
+               "cpu_interval": 0.1, "timeout": 0.5}
+    (tmp_path / "quarantine.json").write_text(json.dumps({"customers": {"acme": {"file": "nginx/acme_web.conf", "reason": "nginx -t"}}}))
+    argv = shlex.split(status_remote.command())
+    assert argv[:2] == ["python3", "-c"]
+    done = subprocess.run(["/usr/bin/python3", "-I", "-c", argv[2]], input=json.dumps(request), capture_output=True,
+                          text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    thread.join(5)
+    assert done.returncode == 0, done.stderr
+    observed = status_remote.parse("some motd\n" + done.stdout, "web1")
+    assert observed.emperor is None and observed.emperor_error == "the Emperor's stats socket on web1: no such file or directory"
+    assert observed.vassals["acme_web"]["workers"][0]["requests"] == 3
+    assert observed.after["acme_web"].rss[os.getpid()] > 1 << 20  # this test process, read from /proc
+    assert observed.before["acme_web"].at < observed.after["acme_web"].at
+    assert observed.quarantined == {"acme": "nginx/acme_web.conf: nginx -t"}
+    row = status.rows([_spec()], observed, "web1")[0]
+    assert (row.host, row.state, row.requests, row.rss_bytes > 0) == ("web1", "quarantined", 3, True)
+
+
+def _spec():
+    from hostctl.inventory import AppSpec
+    from hostctl.model import App
+
+    return AppSpec("acme", "web", App(domains=["acme.example"], wsgi="a:b"))
+
+
+@pytest.mark.parametrize("output", ["", "Traceback ...", "@@hostctl-status@@{not json", '@@hostctl-status@@{"now": 1}'])
+def test_unusable_probe_answers_are_errors(output: str) -> None:
+    from hostctl import status_remote
+    from hostctl.errors import HostctlError
+
+    with pytest.raises(HostctlError, match="host 'web1': the status probe gave no usable answer"):
+        status_remote.parse(output, "web1")

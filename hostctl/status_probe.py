@@ -1,0 +1,197 @@
+"""What `hostctl status --host` runs on a server: its stats sockets, /proc and cgroups, read there.
+
+The whole source of this module is sent over SSH and run with the server's
+``python3 -c``, so it imports only the standard library (no psutil, no
+hostctl; nothing needs installing on the server). It reads a JSON request on
+stdin (socket paths, master-less app ids, the CPU interval) and prints one JSON
+object, which ``status_remote`` turns into the same ``Observed`` that the local
+collector produces, so the rows, states and health check are decided by the
+same pure code. Like the local collector, every read may fail on its own and
+is then reported, never raised.
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+UNLIMITED = 1 << 62  # cgroup v1's "no limit" is a number near 2**63
+MARK = "@@hostctl-status@@"  # the answer's JSON follows it (SSH mixes in anything written to stderr)
+
+
+def read_socket(address, timeout=1.0):
+    """Everything a stats server sends on one connection: (bytes, None), or (None, why not).
+
+    ``address`` is a UNIX socket path, or host:port for TCP. ``emperor.py`` reads through it too.
+    """
+    if ":" in address and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        family, target = socket.AF_INET, (host, int(port))
+    else:
+        family, target = socket.AF_UNIX, address
+    chunks = []
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(target)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except OSError as exc:
+        if isinstance(exc, socket.timeout):
+            return None, "did not answer within %g s" % timeout
+        return None, (exc.strerror or str(exc)).lower()
+    return b"".join(chunks), None
+
+
+def fetch(address, timeout=1.0):
+    """A uWSGI stats server's JSON: (stats, None), or (None, why it could not be read)."""
+    data, error = read_socket(address, timeout)
+    if error is not None:
+        return None, error
+    if not data:
+        return None, "answered nothing"
+    try:
+        parsed = json.loads(data.decode("utf-8", "replace"))
+    except ValueError:
+        return None, "answered something that is not JSON"
+    return (parsed, None) if isinstance(parsed, dict) else (None, "answered something that is not a JSON object")
+
+
+def children_map(proc="/proc"):
+    children = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, "stat"), "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+    return children
+
+
+def sample(pid, children, proc="/proc"):
+    """RSS bytes and CPU seconds of ``pid``'s tree, as ``status_collect.ProcSample`` fields."""
+    rss, cpu, denied, todo = {}, {}, 0, [pid]
+    while todo:
+        member = todo.pop()
+        todo.extend(children.get(member, ()))
+        try:
+            with open(os.path.join(proc, str(member), "stat"), "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            with open(os.path.join(proc, str(member), "statm"), "rb") as fh:
+                resident = int(fh.read().split()[1])
+        except PermissionError:
+            denied += 1
+            continue
+        except (OSError, IndexError, ValueError):
+            continue  # vanished
+        if fields[0] == b"Z":
+            continue
+        rss[member] = resident * PAGE
+        cpu[member] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return {"at": time.monotonic(), "rss": rss, "cpu": cpu, "denied": denied}
+
+
+def _int_file(path):
+    with open(path) as fh:
+        text = fh.read().strip()
+    return UNLIMITED if text == "max" else int(text)
+
+
+def memory_cgroup(pid, proc="/proc", v1="/sys/fs/cgroup/memory", v2="/sys/fs/cgroup"):
+    """{path, usage, limit} of the memory cgroup ``pid`` is in (v1 memory controller, else v2), or None."""
+    with open(os.path.join(proc, str(pid), "cgroup")) as fh:
+        lines = fh.read().splitlines()
+    for line in lines:
+        _hier, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            base, files = os.path.join(v1, path.lstrip("/")), ("memory.usage_in_bytes", "memory.limit_in_bytes")
+        elif controllers == "":
+            base, files = os.path.join(v2, path.lstrip("/")), ("memory.current", "memory.max")
+        else:
+            continue
+        try:
+            usage, limit = (_int_file(os.path.join(base, f)) for f in files)
+        except (OSError, ValueError):
+            continue
+        return {"path": base, "usage": usage, "limit": None if limit >= UNLIMITED else limit}
+    return None
+
+
+def master_pids(app_ids, emperor, vassals):
+    """Each app's uWSGI master pid: from the Emperor's view (vassal file ``<id>.ini``), else the vassal's own stats."""
+    by_file = {}
+    for vassal in (emperor or {}).get("vassals") or []:
+        if isinstance(vassal, dict):
+            by_file[vassal.get("id")] = vassal.get("pid")
+    masters = {}
+    for app_id in app_ids:
+        pid = by_file.get(app_id + ".ini")
+        if not (isinstance(pid, int) and pid > 0):
+            pid = (vassals.get(app_id) or {}).get("pid")
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            masters[app_id] = pid
+    return masters
+
+
+def collect(request):
+    """Everything ``status_remote`` needs, read on this server."""
+    timeout = request.get("timeout", 1.0)
+    emperor, emperor_error = fetch(request["emperor_stats"], timeout)
+    vassals, stats_errors = {}, {}
+    for app_id, address in request["apps"].items():
+        stats, error = fetch(address, timeout)
+        if stats is not None:
+            vassals[app_id] = stats
+        else:
+            stats_errors[app_id] = "stats socket %s: %s" % (address, error)
+    masters = master_pids(request["apps"], emperor, vassals)
+    children = children_map()
+    before = {app_id: sample(pid, children) for app_id, pid in masters.items()}
+    if masters and request.get("cpu_interval", 0) > 0:
+        time.sleep(request["cpu_interval"])
+        children = children_map()
+    after = {app_id: sample(pid, children) for app_id, pid in masters.items()}
+    # A customer's cgroup: the one its vassal is in, unless the Emperor is in it too (then it is shared).
+    cgroups, notes = {}, []
+    shared = None
+    if isinstance((emperor or {}).get("pid"), int):
+        try:
+            shared = memory_cgroup(emperor["pid"])
+        except (OSError, ValueError):
+            shared = None
+    for app_id, pid in masters.items():
+        customer = request["customers"][app_id]
+        if customer in cgroups:
+            continue
+        try:
+            found = memory_cgroup(pid)
+        except (OSError, ValueError) as exc:
+            notes.append("the cgroup of pid %d: %s" % (pid, getattr(exc, "strerror", None) or exc))
+            continue
+        if found is not None and (shared is None or found["path"] != shared["path"]):
+            cgroups[customer] = {"usage": found["usage"], "limit": found["limit"]}
+    quarantined = {}
+    try:
+        with open(request["quarantine"]) as fh:
+            record = json.load(fh).get("customers", {})
+        quarantined = {name: "%s: %s" % (item.get("file"), item.get("reason")) for name, item in record.items()}
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, AttributeError) as exc:
+        notes.append("the quarantine record %s: %s" % (request["quarantine"], (getattr(exc, "strerror", None) or str(exc)).lower()))
+    return {"now": time.time(), "emperor": emperor, "emperor_error": emperor_error, "vassals": vassals,
+            "stats_errors": stats_errors, "before": before, "after": after, "cgroups": cgroups,
+            "quarantined": quarantined, "notes": notes}
+
+
+if __name__ == "__main__":
+    sys.stdout.write(MARK + json.dumps(collect(json.load(sys.stdin))))
