@@ -6,6 +6,7 @@ ratios measured in the same run, because these machines are shared and noisy.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -69,10 +70,14 @@ class Inventory:
     def name(i: int) -> str:
         return f"c{i:05d}"
 
-    def customer_yaml(self, name: str, extra_env: str | None = None) -> str:
+    def path(self, name: str) -> Path:
+        """A path under the root (what tests.harness.Server expects of a sandbox)."""
+        return self.root / name
+
+    def customer_yaml(self, name: str, extra_env: str | None = None, app: dict[str, Any] | None = None) -> str:
         lines = ["apps:", "  web:", f"    domains: [{name}.example, www.{name}.example]",
                  f"    wsgi: {self.root / 'app.py'}"]
-        for key, value in self.app.items():
+        for key, value in (self.app if app is None else app).items():
             lines.append(f"    {key}: {json.dumps(value)}")
         lines.append("    env:")
         lines.append(f"      CUSTOMER: {name}")
@@ -80,9 +85,9 @@ class Inventory:
             lines.append(f"      EXTRA: {extra_env}")
         return "\n".join(lines) + "\n"
 
-    def write_customer(self, name: str, extra_env: str | None = None) -> Path:
+    def write_customer(self, name: str, extra_env: str | None = None, app: dict[str, Any] | None = None) -> Path:
         path = self.inventory / "customers" / f"{name}.yaml"
-        path.write_text(self.customer_yaml(name, extra_env))
+        path.write_text(self.customer_yaml(name, extra_env, app))
         return path
 
     def hostctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -112,3 +117,52 @@ def table(rows: list[dict[str, Any]]) -> str:
         met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
         out.append(f"| {row['what']} | {row['value']} | {row.get('target', '')} | {met} |")
     return "\n".join(out)
+
+
+def files_state(*directories: Path) -> dict[str, int]:
+    """mtime_ns of every file under ``directories`` (to see exactly which ones a run wrote)."""
+    out = {}
+    for directory in directories:
+        for dirpath, _dirs, names in os.walk(directory):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                out[path] = os.stat(path).st_mtime_ns
+    return out
+
+
+def request(port: int, host: str, timeout: float = 10.0) -> int:
+    """One GET / through nginx with a Host header; the HTTP status (0 when the connection failed)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def until_ok(port: int, host: str, timeout: float = 30.0, interval: float = 0.002) -> float:
+    """Poll until ``host`` answers 200; return the monotonic time it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if request(port, host) == 200:
+            return time.monotonic()
+        time.sleep(interval)
+    raise RuntimeError(f"{host} did not answer 200 within {timeout} s")
+
+
+def raise_fd_limit(wanted: int = 65536) -> None:
+    """10,000 apps mean 20,000+ open log files in nginx (two per app): lift RLIMIT_NOFILE for
+    this process and its children, as the Emperor's systemd unit does (LimitNOFILE=65536)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):  # not root: as far as the hard limit allows
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

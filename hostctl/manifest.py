@@ -38,8 +38,11 @@ class Manifest:
     files: dict[str, Entry] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        files = {path: {k: v for k, v in vars(e).items() if v is not None} for path, e in sorted(self.files.items())}
-        return json.dumps({"version": VERSION, "files": files}, indent=1, sort_keys=True) + "\n"
+        # One line per file, each encoded by json's C encoder (indent= would use the slow Python one).
+        lines = [f" {json.dumps(path)}: {json.dumps({k: v for k, v in vars(e).items() if v is not None}, sort_keys=True)}"
+                 for path, e in sorted(self.files.items())]
+        body = "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
+        return f'{{"version": {VERSION}, "files": {body}}}\n'
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
