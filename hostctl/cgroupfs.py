@@ -74,6 +74,9 @@ def apply(changes: tuple[CgroupChange, ...]) -> list[str]:
             else:
                 os.rmdir(change.path)
         except OSError as exc:
+            if change.optional:
+                messages.append(f"{change.path} is not available here ({exc.strerror}); left as the kernel has it")
+                continue
             if change.action == "rmdir":
                 messages.append(f"cgroup {change.path} was not removed ({exc.strerror}); a later apply retries once its processes are gone")
                 continue

@@ -75,6 +75,7 @@ class Write:
     path: str
     value: str
     enable: bool = False  # cgroup.subtree_control: satisfied when every named controller is listed
+    optional: bool = False  # the kernel may lack the file (memory.swap.max without swap accounting)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CgroupChange:
     before: str | None = None
     after: str | None = None
     enable: bool = False
+    optional: bool = False
 
     def describe(self) -> str:
         if self.action == "write":
@@ -201,7 +203,7 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
                        Write(f"{parent}/cgroup.subtree_control", enable, enable=True)]
         if "memory" in h.controllers:
             writes.append(Write(f"{leaf}/memory.max", str(memory) if memory else "max"))
-            writes.append(Write(f"{leaf}/memory.swap.max", "0" if memory else "max"))
+            writes.append(Write(f"{leaf}/memory.swap.max", "0" if memory else "max", optional=True))
         if "cpu" in h.controllers:
             writes.append(Write(f"{leaf}/cpu.max", f"{quota if quota else 'max'} {CPU_PERIOD_US}"))
         if "pids" in h.controllers:
@@ -259,7 +261,7 @@ def plan(desired: Sequence[CustomerCgroup], live: Mapping[str, str | None], pres
                 continue
             seen.add(w.path)
             if not satisfied(w, live.get(w.path)):
-                changes.append(CgroupChange("write", w.path, live.get(w.path), w.value, w.enable))
+                changes.append(CgroupChange("write", w.path, live.get(w.path), w.value, w.enable, w.optional))
     changes += [CgroupChange("rmdir", d) for d in sorted(present) if d not in seen]
     return tuple(changes)
 

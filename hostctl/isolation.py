@@ -42,7 +42,11 @@ def attach(inv: Inventory, owners: Owners, euid: int | None = None) -> tuple[Own
 def prepare(inv: Inventory, owners: Owners) -> IsolationPlan:
     h = owners.identity.cgroup or Hierarchy(None, why_off="not decided")
     desired = [cgroups.customer_cgroup(h, c.name, c.limits) for c in inv.customers]
-    notes = tuple(dict.fromkeys(f"{cg.customer}: {n}" for cg in desired for n in cg.notes))
+    notes = tuple(f"{cg.customer}: {n}" for cg in desired for n in cg.notes)
+    limited = [cg.customer for cg in desired if cg.notes]
+    if h.version is None and limited:  # one line, not one per customer and limit
+        who = ", ".join(limited[:5]) + (f" and {len(limited) - 5} more" if len(limited) > 5 else "")
+        notes = (f"the limits of {who} are not enforced: {h.why_off}",)
     changes: tuple[CgroupChange, ...] = ()
     if h.version is not None:
         live, present = cgroupfs.read_live(desired, h)
