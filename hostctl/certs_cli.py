@@ -8,10 +8,6 @@ from hostctl import acme_history, acme_schedule, certs, tls
 from hostctl.errors import HostctlError
 
 
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
 def rows(inv, now) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
     """One row per certificate the inventory wants, for the listing."""
     history = acme_history.load(inv.settings)
@@ -65,9 +61,7 @@ def _run(ctx: click.Context, kinds: frozenset, names: tuple[str, ...], force: bo
     from hostctl import inventory, issuance
 
     inv = inventory.load(ctx.obj["inventory"])
-    result = issuance.run(inv, kinds, _say, frozenset(names), force)
-    for outcome in result.outcomes:
-        click.echo(outcome.line())
+    result = issuance.run(inv, kinds, click.echo, frozenset(names), force)  # one line per certificate, as it goes
     if result.reloaded:
         click.echo(result.reloaded)
     new = [o for o in result.outcomes if o.ok and o.kind == "issue"]

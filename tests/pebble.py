@@ -86,3 +86,4 @@ class Pebble:
                     pass
             proc.wait(timeout=10)
         self.log.close()
+        assert all(proc.poll() is not None for proc in self.procs), "pebble or challtestsrv still running"
