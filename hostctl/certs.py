@@ -14,13 +14,14 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from hostctl import tls
 from hostctl.errors import Problem
 from hostctl.inventory import Inventory
+
+if TYPE_CHECKING:  # cryptography is imported where a certificate is parsed: apply without TLS need not load it
+    from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ def now_utc() -> dt.datetime:
 
 
 def _name(name: x509.Name) -> str:
+    from cryptography.x509.oid import NameOID
+
     for oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME):
         attrs = name.get_attributes_for_oid(oid)
         if attrs:
@@ -67,6 +70,10 @@ def _name(name: x509.Name) -> str:
 
 def parse(cert_pem: bytes, key_pem: bytes | None, path: str = "") -> CertFacts:
     """Facts about a PEM certificate (the first one in the file) and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as exc:

@@ -14,6 +14,7 @@ import click
 
 from hostctl import __version__, customers, scaffold, tls
 from hostctl.errors import HostctlError
+from hostctl.lazycli import LazyGroup
 
 
 def _inventory_root(ctx: click.Context) -> Path:
@@ -24,7 +25,7 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-i", "--inventory", envvar="HOSTCTL_INVENTORY", default="inventory", show_default=True,
               type=click.Path(file_okay=False), help="Inventory directory (or $HOSTCTL_INVENTORY).")
 @click.version_option(__version__, prog_name="hostctl")
@@ -286,14 +287,10 @@ def _notes(owners, limits) -> None:
         _say(f"note: {note}")
 
 
-from hostctl.deploy_cli import bootstrap as _bootstrap, deploy as _deploy  # noqa: E402 - multi-host commands
-
-cli.add_command(_deploy)
-cli.add_command(_bootstrap)
-
-from hostctl.certs_cli import certs_group as _certs  # noqa: E402 - TLS certificates
-
-cli.add_command(_certs, "certs")
+# Imported when used (lazycli.py): paramiko/fabric and cryptography cost every other command time.
+cli.add_lazy("deploy", "hostctl.deploy_cli:deploy")  # multi-host commands
+cli.add_lazy("bootstrap", "hostctl.deploy_cli:bootstrap")
+cli.add_lazy("certs", "hostctl.certs_cli:certs_group")  # TLS certificates
 
 
 def main(argv: list[str] | None = None) -> None:
