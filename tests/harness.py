@@ -203,6 +203,18 @@ class Server:
         assert not survivors, f"processes left running after serve stopped: {survivors}"
 
 
+def run_cli(inventory: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real CLI, in-process: for tests of commands whose output is under test but whose
+    process start is not (a subprocess per call costs about a second on a loaded machine)."""
+    from click.testing import CliRunner
+
+    from hostctl.cli import cli
+
+    result = CliRunner().invoke(cli, ["-i", str(inventory), *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def leftover_processes(root: Path) -> list[int]:
     """Processes whose command line or working directory is inside ``root``."""
     found = []
