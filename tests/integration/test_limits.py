@@ -296,3 +296,15 @@ def test_v2_path_on_a_fake_tree_then_the_real_attach() -> None:
         finally:
             _remove_cgroups(real_dirs)
             box.cleanup()
+
+
+def test_a_departed_customers_cgroup_is_removed_once_its_processes_are_gone(iso: Isolated) -> None:
+    beta_dirs = [iso.leaf("beta", c) for c in CONTROLLERS]
+    iso.box.hostctl("remove-customer", "beta")
+    iso.box.hostctl("apply")  # stops beta's vassal; its cgroup may still hold exiting processes
+    wait_for(lambda: not _cgroup_procs(beta_dirs[0]), timeout=30, what="beta's processes to exit")
+    plan = iso.box.hostctl("plan", "--no-diff").stdout
+    assert all(f"- cgroup {d}\n" in plan for d in beta_dirs), plan
+    iso.box.hostctl("apply")
+    assert not any(os.path.exists(d) for d in beta_dirs)
+    assert os.path.isdir(iso.leaf("alpha")) and iso.get("alpha")["customer"] == "alpha"
