@@ -78,5 +78,5 @@ def run(inv: Inventory, name: str, *, packages: bool = True, services: bool = Tr
     finally:
         conn.close()
     if done.status != 0:
-        raise HostctlError(f"bootstrap of host {name!r} failed (exit {done.status}):\n{done.output.strip()}")
+        raise HostctlError(f"bootstrap of host {name!r} failed (exit {done.status}):\n{(done.output + done.errors).strip()}")
     return done.output

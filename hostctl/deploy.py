@@ -5,6 +5,9 @@ Per host: render its customers locally, read its manifest and file hashes
 changed files plus a script that applies them there (a second round trip; see
 ``remote.py``). Hosts run in parallel threads and fail independently.
 
+When the inventory's bytes are those of an earlier deploy (``deploycache.py``)
+and every host answers the digest recorded then, nothing is loaded or rendered.
+
 A customer moving from host A to host B must be served by B before A stops
 it: A's removal of a moved-out customer is held back in the first wave, and
 applied in a second wave only on hosts whose customers' new hosts succeeded.
@@ -20,7 +23,7 @@ from typing import Callable
 
 from fabric import Connection
 
-from hostctl import inventory as inventory_mod, placement, remote, ssh, templates
+from hostctl import deploycache, inventory as inventory_mod, placement, remote, ssh, templates
 from hostctl.errors import HostctlError
 from hostctl.inventory import Inventory
 from hostctl.plan import Plan, make_plan, render_plan
@@ -91,8 +94,21 @@ class HeadStart:
         command = remote.digest_command(placement.host_settings(settings, self.hosts[name]))
         done = ssh.execute(self.connections[name], command)
         if done.status != 0:
-            raise HostctlError(f"reading the state failed (exit {done.status}): {done.output.strip()[:500]}")
+            raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
         return done.output[:64]
+
+    def all_in_sync(self, expected: dict[str, str], wanted: list[str] | tuple[str, ...]) -> list[str] | None:
+        """The hosts, when every one of them answered exactly its ``expected`` digest; else None."""
+        names = list(dict.fromkeys(wanted)) or sorted(self.hosts)
+        if not expected or not names or any(n not in self.digests or n not in expected for n in names):
+            return None
+        for name in names:
+            try:
+                if self.digests[name].result() != expected[name]:
+                    return None
+            except Exception:  # noqa: BLE001 - the full deploy reports it
+                return None
+        return names
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -148,7 +164,7 @@ class Deployment:
         done = ssh.execute(self.connections[name], remote.read_command(settings))
         outcome.round_trips += 1
         if done.status != 0:
-            raise HostctlError(f"reading the state failed (exit {done.status}): {done.output.strip()[:500]}")
+            raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
         actual = remote.parse_state(done.output, f"host {name!r}")
         return make_plan(desired, actual), actual
 
@@ -174,7 +190,7 @@ class Deployment:
         outcome.messages += [line.removeprefix("hostctl-deploy: ") for line in done.output.splitlines()
                              if line.startswith("hostctl-deploy: ") and not line.endswith(": done")]
         if done.status != 0:
-            detail = done.output.strip()
+            detail = (done.output + done.errors).strip()
             if done.status == remote.EXIT_NGINX_TEST:
                 raise HostctlError(f"nginx -t failed there; its previous server blocks were put back:\n{detail}")
             raise HostctlError(f"the deploy script failed (exit {done.status}):\n{detail}")
@@ -202,6 +218,11 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     """Deploy the inventory at ``root`` to ``hosts`` (all when empty); never raises for one host's failure."""
     root = os.path.abspath(root)
     head = HeadStart(root, tuple(hosts))
+    fp = deploycache.fingerprint(root)
+    in_sync = head.all_in_sync(deploycache.expected_digests(root, fp), hosts)
+    if in_sync is not None:
+        head.close()
+        return DeployReport({n: HostOutcome(n, round_trips=1) for n in in_sync}, {}, dry_run)
     try:
         inv = inventory_mod.load(root)
         names = placement.select_hosts(inv, hosts)
@@ -235,6 +256,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     finally:
         deployment.close()
         head.close()
+    deploycache.remember(root, fp, {n: remote.expected_digest(deployment.desired[n]) for n in names})
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:

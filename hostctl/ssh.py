@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, TypeVar
@@ -43,7 +44,8 @@ def connect(host: Host, inventory_root: str) -> Connection:
 @dataclass(frozen=True)
 class Completed:
     status: int
-    output: str  # stdout and stderr together, as the remote command wrote them
+    output: str  # stdout
+    errors: str = ""  # stderr: also whatever the login shell's startup files print there
 
 
 def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout: float = 600) -> Completed:
@@ -53,21 +55,30 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
         channel = conn.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
     except (OSError, socket.timeout, paramiko.SSHException) as exc:
         raise HostctlError(f"cannot connect to {conn.user}@{conn.host}:{conn.port}: {exc or type(exc).__name__}") from exc
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
     with channel:
-        channel.settimeout(timeout)
-        channel.set_combine_stderr(True)
         channel.exec_command(command)
         if stdin:
             channel.sendall(stdin)
         channel.shutdown_write()
-        chunks = []
+        # stdout and stderr apart (a login shell may print to stderr before the command runs), both drained
         while True:
-            chunk = channel.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+            busy = False
+            while channel.recv_ready():
+                out += channel.recv(65536)
+                busy = True
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                busy = True
+            if not busy:
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if time.monotonic() > deadline:
+                    raise HostctlError(f"{conn.host}:{conn.port}: the command did not finish within {timeout:.0f} s")
+                time.sleep(0.002)
         status = channel.recv_exit_status()
-    return Completed(status, b"".join(chunks).decode("utf-8", errors="replace"))
+    return Completed(status, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace"))
 
 
 class HostResults(dict, Generic[T]):

@@ -68,8 +68,9 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet() -> Iterator[Fleet]:
+def fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
     box = Sandbox()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(box.root / "cache"))  # deploycache, for this test alone
     ssh = SshHosts(box.root)
     try:
         yield Fleet(box, ssh)
@@ -135,6 +136,14 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     assert all(o.round_trips == 1 for o in report.outcomes.values()), "a host in sync costs one SSH command"
     assert {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")} == stat_before
     assert len(_events(fleet)) == 2
+    # a hand edit on a host is found although the inventory did not change (and put right)
+    edited = fleet.root("a") / "nginx" / "acme_web.conf"
+    original = edited.read_bytes()
+    edited.write_bytes(original + b"# edited by hand\n")
+    fixed = fleet.deploy_here()
+    assert "~ " + str(edited) + "  (drift: edited outside hostctl; apply overwrites it)" in fixed.stdout, fixed.stdout
+    assert "a: 0 added, 1 changed, 0 removed; 1 file(s) uploaded; nginx reloaded" in fixed.stdout
+    assert edited.read_bytes() == original and len(_events(fleet)) == 3
     # the same through the shipped fabfile
     fab = subprocess.run([os.path.join(os.path.dirname(sys.executable), "fab"), "-r", FABFILE_DIR, "status",
                           "--inventory", str(fleet.box.inventory)], capture_output=True, text=True, timeout=60)
@@ -147,7 +156,7 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     old_mtime = int(vassal_b.stat().st_mtime)
     changed = fleet.deploy_here(("b",))
     assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in changed.stdout and "a:" not in changed.stdout
-    assert "nginx reloaded" not in changed.stdout and len(_events(fleet)) == 2
+    assert "nginx reloaded" not in changed.stdout and len(_events(fleet)) == 3
     assert b"env = GREETING=v2" in vassal_b.read_bytes() and int(vassal_b.stat().st_mtime) > old_mtime
     assert {p: os.stat(p) for p in fleet.manifest("a")} == a_before
 
@@ -157,7 +166,7 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     assert "move: 'initech' from 'a' to 'b'; 'b' serves it before 'a' removes it." in dry.stdout
     moved = fleet.deploy_here()
     assert "moved: 'initech' from 'a' to 'b' ('b' was deployed first)." in moved.stdout, moved.stdout
-    assert _events(fleet)[2:] == ["b-reload", "a-reload"]
+    assert _events(fleet)[3:] == ["b-reload", "a-reload"]
     assert sorted(fleet.files("a")) == ["emperor/acme_web.ini", "nginx/acme_web.conf"]
     assert "emperor/initech_web.ini" in fleet.files("b")
     assert not any("initech" in p for p in fleet.manifest("a"))

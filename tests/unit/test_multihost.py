@@ -296,3 +296,22 @@ def test_the_digest_of_a_host_in_sync_is_known_without_asking(tmp_path: Path) ->
                   lambda: Path(base / "vassals" / "globex_web.ini").chmod(0o644)):
         spoil()
         assert run(remote.digest_command(view.settings))[:64] != remote.expected_digest(desired)
+
+
+def test_deploy_cache_is_keyed_by_the_inventorys_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostctl import deploycache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_inventory(tmp_path / "inv", HOSTS, {"acme.yaml": customer("acme.example")})
+    first = deploycache.fingerprint(str(root))
+    assert deploycache.fingerprint(str(root)) == first
+    assert deploycache.expected_digests(str(root), first) == {}
+    deploycache.remember(str(root), first, {"web1": "d1"})
+    deploycache.remember(str(root), first, {"web2": "d2"})
+    assert deploycache.expected_digests(str(root), first) == {"web1": "d1", "web2": "d2"}
+    (root / "customers" / "acme.yaml").write_text(customer("acme.example", processes=3))
+    second = deploycache.fingerprint(str(root))
+    assert second != first and deploycache.expected_digests(str(root), second) == {}
+    (root / "templates").mkdir()
+    (root / "templates" / "server.conf.j2").write_text("x")
+    assert deploycache.fingerprint(str(root)) not in (first, second)
