@@ -20,8 +20,11 @@ def temp_name(path: str) -> str:
     return os.path.join(head, f".{tail}{TMP_MARK}{os.getpid()}")
 
 
-def write_atomic(path: str, content: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
-    """Replace ``path`` with ``content`` atomically; its new mtime second is after the old one's."""
+def write_atomic(path: str, content: bytes, mode: int, uid: int = -1, gid: int = -1, durable: bool = True) -> None:
+    """Replace ``path`` with ``content`` atomically; its new mtime second is after the old one's.
+
+    ``durable=False`` skips the fsync: for caches whose readers verify content (history's blobs).
+    """
     tmp = temp_name(path)
     try:
         os.unlink(tmp)
@@ -35,7 +38,8 @@ def write_atomic(path: str, content: bytes, mode: int, uid: int = -1, gid: int =
         if uid != -1 or gid != -1:
             os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     try:

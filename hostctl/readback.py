@@ -40,6 +40,8 @@ def _strip(text: str) -> str:
 
 def expand(raw: str) -> tuple[str, str | None]:
     """``raw`` through uWSGI's stages; the value plus a reason when something else would expand."""
+    if "%" not in raw and "$(" not in raw and "@(" not in raw:
+        return raw, None
     out, i, why = [], 0, None
     while i < len(raw):  # 1. magic variables: %% is a literal %, %x is magic
         if raw[i] == "%" and i + 1 < len(raw):
