@@ -298,6 +298,21 @@ def test_v2_path_on_a_fake_tree_then_the_real_attach() -> None:
             box.cleanup()
 
 
+def test_a_graceful_reload_keeps_the_vassal_in_its_cgroup(iso: Isolated) -> None:
+    """A reload re-execs the master as the customer (uWSGI skips cgroup options then): it stays in its leaf."""
+    before = wait_for(lambda: len(procs := _cgroup_procs(iso.leaf("alpha"))) == 3 and procs, what="alpha's 2 workers")
+    path = iso.box.inventory / "customers" / "alpha.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["apps"]["web"]["env"]["T_RELOAD"] = "1"
+    path.write_text(yaml.safe_dump(data))
+    assert "1 changed" in iso.box.hostctl("apply").stdout
+    after = iso.server.wait_json("alpha.test", lambda d: d["pid"] not in before)  # type: ignore[union-attr]
+    assert after["ppid"] in before  # the same master, reloaded
+    for controller in CONTROLLERS:
+        assert {after["pid"], after["ppid"]} <= _cgroup_procs(iso.leaf("alpha", controller))
+    assert f":memory:/{iso.parent}/alpha\n" in after["cgroup"]
+
+
 def test_a_departed_customers_cgroup_is_removed_once_its_processes_are_gone(iso: Isolated) -> None:
     beta_dirs = [iso.leaf("beta", c) for c in CONTROLLERS]
     iso.box.hostctl("remove-customer", "beta")
