@@ -214,6 +214,12 @@ def test_a_customer_cannot_read_or_reach_anothers_files(iso: Isolated) -> None:
         for path in paths:
             assert iso.get("beta", f"/{action}?path={quote(str(path))}")["result"] == {"ok": True}, (action, path)
     assert iso.get("beta", f"/connect?path={quote(str(run / 'alpha' / 'web.sock'))}")["result"]["errno"] == 13
+    www_data = pwd.getpwnam("www-data").pw_gid
+    for name in ("web.sock", "web.stats"):
+        st = os.stat(run / "beta" / name)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (pwd.getpwnam(iso.users["beta"]).pw_uid, www_data, 0o660), name
+    st = os.stat(run / "beta")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (pwd.getpwnam(iso.users["beta"]).pw_uid, www_data, 0o2750)
     mode = os.stat(vassals / "beta_web.ini").st_mode & 0o777
     assert mode == 0o640 and os.stat(vassals / "beta_web.ini").st_gid == pwd.getpwnam(iso.users["beta"]).pw_gid
 
