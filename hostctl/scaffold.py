@@ -50,7 +50,7 @@ isolation:
   users: per-customer       # each customer's vassals run as its own Unix user
 tls:
   https_listen: "443"
-  webroot: /var/lib/hostctl/acme-challenge   # nginx serves /.well-known/acme-challenge/ from here
+  webroot: /var/lib/hostctl-acme            # served by nginx: outside state_dir, which is 0700
   cert_dir: /etc/hostctl/certs               # ACME certificates and the ACME account key
   acme:
     # directory: https://acme-staging-v02.api.letsencrypt.org/directory   # staging, for trying it out
