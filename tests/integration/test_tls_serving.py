@@ -71,7 +71,7 @@ def test_each_customer_gets_its_own_certificate_http_redirects_and_the_challenge
     assert "strict-transport-security" not in https(port, "beta.test", ca.pem).headers
 
     # HTTP redirects to HTTPS (with the port, as HTTPS is not on 443), keeping path and query.
-    redirect = http_get(box.port, "www.alpha.test", "/x/y?z=1")
+    redirect = wait_for(lambda: (r := http_get(box.port, "www.alpha.test", "/x/y?z=1")).status == 301 and r, what="the redirect")
     assert redirect.status == 301 and redirect.headers["location"] == f"https://www.alpha.test:{port}/x/y?z=1"
     # ... except the ACME challenge path, which stays on plain HTTP and is served from the webroot.
     challenge_dir = box.path("acme") / ".well-known" / "acme-challenge"
