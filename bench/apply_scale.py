@@ -20,29 +20,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, files_state, median, raise_fd_limit, save, scaled, table, timed  # noqa: E402
-from hostctl import apply as apply_mod, identity, inventory, layout, render, templates  # noqa: E402
-from hostctl.escape import INI_PLACEHOLDERS  # noqa: E402
+from hostctl import apply as apply_mod, pipeline, templates  # noqa: E402
 
 
 def floor(root: Path, runs: int) -> float:
-    """Median seconds for Jinja2 alone to render both templates for every app (contexts prepared first)."""
-    inv = inventory.load(root)
-    owners, _ = identity.resolve(inv)
-    env = templates.environment(inv.root)
-    vassal_t, server_t = env.get_template(render.VASSAL_TEMPLATE), env.get_template(render.SERVER_TEMPLATE)
-    contexts = []
-    for customer in inv.customers:
-        for app in customer.apps:
-            cfg = app.config
-            contexts.append(dict(settings=inv.settings, customer=customer, app=app, cfg=cfg,
-                                 paths=layout.app_paths(inv.settings, customer.name, app.name), user=None, group=None,
-                                 placeholders=INI_PLACEHOLDERS, log_maxsize=render.LOG_MAXSIZE,
-                                 wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None))
+    """Median seconds for Jinja2 alone to render every template apply renders, with the very contexts
+    hostctl passes (recorded during one real render, so the floor follows the templates as they change)."""
+    captured: list[tuple] = []
+    real = templates.render
+
+    def record(template, **context):  # type: ignore[no-untyped-def]
+        captured.append((template, context))
+        return real(template, **context)
+
+    templates.render = record
+    try:
+        pipeline.prepare(root)
+    finally:
+        templates.render = real
 
     def run() -> None:
-        for context in contexts:
-            vassal_t.render(context)
-            server_t.render(context)
+        for template, context in captured:
+            template.render(context)
 
     return median([timed(run)[0] for _ in range(runs)])
 

@@ -10,7 +10,6 @@ a rewritten file always gets an mtime second later than the one it replaces.
 from __future__ import annotations
 
 import os
-import time
 
 TMP_MARK = ".hostctl-tmp-"
 
@@ -46,7 +45,9 @@ def write_atomic(path: str, content: bytes, mode: int, uid: int = -1, gid: int =
         old = os.stat(path).st_mtime
     except FileNotFoundError:
         old = None
-    if old is not None and int(time.time()) <= int(old):
+    # Compare the new file's own mtime (set while it was written), not the clock now: under load a
+    # second can pass between the write and this check, and the Emperor would miss the change.
+    if old is not None and int(os.stat(tmp).st_mtime) <= int(old):
         later = int(old) + 1
         os.utime(tmp, (later, later))
     os.replace(tmp, path)
