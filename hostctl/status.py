@@ -148,11 +148,18 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
     return "down", "the Emperor has no vassal for it (has `hostctl apply` run?)"
 
 
-def row(app: AppSpec, observed: Observed, host: str | None = None) -> Row:
-    vassal_id = app.id + layout.VASSAL_EXT
+def _indexes(observed: Observed) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     emperor = observed.emperor or {}
-    vassal = _by_id(emperor.get("vassals")).get(vassal_id)
-    black = _by_id(emperor.get("blacklist")).get(vassal_id)
+    return _by_id(emperor.get("vassals")), _by_id(emperor.get("blacklist"))
+
+
+def row(app: AppSpec, observed: Observed, host: str | None = None,
+        indexes: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None = None) -> Row:
+    """One app's row; ``indexes`` (the Emperor's vassals and blacklist by file name) saves rebuilding them per app."""
+    vassal_id = app.id + layout.VASSAL_EXT
+    by_vassal, by_blacklist = indexes or _indexes(observed)
+    vassal = by_vassal.get(vassal_id)
+    black = by_blacklist.get(vassal_id)
     vstats = observed.vassals.get(app.id)
     state, detail = _state(app, observed, vassal, black, vstats)
     running_state = state
@@ -201,7 +208,8 @@ def row(app: AppSpec, observed: Observed, host: str | None = None) -> Row:
 
 
 def rows(apps: Iterable[AppSpec], observed: Observed, host: str | None = None) -> list[Row]:
-    return [row(app, observed, host) for app in apps]
+    indexes = _indexes(observed)
+    return [row(app, observed, host, indexes) for app in apps]
 
 
 def healthy(found: Iterable[Row]) -> bool:

@@ -4,7 +4,7 @@ The sources, each read defensively so that a vassal vanishing mid-read, a
 stats socket that does not answer or a process we may not inspect never stops
 the others: the Emperor's stats socket, each vassal's stats socket, psutil for
 the process trees (RSS and CPU time), each customer's cgroup (through the
-limits reader, ``cgroups.cgroup_memory``) and safe apply's quarantine record
+limits code, ``cgroupfs``) and safe apply's quarantine record
 (``history.quarantined``). What could not be read is recorded as a sentence:
 ``Observed.problems`` per app, ``emperor_error`` and ``notes`` for the rest.
 ``status.py`` turns all of it into rows.
@@ -12,6 +12,7 @@ limits reader, ``cgroups.cgroup_memory``) and safe apply's quarantine record
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Iterable
 
 import psutil
 
-from hostctl import cgroups, history, layout, status_probe
+from hostctl import cgroupfs, history, layout, status_probe
 from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.model import Settings
@@ -66,13 +67,18 @@ class Observed:
 def read_vassal_stats(apps: Iterable[AppSpec], settings: Settings, timeout: float = STATS_TIMEOUT
                       ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Each app's own stats socket, read in parallel: (stats by app id, errors by app id)."""
-    apps = list(apps)
-    addresses = {app.id: layout.app_paths(settings, app.customer, app.name).stats for app in apps}
     found: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
-    if not apps:
+    addresses = {}
+    for app in apps:
+        address = layout.app_paths(settings, app.customer, app.name).stats
+        if os.path.exists(address):
+            addresses[app.id] = address
+        else:  # stopped, asleep or crash-looping: no need for a thread to find that out
+            errors[app.id] = f"stats socket {address}: no such file or directory"
+    if not addresses:
         return found, errors
-    with ThreadPoolExecutor(max_workers=min(16, len(apps))) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, len(addresses))) as pool:
         results = pool.map(lambda item: (item[0], item[1], status_probe.fetch(item[1], timeout)), addresses.items())
         for app_id, address, (stats, error) in results:
             if stats is not None:
@@ -132,18 +138,24 @@ def sample_trees(pids: dict[str, int]) -> dict[str, ProcSample]:
 def read_cgroups(inv: Inventory, notes: list[str]) -> dict[str, CgroupMemory]:
     """Memory use against the limit of each customer's cgroup (one budget for all of its apps).
 
-    The limits issue's reader decides where the cgroups are; a customer without
-    one (limits off, or not applied yet) is simply absent.
+    Where the cgroups are is decided once by the limits code (``cgroupfs.hierarchy``,
+    the same as ``cgroups.cgroup_memory`` per customer); a customer without one
+    (limits off, or not applied yet) is simply absent.
     """
     out: dict[str, CgroupMemory] = {}
+    try:
+        hierarchy, _ = cgroupfs.hierarchy(inv.settings, euid=0)  # reading needs no root
+    except (OSError, ValueError, HostctlError) as exc:
+        notes.append(f"the cgroup hierarchy: {getattr(exc, 'strerror', None) or exc}")
+        return out
     for customer in inv.customers:
         try:
-            found = cgroups.cgroup_memory(inv.settings, customer.name)
+            found = cgroupfs.usage(hierarchy, customer.name)
         except (OSError, ValueError, HostctlError) as exc:
-            notes.append(f"the cgroup memory of {customer.name}: {getattr(exc, 'strerror', None) or exc}")
+            notes.append(f"the cgroup of {customer.name}: {getattr(exc, 'strerror', None) or exc}")
             continue
-        if found is not None:
-            out[customer.name] = CgroupMemory(*found)
+        if found is not None and found.memory is not None:
+            out[customer.name] = CgroupMemory(found.memory, found.memory_limit)
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hostctl import placement, status, status_collect, status_remote
+from hostctl import placement, status, status_collect
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.status import Row
 
@@ -37,6 +37,8 @@ def take(inv: Inventory, apps: list[AppSpec], hosts: list[str], cpu_interval: fl
         observed = status_collect.observe(inv, apps, cpu_interval, previous.observed if previous else None)
         errors = [observed.emperor_error] if observed.emperor_error else []
         return Snapshot(status.rows(apps, observed), errors, list(observed.notes), observed)
+    from hostctl import status_remote  # SSH (paramiko) only for a multi-host inventory
+
     rows, errors, notes = [], [], []
     for host, host_apps, observed in status_remote.observe_hosts(inv, placement.select_hosts(inv, hosts), apps, cpu_interval):
         rows += status.rows(host_apps, observed, host)

@@ -130,3 +130,10 @@ def test_unusable_probe_answers_are_errors(output: str) -> None:
 
     with pytest.raises(HostctlError, match="host 'web1': the status probe gave no usable answer"):
         status_remote.parse(output, "web1")
+
+
+def test_local_status_does_not_load_ssh_libraries() -> None:
+    code = ("import sys; import hostctl.cli, hostctl.status_snapshot, hostctl.status_watch, hostctl.logs; "
+            "print(','.join(m for m in ('paramiko', 'fabric', 'invoke', 'cryptography') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
