@@ -72,7 +72,9 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
                 err += channel.recv_stderr(65536)
                 busy = True
             if not busy:
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # EOF follows the last byte of output (an exit status may come before it: sshd can still
+                # hold output back for the window), so only EOF with empty buffers means all is read
+                if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
                 if time.monotonic() > deadline:
                     raise HostctlError(f"{conn.host}:{conn.port}: the command did not finish within {timeout:.0f} s")

@@ -255,3 +255,22 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
     fleet.deploy_here()
     server.wait_status("globex.example", 404)
     assert server.get_json("acme.example")["customer"] == "acme"
+
+
+def test_large_output_and_input_arrive_whole(fleet: Fleet) -> None:
+    """A host's state listing can be megabytes; none of it may be lost when the exit status comes first."""
+    from hostctl import ssh
+    from hostctl.model import Host
+
+    fleet.add_host("x")
+    host = Host.model_validate(fleet.settings["hosts"]["x"])
+    conn = ssh.connect(host, str(fleet.box.inventory))
+    try:
+        for _ in range(5):
+            done = ssh.execute(conn, "head -c 3000000 /dev/zero | tr '\\0' x; echo done >&2")
+            assert (done.status, len(done.output), done.errors.strip().splitlines()[-1]) == (0, 3000000, "done")
+        payload = os.urandom(4 << 20)
+        assert ssh.execute(conn, "sha256sum").output[:64] == sha256(b"")
+        assert ssh.execute(conn, "sha256sum", payload).output[:64] == sha256(payload)
+    finally:
+        conn.close()
