@@ -6,7 +6,6 @@ ratios measured in the same run, because these machines are shared and noisy.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -132,16 +131,9 @@ def files_state(*directories: Path) -> dict[str, int]:
 
 def request(port: int, host: str, timeout: float = 10.0) -> int:
     """One GET / through nginx with a Host header; the HTTP status (0 when the connection failed)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/", headers={"Host": host})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+    from tests.harness import http_status
+
+    return http_status(port, "/", host, timeout)
 
 
 def until_ok(port: int, host: str, timeout: float = 30.0, interval: float = 0.002) -> float:

@@ -203,6 +203,20 @@ class Server:
         assert not survivors, f"processes left running after serve stopped: {survivors}"
 
 
+def http_status(port: int, path: str = "/", host: str | None = None, timeout: float = 5.0) -> int:
+    """One GET on 127.0.0.1:port; its HTTP status, or 0 when the connection failed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host} if host else {})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
 def run_cli(inventory: Path, *args: str) -> subprocess.CompletedProcess:
     """The real CLI, in-process: for tests of commands whose output is under test but whose
     process start is not (a subprocess per call costs about a second on a loaded machine)."""

@@ -24,8 +24,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from hostctl import status
-from tests.harness import APPS, REPO, Sandbox, Server, run_cli, wait_for
+from hostctl import logs, status
+from tests.harness import APPS, REPO, Sandbox, Server, free_port, http_status, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +263,42 @@ def test_quarantined_customer_shows_the_reason_and_keeps_serving(served: tuple[S
         override.unlink()
         box.hostctl("apply", check=False)
     assert _by_customer(_json(box, "good"))["good"]["state"] == "running"
+
+
+def test_follow_survives_real_uwsgi_log_rotation(tmp_path: Path) -> None:
+    """uWSGI's log-maxsize renames the full log to <log>.<timestamp> and opens a new one: no line is lost."""
+    os.chmod(tmp_path, 0o755)
+    shutil.copy(APPS / "grow.py", tmp_path / "grow.py")
+    log = tmp_path / "web.log"
+    port = free_port()
+    proc = subprocess.Popen(["uwsgi", "--plugins", "python3", "--master", "--http-socket", f"127.0.0.1:{port}",
+                             "--wsgi-file", str(tmp_path / "grow.py"), "--logto", str(log), "--log-maxsize", "2000",
+                             "--log-reopen"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: http_status(port, "/warmup") == 200, timeout=15, what="uWSGI to answer")
+        follower = logs.Follower(str(log), open(log, "rb"), log.stat().st_size)
+        seen = [b""]
+        paths = [f"/rot/{i}" for i in range(40)]  # with uWSGI's request lines, ~10 KB against log-maxsize 2,000
+
+        def follows(last: str) -> bool:
+            seen[0] += follower.read()
+            return f"grow: {last} ".encode() in seen[0]
+
+        def rotated() -> list[str]:
+            seen[0] += follower.read()
+            return [p.name for p in tmp_path.iterdir() if p.name.startswith("web.log.")]
+
+        for path in paths[:20]:
+            assert http_status(port, path) == 200
+        wait_for(rotated, timeout=15, what="uWSGI to rotate the log (its master checks the size about once a second)")
+        for path in paths[20:]:
+            assert http_status(port, path) == 200
+        wait_for(lambda: follows(paths[-1]), timeout=15, what="the last line")
+        followed = [line for line in seen[0].decode().splitlines() if line.startswith("grow: /rot/")]
+        assert followed == [f"grow: {p} request {i + 2}" for i, p in enumerate(paths)]
+        follower.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
