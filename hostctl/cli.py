@@ -245,6 +245,10 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
         sys.stdout.flush()
 
     inv = inventory_mod.load(_inventory_root(ctx))
+    if inv.settings.hosts:  # multi-host: the logs live on the customer's server
+        from hostctl import logs_remote
+
+        ctx.exit(1 if logs_remote.run(inv, customer, app, nginx, lines, follow, emit) else 0)
     files = logs_mod.log_files(inv, customer, app, nginx)
     followers, missing = logs_mod.show(files, lines, emit)
     for note in missing:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
 
+import psutil
 import pytest
 import yaml
 
-from tests.harness import Sandbox, free_port, run_cli
+from tests.harness import Sandbox, free_port, run_cli, wait_for
 from tests.sshd import SshHosts, ours
 
 pytestmark = pytest.mark.integration
@@ -52,9 +58,45 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         assert line.split()[:4] == ["web", "acme", "web", "running"]
         unknown = run_cli(box.inventory, "status", "--host", "nope")
         assert unknown.returncode == 1 and "unknown host 'nope'; hosts in hostctl.yaml: gone, web." in unknown.stderr
+
+        # logs: read on the customer's host; -f follows there, and stops there when hostctl goes
+        marker = f"/remote/{uuid.uuid4().hex}"
+        assert server.request("acme.example", marker)[0] == 200
+        wait_for(lambda: f"GET {marker} " in run_cli(box.inventory, "logs", "acme", "-n", "5").stdout, timeout=10,
+                 what="the request in acme's uWSGI log on host web")
+        nginx_logs = run_cli(box.inventory, "logs", "acme", "--nginx", "-n", "3")
+        assert nginx_logs.returncode == 0 and f"GET {marker} " in nginx_logs.stdout and "web.error.log <==" in nginx_logs.stdout
+        gone = run_cli(box.inventory, "logs", "initech")
+        assert gone.returncode == 1 and "cannot connect to host 'gone'" in gone.stderr
+        _follow_remote(box, server)
     finally:
         try:
             ssh.stop()
         finally:
             assert not ours(ssh.keys), "sshd processes were left running"
             box.cleanup()
+
+
+def _follow_remote(box: Sandbox, server) -> None:
+    out = open(box.root / "follow.out", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "logs", "acme", "-f", "-n", "0"],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    probes: list[str] = []
+
+    def following() -> bool:  # -n 0 shows only lines written after the remote tail started
+        probes.append(f"/follow/{uuid.uuid4().hex}")
+        assert server.request("acme.example", probes[-1])[0] == 200
+        text = (box.root / "follow.out").read_text()
+        return any(p in text for p in probes)
+
+    try:
+        wait_for(following, timeout=30, interval=0.3, what="logs -f over SSH to follow")
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        out.close()
+    # the remote tail goes with it (else Server.stop would find it running in the host's log directory)
+    wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"]) if "tail" in (p.info["cmdline"] or [""])[0]
+                          and str(server.sandbox.root) in " ".join(p.info["cmdline"] or [])],
+             timeout=15, what="the remote tail to stop")

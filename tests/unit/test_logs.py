@@ -96,3 +96,13 @@ def test_show_and_follow_prefix_lines_of_several_files(tmp_path: Path) -> None:
     logs.follow(files, followers, out.append, stop=lambda: next(rounds), interval=0)
     assert "".join(out) == "acme/web: a3\nacme/api: b1\n"  # the partial line waits for its newline
     assert all(f.fh is None for f in followers)
+
+
+@pytest.mark.parametrize("follow, want", [
+    (False, "tail -n 5 -- /var/log/hostctl/acme/web.log '/odd path/x.log'"),
+    (True, "tail -F -n 5 -- /var/log/hostctl/acme/web.log '/odd path/x.log' & read _; kill $! 2>/dev/null"),
+])
+def test_remote_tail_command(follow: bool, want: str) -> None:
+    from hostctl import logs_remote
+
+    assert logs_remote.command(["/var/log/hostctl/acme/web.log", "/odd path/x.log"], 5, follow) == want
