@@ -42,6 +42,6 @@ def ini(value: object) -> str:
 def nginx(value: object) -> str:
     """An nginx token (a name, path or address) that cannot start a new directive or block."""
     text = str(value)
-    if not _NGINX_TOKEN.match(text):
+    if not _NGINX_TOKEN.fullmatch(text):  # not match: '$' accepts a trailing newline
         raise EscapeError(f"{text!r} cannot be written to nginx configuration unquoted")
     return text

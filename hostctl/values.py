@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+# Every pattern is applied with fullmatch: with match, '$' also accepts a trailing newline.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _LABEL = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
 DOMAIN_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
@@ -25,7 +26,7 @@ ENV_VALUE_MAX = 4096
 
 
 def name(value: str, what: str = "name") -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid {what} (lowercase letters, digits and '-', starting with a letter, at most 31 characters)"
         )
@@ -33,14 +34,14 @@ def name(value: str, what: str = "name") -> str:
 
 
 def domain(value: str) -> str:
-    if len(value) > 253 or not DOMAIN_RE.match(value):
-        hint = " (use lowercase)" if value.lower() != value and DOMAIN_RE.match(value.lower()) else ""
+    if len(value) > 253 or not DOMAIN_RE.fullmatch(value):
+        hint = " (use lowercase)" if value.lower() != value and DOMAIN_RE.fullmatch(value.lower()) else ""
         raise ValueError(f"{value!r} is not a valid domain name{hint}")
     return value
 
 
 def env_key(value: str) -> str:
-    if not ENV_KEY_RE.match(value):
+    if not ENV_KEY_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
     return value
 
@@ -59,7 +60,7 @@ def env_value(value: str) -> str:
 
 def settings_path(value: str) -> str:
     """A path in hostctl.yaml: the operator's own; '..' is fine, it is resolved before use."""
-    if not PATH_RE.match(value):
+    if not PATH_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an allowed path (letters, digits and . _ / + @ - only; no spaces, quotes or shell/nginx syntax)"
         )
@@ -67,7 +68,7 @@ def settings_path(value: str) -> str:
 
 
 def path(value: str) -> str:
-    if not PATH_RE.match(value):
+    if not PATH_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not an allowed path (letters, digits and . _ / + @ - only; no spaces, quotes or shell/nginx syntax)"
         )
@@ -77,7 +78,7 @@ def path(value: str) -> str:
 
 
 def url_prefix(value: str) -> str:
-    if not URL_PREFIX_RE.match(value) or any(part in (".", "..") for part in value.split("/")):
+    if not URL_PREFIX_RE.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
         raise ValueError(f"{value!r} is not a valid URL prefix (like '/static/': starts and ends with '/', letters, digits, . _ ~ -)")
     return value
 
@@ -85,7 +86,7 @@ def url_prefix(value: str) -> str:
 def wsgi(value: str) -> str:
     if value.endswith(".py"):
         return path(value)
-    if not MODULE_RE.match(value):
+    if not MODULE_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a WSGI entry point (use 'package.module:callable' or a path to a .py file)")
     return value
 
@@ -98,7 +99,7 @@ def size(value: str | int) -> int:
         if value <= 0:
             raise ValueError(f"{value!r} is not a positive size")
         return value
-    match = SIZE_RE.match(value.strip()) if isinstance(value, str) else None
+    match = SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"{value!r} is not a valid size (use a number with K, M, G or T, e.g. 256M)")
     return int(match.group(1)) * SIZE_UNITS[match.group(2)]
@@ -106,7 +107,7 @@ def size(value: str | int) -> int:
 
 def listen(value: str) -> str:
     """An nginx listen address: ``port``, ``host:port`` or ``[v6]:port``."""
-    match = re.match(r"^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})$", value)
+    match = re.fullmatch(r"^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?([0-9]{1,5})$", value)
     if not match or not 0 < int(match.group(2)) < 65536:
         raise ValueError(f"{value!r} is not a listen address (use 'PORT' or 'HOST:PORT', e.g. '127.0.0.1:8080')")
     return value
@@ -122,7 +123,7 @@ def absolute_path(value: str) -> str:
 
 def address(value: str) -> str:
     """An SSH address: a host name or an IPv4/IPv6 address."""
-    if not re.match(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]+)$", value):
+    if not re.fullmatch(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]+)$", value):
         raise ValueError(f"{value!r} is not a host name or IP address")
     return value
 
@@ -132,13 +133,13 @@ URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/
 
 
 def email(value: str) -> str:
-    if not EMAIL_RE.match(value):
+    if not EMAIL_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not an email address")
     return value
 
 
 def url(value: str) -> str:
     """An ACME directory URL (never rendered into a config file, only fetched)."""
-    if not URL_RE.match(value):
+    if not URL_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'https://acme-v02.api.letsencrypt.org/directory')")
     return value
