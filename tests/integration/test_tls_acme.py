@@ -74,9 +74,14 @@ def test_acme_customers_get_certificates_from_pebble_and_a_failed_challenge_leav
     with pytest.raises(ssl.SSLError):
         handshake(port, "bad.test", context(root)).close()
 
-    # The failed certificate backs off instead of hammering the CA.
-    again = box.hostctl("certs", "issue")
+    # The failed certificate backs off instead of hammering the CA; a customer whose server block is not
+    # live yet fails on hostctl's own challenge probe, before any order.
+    box.write_customer("late", {"apps": {"web": box.echo_app(["late.test"], env={"CUSTOMER": "late"}, tls={"acme": True})}})
+    again = box.hostctl("certs", "issue", check=False)
+    assert again.returncode == 1
     assert "held bad_web (customer bad): no certificate yet; backing off after 1 failed order" in again.stdout
+    assert ("FAILED late_web (customer late): nginx does not serve /.well-known/acme-challenge/ for late.test (HTTP 404); "
+            "run `hostctl apply` first") in again.stdout
 
     # Renewal replaces a certificate and nginx serves the new one without an apply.
     before = _serial(box, "one_web")

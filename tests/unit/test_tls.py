@@ -180,3 +180,13 @@ def test_production_init_renders_the_renewal_timer(tmp_path: Path) -> None:
     assert "OnCalendar=*-*-* 00,12:00:00" in timer and "Persistent=true" in timer
     settings = inventory.load(root).settings.tls
     assert (settings.https_listen, settings.cert_dir) == ("443", "/etc/hostctl/certs")
+
+
+@pytest.mark.parametrize("listen, expected", [
+    ("80", ("127.0.0.1", 80)), ("0.0.0.0:8080", ("127.0.0.1", 8080)), ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+    ("[::]:80", ("::1", 80)), ("[::1]:8080", ("::1", 8080)), ("10.0.0.5:80", ("10.0.0.5", 80)),
+])
+def test_probe_address(listen: str, expected: tuple[str, int]) -> None:
+    from hostctl.issuance import probe_address
+
+    assert probe_address(listen) == expected
