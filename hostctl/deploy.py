@@ -26,6 +26,7 @@ from fabric import Connection
 from hostctl import deploycache, inventory as inventory_mod, placement, remote, ssh, templates
 from hostctl.errors import HostctlError
 from hostctl.inventory import Inventory
+from hostctl.manifest import sha256
 from hostctl.plan import Plan, make_plan, render_plan
 from hostctl.render import RenderedFile, render
 from hostctl.state import Actual
@@ -129,9 +130,15 @@ class Deployment:
         self.script_env = remote.script_environment(env)
         self.views = {name: placement.host_inventory(inv, name) for name in hosts}
         self.desired: dict[str, dict[str, RenderedFile]] = {}
+        self.expected: dict[str, Actual] = {}  # each host's state right after this deploy
+        self.listings: dict[str, str] = {}  # ... as remote.read_command prints it
+        self.digests_expected: dict[str, str] = {}
         for name in hosts:
             identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
             self.desired[name] = render(self.views[name], identity, env)
+            self.expected[name] = remote.expected(self.desired[name])
+            self.listings[name] = remote.listing(self.expected[name])
+            self.digests_expected[name] = sha256(self.listings[name])
         self.connections: dict[str, Connection] = {}
         self.digests: dict[str, Future] = {}
         for name in hosts:
@@ -157,8 +164,12 @@ class Deployment:
         if head is not None:
             digest = head.result()
             outcome.round_trips += 1
-            if digest == remote.expected_digest(desired):
-                actual = remote.expected(desired)
+            if digest == self.digests_expected[name]:
+                actual = self.expected[name]
+                return make_plan(desired, actual), actual
+            known = deploycache.listing(str(self.inv.root), name, digest)
+            if known is not None:  # the host is as the previous deploy left it: no need to read it in full
+                actual = remote.parse_state(known, f"host {name!r}")
                 return make_plan(desired, actual), actual
         settings = self.views[name].settings
         done = ssh.execute(self.connections[name], remote.read_command(settings))
@@ -256,7 +267,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     finally:
         deployment.close()
         head.close()
-    deploycache.remember(root, fp, {n: remote.expected_digest(deployment.desired[n]) for n in names})
+    deploycache.remember(root, fp, deployment.listings)
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:

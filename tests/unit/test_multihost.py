@@ -306,9 +306,13 @@ def test_deploy_cache_is_keyed_by_the_inventorys_bytes(tmp_path: Path, monkeypat
     first = deploycache.fingerprint(str(root))
     assert deploycache.fingerprint(str(root)) == first
     assert deploycache.expected_digests(str(root), first) == {}
-    deploycache.remember(str(root), first, {"web1": "d1"})
-    deploycache.remember(str(root), first, {"web2": "d2"})
-    assert deploycache.expected_digests(str(root), first) == {"web1": "d1", "web2": "d2"}
+    deploycache.remember(str(root), first, {"web1": "listing one"})
+    deploycache.remember(str(root), first, {"web2": "listing two"})
+    assert deploycache.expected_digests(str(root), first) == {"web1": sha256("listing one"), "web2": sha256("listing two")}
+    # the listing itself comes back only for the digest it has (content-addressed)
+    assert deploycache.listing(str(root), "web1", sha256("listing one")) == "listing one"
+    assert deploycache.listing(str(root), "web1", sha256("listing two")) is None
+    assert deploycache.listing(str(root), "web3", sha256("listing one")) is None
     (root / "customers" / "acme.yaml").write_text(customer("acme.example", processes=3))
     second = deploycache.fingerprint(str(root))
     assert second != first and deploycache.expected_digests(str(root), second) == {}
