@@ -172,12 +172,17 @@ def _read(root: Path, rel: str, overlay: Mapping[str, bytes],
     if rel in overlay:
         return parse(overlay[rel], rel)
     real_dirs = {} if real_dirs is None else real_dirs
-    real = _real_path(root / rel, real_dirs)
+    try:
+        real = _real_path(root / rel, real_dirs)
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a symlink loop
+        return None, [Problem(rel, None, "", "is a symbolic link that loops")]
     real_root = real_dirs.get(root) or real_dirs.setdefault(root, root.resolve())
     if not real.is_relative_to(real_root):
         return None, [Problem(rel, None, "", f"is a symbolic link pointing outside the inventory ({real})")]
     try:
         text = real.read_bytes()
+    except IsADirectoryError:
+        return None, [Problem(rel, None, "", "is a directory, not a customer file")]
     except OSError as exc:
         return None, [Problem(rel, None, "", f"cannot be read: {exc.strerror}")]
     return parse(text, rel)

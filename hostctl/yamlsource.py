@@ -55,14 +55,30 @@ def format_path(path: Path) -> str:
     return out
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+MAX_NODES = 100_000  # far more than any customer file needs
+
+
+class _TooBig(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
 class _Builder:
     def __init__(self, file: str):
+        self.budget = MAX_NODES
         self.file = file
         self.lines: dict[Path, int] = {}
         self.problems: list[Problem] = []
         self._constructor = _scalar_constructor()
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        self.budget -= 1
+        if self.budget < 0:  # aliases can expand a small file into billions of nodes
+            raise _TooBig(node.start_mark.line + 1)
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            self.problems.append(Problem(self.file, node.start_mark.line + 1, format_path(path),
+                                         f"the YAML tag {node.tag!r} is not supported"))
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
@@ -143,5 +159,7 @@ def parse(text: bytes | str, file: str) -> tuple[Source | None, list[Problem]]:
     except yaml.YAMLError as exc:  # e.g. an unknown tag such as !!python/object
         mark = getattr(exc, "problem_mark", None)
         return None, [Problem(file, mark.line + 1 if mark else None, "", f"is not valid YAML: {exc}")]
+    except _TooBig as exc:
+        return None, [Problem(file, exc.line, "", f"expands to more than {MAX_NODES} YAML nodes (aliases?); not loaded")]
     builder.lines.setdefault((), node.start_mark.line + 1)
     return Source(file, data, builder.lines), builder.problems

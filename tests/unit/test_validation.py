@@ -70,3 +70,15 @@ def test_defaults_apply_and_paths_resolve(tmp_path: Path) -> None:
     limits = inv.customers[0].limits
     assert (limits.memory, limits.pids, limits.cpu) == (128 << 20, 64, None)
     assert inv.customers[0].user == "hc-acme"
+
+
+def test_symlink_loop_and_directory(tmp_path: Path) -> None:
+    root = write_inventory(tmp_path / "inv", None, {})
+    os.symlink("loop.yaml", root / "customers" / "loop.yaml")
+    (root / "customers" / "dir.yaml").mkdir()
+    with pytest.raises(InventoryError) as caught:
+        inventory.load(root)
+    assert [str(p) for p in caught.value.problems] == [
+        "customers/dir.yaml: is a directory, not a customer file",
+        "customers/loop.yaml: is a symbolic link that loops",
+    ]
