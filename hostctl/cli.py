@@ -200,7 +200,7 @@ def serve(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch: bool, sort: str,
            interval: float, cpu_interval: float, hosts: tuple[str, ...]) -> None:
-    """Show every app's state, load and memory; exit 1 if any app is down or crash-looping."""
+    """Show every app's state, load and memory; exit 1 if any app is down, crash-looping or unknown."""
     from hostctl import inventory as inventory_mod, status as status_mod, status_format, status_snapshot
 
     inv = inventory_mod.load(_inventory_root(ctx))

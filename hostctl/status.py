@@ -13,7 +13,9 @@ app. The states:
 - ``crash-looping``: the vassal is in the Emperor's blacklist (it died before
   serving a request) and is not up now;
 - ``stopped``: ``enabled: false`` in the inventory, and no vassal runs;
-- ``down``: the inventory wants it, but no vassal runs (or the Emperor is not answering);
+- ``down``: the inventory wants it, but no vassal runs (or no Emperor runs at all);
+- ``unknown``: the Emperor's stats could not be read (permission denied, no
+  answer in time, host unreachable) and the vassal's could not either;
 - ``quarantined``: safe apply held the customer at its last-known-good files;
   the row's ``detail`` names the state underneath.
 
@@ -31,7 +33,7 @@ from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.status_collect import Observed, ProcSample
 
-STATES = ("running", "starting", "idle", "crash-looping", "stopped", "down", "quarantined")
+STATES = ("running", "starting", "idle", "crash-looping", "stopped", "down", "unknown", "quarantined")
 HEALTHY = frozenset({"running", "starting", "idle", "stopped"})
 SORTS = ("name", "memory", "cpu")
 
@@ -121,7 +123,9 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
             return "running", "the Emperor did not answer, but the vassal's own stats socket did"
         if not enabled:
             return "stopped", "enabled: false in the inventory (the Emperor did not answer)"
-        return "down", "the Emperor did not answer and neither did the vassal"
+        if observed.emperor_absent:
+            return "down", "no Emperor is running, and the vassal did not answer either"
+        return "unknown", "the Emperor's stats could not be read, nor the vassal's"
     up = vassal is not None and vassal.get("ready") and vassal.get("accepting") and not vassal.get("cursed")
     if up and black is not None:
         return "starting", "up again; stays in the Emperor's blacklist until it serves its first request"

@@ -51,6 +51,7 @@ class Observed:
     now: float  # wall clock, for uptimes
     emperor: dict[str, Any] | None
     emperor_error: str | None = None
+    emperor_absent: bool = False  # nothing listens on its socket (not running), as opposed to unreadable
     vassals: dict[str, dict[str, Any]] = field(default_factory=dict)
     stats_errors: dict[str, str] = field(default_factory=dict)  # app id -> why its stats socket failed
     before: dict[str, ProcSample] = field(default_factory=dict)  # first process sample
@@ -175,6 +176,7 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     settings = inv.settings
     address = layout.emperor_stats(settings)
     emperor_stats, emperor_error = status_probe.fetch(address, STATS_TIMEOUT)
+    absent = emperor_error in status_probe.NOT_RUNNING
     if emperor_error is not None:
         emperor_error = f"the Emperor's stats socket {address}: {emperor_error}"
     vassals, stats_errors = read_vassal_stats(apps, settings)
@@ -195,7 +197,7 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     notes: list[str] = []
     cgroup_memory = read_cgroups(inv, notes)
     quarantined = read_quarantine(settings, notes)
-    return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, vassals=vassals,
+    return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, emperor_absent=absent, vassals=vassals,
                     stats_errors=stats_errors, before=before, after=after, cgroups=cgroup_memory,
                     quarantined=quarantined, problems=problems, notes=notes)
 

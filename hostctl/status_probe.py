@@ -19,6 +19,7 @@ import time
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 UNLIMITED = 1 << 62  # cgroup v1's "no limit" is a number near 2**63
+NOT_RUNNING = ("no such file or directory", "connection refused")  # nothing listens: the Emperor is not running
 MARK = "@@hostctl-status@@"  # the answer's JSON follows it (SSH mixes in anything written to stderr)
 
 

@@ -5,7 +5,7 @@ server's ``python3 -c``; nothing is installed there) with a JSON request
 naming that host's sockets and files, and turns the answer into the same
 ``Observed`` the local collector makes. Hosts are read in parallel
 (``ssh.each_host``); a host that cannot be reached becomes an ``Observed``
-whose ``emperor_error`` says why, so its apps show as down and the others
+whose ``emperor_error`` says why, so its apps show as unknown and the others
 are still shown.
 """
 
@@ -58,6 +58,7 @@ def parse(output: str, host: str) -> Observed:
         return Observed(
             now=float(data["now"]), emperor=data["emperor"],
             emperor_error=f"the Emperor's stats socket on {host}: {data['emperor_error']}" if data["emperor_error"] else None,
+            emperor_absent=data["emperor_error"] in status_probe.NOT_RUNNING,
             vassals=data["vassals"], stats_errors=data["stats_errors"],
             before={k: _sample(v) for k, v in data["before"].items()},
             after={k: _sample(v) for k, v in data["after"].items()},

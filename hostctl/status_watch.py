@@ -34,7 +34,10 @@ def run(refresh: Refresh, sort: str, interval: float) -> None:
 
 
 def _loop(screen: "curses.window", refresh: Refresh, sort: str, interval: float) -> None:
-    curses.curs_set(0)
+    try:
+        curses.curs_set(0)
+    except curses.error:  # a terminal that cannot hide its cursor
+        pass
     screen.timeout(100)
     found, unread = refresh()
     next_at = time.monotonic() + interval

@@ -48,7 +48,7 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         rows = {row["customer"]: row for row in doc["apps"]}
         assert (rows["acme"]["host"], rows["acme"]["state"]) == ("web", "running")
         assert rows["acme"]["requests"] >= 1 and rows["acme"]["rss_bytes"] > 1 << 20 and rows["acme"]["cpu_percent"] is not None
-        assert (rows["initech"]["host"], rows["initech"]["state"]) == ("gone", "down")
+        assert (rows["initech"]["host"], rows["initech"]["state"]) == ("gone", "unknown")
         assert "host 'gone': cannot connect to root@127.0.0.1:" in doc["emperor_error"]
 
         one = run_cli(box.inventory, "status", "--host", "web", "--cpu-interval", "0")

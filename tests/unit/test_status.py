@@ -25,7 +25,7 @@ def _app(customer: str = "acme", name: str = "web", enabled: bool = True) -> App
 
 def _observed(case: dict[str, Any]) -> Observed:
     vassals = {"acme_web": case["vassal"]} if "vassal" in case else {}
-    return Observed(now=NOW, emperor=case["emperor"], vassals=vassals,
+    return Observed(now=NOW, emperor=case["emperor"], vassals=vassals, emperor_absent=case.get("emperor_absent", False),
                     quarantined={"acme": case["quarantined"]} if case.get("quarantined") else {})
 
 
@@ -131,4 +131,15 @@ def test_json_has_the_documented_keys() -> None:
     assert list(doc) == ["version", "healthy", "emperor_error", "problems", "apps"]
     assert doc["problems"] == ["the quarantine record x: permission denied"]
     assert tuple(doc["apps"][0]) == status.JSON_KEYS
-    assert doc["apps"][0]["state"] == "down" and doc["healthy"] is False
+    assert doc["apps"][0]["state"] == "unknown" and doc["healthy"] is False
+
+
+def test_watch_screen_sorts_and_counts_unhealthy_rows() -> None:
+    from hostctl import status_watch
+
+    rows = _rows()
+    bad = status.Row(**{**rows[2].as_dict(), "customer": "d", "state": "down", "healthy": False, "detail": "gone"})
+    lines = status_watch.screen_lines(rows + [bad], ["the Emperor's stats socket x: connection refused"], "memory", 2.0, "12:00:00")
+    assert lines[0].startswith("hostctl status  12:00:00  every 2 s  [sorted by memory]  4 app(s), 1 unhealthy")
+    assert [line.split()[0] for line in lines[3:7]] == ["b", "a", "c", "d"]  # heaviest RSS first
+    assert lines[-2:] == ["could not read the Emperor's stats socket x: connection refused", "d/web: down: gone"]
