@@ -25,5 +25,6 @@ for host in acme.example www.acme.example globex.example initech.example; do
 done
 echo "== http://initech.example/static/site.css -> $(curl -fsS -H 'Host: initech.example' "http://$LISTEN/static/site.css")"
 echo "== hostctl plan (again: nothing to do)"; "$HOSTCTL" -i "$INV" plan
+echo "== hostctl status"; "$HOSTCTL" -i "$INV" status
 [ "$ok" = 4 ] || { echo "demo: some sites did not answer" >&2; exit 1; }
 echo "Demo done: 4 sites answered. Keep it running with: make serve"
