@@ -107,7 +107,7 @@ class Generation:
     def to_json(self) -> str:
         data = {k: v for k, v in vars(self).items() if k != "files"}
         data["files"] = {p: vars(f) for p, f in sorted(self.files.items())}
-        return json.dumps(data, indent=1, sort_keys=True) + "\n"
+        return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "Generation":
@@ -196,8 +196,13 @@ def prune(settings: Settings, keep: int = KEEP) -> None:
     for number in found[:-keep]:
         fsops.remove(os.path.join(_dir(settings), f"{number:06d}.json"))
     used = set()
-    for number in found[-keep:]:
-        used |= {f.sha256 for f in load(settings, number).files.values()}
+    for number in found[-keep:]:  # only the hashes: far cheaper than loading whole generations
+        try:
+            with open(path(settings, number), encoding="utf-8") as fh:
+                used |= {f["sha256"] for f in json.load(fh)["files"].values()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # an unreadable generation: keep every blob rather than guess
+
     try:
         names = os.listdir(_blobs(settings))
     except FileNotFoundError:
