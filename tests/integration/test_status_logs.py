@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,12 +44,13 @@ def served() -> Iterator[tuple[Sandbox, Server]]:
     box = Sandbox({"cgroup": {"mode": "v1", "parent": parent}} if CGROUPS else None)
     server = None
     try:
-        for app in ("grow.py", "crash.py"):
+        for app in ("grow.py", "crash.py", "spin.py"):
             shutil.copy(APPS / app, box.apps / app)
         box.write_customer("good", {"limits": {"memory": "256M"},
                                     "apps": {"web": {"domains": ["good.example"], "wsgi": str(box.apps / "grow.py")}}})
         box.write_customer("bad", {"apps": {"web": {"domains": ["bad.example"], "wsgi": str(box.apps / "crash.py")}}})
         box.write_customer("off", {"apps": {"web": box.echo_app(["off.example"], enabled=False)}})
+        box.write_customer("busy", {"apps": {"web": {"domains": ["busy.example"], "wsgi": str(box.apps / "spin.py")}}})
         server = Server(box)
         box.hostctl("apply")
         server.wait_status("good.example", 200)
@@ -96,7 +98,8 @@ def test_states_and_exit_status(served: tuple[Sandbox, Server]) -> None:
     doc = wait_for(lambda: (d := _json(box)) and _by_customer(d)["bad"]["state"] == "crash-looping" and d,
                    timeout=20, what="the crash-looping app to be blacklisted")
     rows = _by_customer(doc)
-    assert {name: row["state"] for name, row in rows.items()} == {"good": "running", "bad": "crash-looping", "off": "stopped"}
+    assert {name: row["state"] for name, row in rows.items()} == {
+        "good": "running", "bad": "crash-looping", "off": "stopped", "busy": "running"}
     assert doc["healthy"] is False and doc["emperor_error"] is None
     assert rows["bad"]["respawns"] >= 1
     assert "blacklist" in rows["bad"]["detail"]
@@ -105,7 +108,7 @@ def test_states_and_exit_status(served: tuple[Sandbox, Server]) -> None:
     assert rows["off"]["pid"] is None and rows["off"]["requests"] is None
 
     table = _status(box, check_code=1)
-    lines = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:4]}
+    lines = {line.split()[0]: line.split() for line in table.stdout.splitlines()[1:5]}
     assert table.stdout.splitlines()[0].split()[:3] == ["CUSTOMER", "APP", "STATE"]
     assert [lines[c][2] for c in ("bad", "good", "off")] == ["crash-looping", "running", "stopped"]
     assert "bad/web: crash-looping: in the Emperor's blacklist" in table.stdout
@@ -113,7 +116,7 @@ def test_states_and_exit_status(served: tuple[Sandbox, Server]) -> None:
     _status(box, "good", "off", check_code=0)  # a health check of the healthy ones passes
     _status(box, "bad", check_code=1)
     unknown = _status(box, "nope", check_code=1)
-    assert "Error: no such customer: 'nope' (known: bad, good, off)" in unknown.stderr
+    assert "Error: no such customer: 'nope' (known: bad, busy, good, off)" in unknown.stderr
     assert server.request("off.example")[0] == 503
 
 
@@ -127,6 +130,25 @@ def test_requests_and_rss_grow_after_a_burst(served: tuple[Sandbox, Server]) -> 
     assert after["rss_bytes"] >= before["rss_bytes"] + (30 << 20), (before["rss_bytes"], after["rss_bytes"])
     assert after["avg_rt_ms"] is not None and after["cpu_percent"] is not None
     assert after["pid"] == before["pid"]
+
+
+def test_a_busy_worker_shows_busy_and_leads_by_cpu(served: tuple[Sandbox, Server]) -> None:
+    box, server = served
+    flag = box.root / f"stop-{uuid.uuid4().hex}"
+    answers: list[int] = []
+    request = threading.Thread(target=lambda: answers.append(server.request("busy.example", f"/?{flag}", timeout=60)[0]))
+    request.start()
+    try:
+        row = wait_for(lambda: (r := _by_customer(_json(box, "busy"))["busy"])["busy_workers"] == 1 and r,
+                       timeout=15, what="the spinning request to occupy busy's worker")
+        assert row["workers"] == 1
+        by_cpu = _json(box, "--sort", "cpu", cpu=True)["apps"]  # measured while it still spins
+        assert by_cpu[0]["customer"] == "busy" and by_cpu[0]["cpu_percent"] > 0, by_cpu[:2]
+        assert "1 (1 busy)" in _status(box, "busy", check_code=0).stdout
+    finally:
+        flag.touch()
+        request.join(60)
+    assert answers == [200]
 
 
 def test_memory_against_the_customer_cgroup_limit(served: tuple[Sandbox, Server]) -> None:
