@@ -267,7 +267,8 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     finally:
         deployment.close()
         head.close()
-    deploycache.remember(root, fp, deployment.listings)
+    if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
+        deploycache.remember(root, fp, deployment.listings)
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:

@@ -250,6 +250,15 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
     assert after["pid"] != first["globex"]["pid"]
     assert server.get_json("acme.example")["pid"] == first["acme"]["pid"]
 
+    # acme becomes on-demand: the Emperor must let go of the running vassal before it sees the companion
+    app = fleet.box.echo_app(["acme.example"], env={"CUSTOMER": "acme", "GREETING": "v1"}, on_demand=True)
+    fleet.box.write_customer("acme", {"host": "web", "apps": {"web": app}})
+    toggled = fleet.deploy_here()
+    assert "restarted (on-demand mode changed): acme_web.ini" in toggled.stdout, toggled.stdout
+    assert (web.root / "vassals" / "acme_web.ini.socket").exists()
+    woken = server.wait_json("acme.example")
+    assert woken["customer"] == "acme" and woken["pid"] != first["acme"]["pid"]
+
     # the customer leaves the host: it is no longer served there
     (fleet.box.inventory / "customers" / "globex.yaml").unlink()
     fleet.deploy_here()
@@ -274,3 +283,16 @@ def test_large_output_and_input_arrive_whole(fleet: Fleet) -> None:
         assert ssh.execute(conn, "sha256sum", payload).output[:64] == sha256(payload)
     finally:
         conn.close()
+
+
+def test_missing_customer_users_stop_that_host(fleet: Fleet) -> None:
+    """Per-customer isolation: vassals run as hc-<customer>; a host without those users gets nothing."""
+    fleet.add_host("a")
+    fleet.settings["isolation"] = {"users": "per-customer"}
+    fleet.box.write_settings(fleet.settings)
+    fleet.customer("nosuchuser", "a")
+    result = fleet.deploy_here()
+    assert result.returncode == 1
+    assert "a: FAILED: the deploy script failed (exit 4)" in result.stdout
+    assert "these Unix users do not exist on this host; create them first: hc-nosuchuser" in result.stdout
+    assert fleet.files("a") == {} and not (fleet.root("a") / "state" / "manifest.json").exists()
