@@ -17,11 +17,15 @@ MOUNTS = "/proc/self/mounts"
 
 
 def _read(path: str) -> str | None:
+    """A small cgroup file's content (os-level: this runs for every limit file of every customer)."""
     try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        return os.read(fd, 65536).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
 
 
 def probe(cfg: CgroupSettings, euid: int | None = None, mounts: str = MOUNTS) -> Facts:
@@ -41,10 +45,14 @@ def read_live(desired: list[CustomerCgroup], h: Hierarchy) -> tuple[dict[str, st
     """Current values of every directory and file in ``desired``, and the customer cgroups present."""
     live: dict[str, str | None] = {}
     for cg in desired:
-        for d in cg.dirs:
-            live[d] = "" if os.path.isdir(d) else None
         for w in cg.writes:
-            live[w.path] = _read(w.path)
+            value = _read(w.path)
+            live[w.path] = value
+            if value is not None:  # its directory exists: no need to stat it
+                live[w.path.rpartition("/")[0]] = ""
+        for d in cg.dirs:
+            if d not in live:
+                live[d] = "" if os.path.isdir(d) else None
     present = []
     for base in cgroups.customer_dirs(h):
         try:

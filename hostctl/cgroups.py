@@ -128,7 +128,8 @@ def _unescape(path: str) -> str:
 def locate(cfg: CgroupSettings, mounts: str) -> tuple[dict[str, str], str | None]:
     """Where to look: v1 controller directories and the v2 root (settings override the mounts)."""
     v1 = {c: os.path.join(cfg.v1_root, c) for c in V1_CONTROLLERS} if cfg.v1_root else v1_mounts(mounts)
-    return v1, cfg.v2_root or v2_mount(mounts)
+    v2 = cfg.v2_root or v2_mount(mounts)
+    return {c: os.path.normpath(d) for c, d in v1.items()}, os.path.normpath(v2) if v2 else None
 
 
 def decide(cfg: CgroupSettings, facts: Facts, per_customer: bool = True) -> tuple[Hierarchy, list[str]]:
@@ -182,8 +183,9 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
         for c in V1_CONTROLLERS:
             if c not in h.v1:
                 continue
-            leaf = os.path.join(h.v1[c], h.parent, customer)
-            dirs += [os.path.dirname(leaf), leaf]
+            parent = f"{h.v1[c]}/{h.parent}"
+            leaf = f"{parent}/{customer}"
+            dirs += [parent, leaf]
             if c == "memory":
                 writes.append(Write(f"{leaf}/memory.limit_in_bytes", str(memory) if memory else "-1"))
                 writes.append(Write(f"{leaf}/memory.swappiness", "0"))  # the limit is RAM: never swap past it
@@ -194,8 +196,8 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
                 writes.append(Write(f"{leaf}/pids.max", str(limits.pids) if limits.pids else "max"))
         return CustomerCgroup(customer, tuple(dirs), tuple(writes), notes)
     if h.version == "v2" and h.v2_root:
-        parent = os.path.join(h.v2_root, h.parent)
-        leaf = os.path.join(parent, customer)
+        parent = f"{h.v2_root}/{h.parent}"
+        leaf = f"{parent}/{customer}"
         writes = []
         if h.controllers:
             enable = " ".join(f"+{c}" for c in sorted(h.controllers))
