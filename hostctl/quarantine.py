@@ -50,6 +50,33 @@ def find_culprits(items: Sequence[str], passes: Callable[[Sequence[str]], bool])
     return find_culprits(items[:middle], passes) + find_culprits(items[middle:], passes)
 
 
+def admit(items: Sequence[str], passes: Callable[[Sequence[str]], bool]) -> tuple[list[str], list[str]]:
+    """Split ``items`` into admitted and refused so that ``passes(admitted)`` holds.
+
+    For failures that only show together (two customers whose server blocks clash):
+    groups are added to the admitted set while the whole still passes, and a group
+    that breaks it is halved until the single items that break it are found.
+    ``passes([])`` must hold (the caller checks the last-known-good set first).
+    """
+    admitted: list[str] = []
+    refused: list[str] = []
+
+    def go(group: Sequence[str]) -> None:
+        if not group:
+            return
+        if passes(admitted + list(group)):
+            admitted.extend(group)
+        elif len(group) == 1:
+            refused.append(group[0])
+        else:
+            middle = len(group) // 2
+            go(group[:middle])
+            go(group[middle:])
+
+    go(items)
+    return admitted, refused
+
+
 def restrict(plan: Plan, old: Manifest, held: Iterable[str]) -> Plan:
     """``plan`` without the creations and rewrites of the ``held`` customers.
 

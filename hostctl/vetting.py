@@ -9,8 +9,9 @@ Two kinds of check, cheapest first:
    after apply, plus files hostctl did not write) in a scaffold: one call,
    ~5 ms plus ~0.7 ms per block. Only when it fails are the changed customers'
    blocks checked alone, by bisection (``quarantine.find_culprits``), and the set
-   is checked again without the culprits. If it still fails (an interaction
-   between customers), every customer whose server block changes is held back;
+   is checked again without the culprits. If it still fails (customers that
+   clash only together), the remaining changed customers are admitted group by
+   group onto the last-known-good set while it passes (``quarantine.admit``);
    if even the last-known-good set fails, nothing is written.
 
 The result is the plan restricted to the good customers plus one ``Rejection``
@@ -119,22 +120,24 @@ def nginx_problems(prepared: Prepared, held: set[str], check: Check) -> list[Rej
         return result.ok
 
     culprits = quarantine.find_culprits(nginx_customers, passes)
-    rejections = [Rejection(c, ", ".join(sorted(p for p, f in prepared.desired.items() if f.customer == c and f.kind == "nginx")),
-                            f"nginx -t: {_first_error(results[c].output)}") for c in culprits]
+    rejections = [Rejection(c, _server_blocks(prepared, c), f"nginx -t: {_first_error(results[c].output)}") for c in culprits]
     held = held | set(culprits)
     again = check(candidate(prepared, held, foreign))
     if again.ok:
         return rejections
     rest = [c for c in nginx_customers if c not in held]
-    reason = f"nginx -t fails with this customer's new server blocks among the others: {_first_error(again.output)}"
-    rejections += [Rejection(c, ", ".join(sorted(p for p, f in prepared.desired.items() if f.customer == c and f.kind == "nginx")), reason)
-                   for c in rest]
-    held = held | set(rest)
-    last = check(candidate(prepared, held, foreign))
+    last = check(candidate(prepared, held | set(rest), foreign))
     if not last.ok:
         raise HostctlError("nginx -t fails even with every customer's last-known-good server blocks "
                            f"(a file hostctl did not write, or a hand edit?); nothing was written:\n{last.output}")
-    return rejections
+    _admitted, refused = quarantine.admit(
+        rest, lambda group: check(candidate(prepared, held | (set(rest) - set(group)), foreign)).ok)
+    reason = f"nginx -t fails with this customer's new server blocks among the others: {_first_error(again.output)}"
+    return rejections + [Rejection(c, _server_blocks(prepared, c), reason) for c in refused]
+
+
+def _server_blocks(prepared: Prepared, customer: str) -> str:
+    return ", ".join(sorted(p for p, f in prepared.desired.items() if f.customer == customer and f.kind == "nginx"))
 
 
 def vet(prepared: Prepared, old: Manifest, check: Check | None = None, readback: bool = True) -> tuple[Plan, list[Rejection]]:

@@ -6,7 +6,7 @@ import pytest
 
 from hostctl.manifest import Entry, Manifest, sha256
 from hostctl.plan import Change, Plan
-from hostctl.quarantine import Rejection, changed_customers, find_culprits, report, restrict
+from hostctl.quarantine import Rejection, admit, changed_customers, find_culprits, report, restrict
 
 
 @pytest.mark.parametrize(("count", "bad", "max_calls"), [
@@ -34,6 +34,22 @@ def test_find_culprits_by_bisection(count: int, bad: set[int], max_calls: int) -
 def test_interaction_yields_no_culprit() -> None:
     """A pair that only fails together: the halves pass, so the caller must re-check the set."""
     assert find_culprits(["a", "b"], lambda group: len(group) < 2) == []
+
+
+@pytest.mark.parametrize(("clashes", "refused"), [
+    ([], []),
+    ([{"b", "c"}], ["c"]),
+    ([{"a", "h"}, {"d"}], ["d", "h"]),
+    ([{"a", "b", "c"}], ["c"]),  # fails only with all three
+])
+def test_admit_keeps_the_largest_set_that_passes(clashes: list[set[str]], refused: list[str]) -> None:
+    items = list("abcdefgh")
+
+    def passes(group):
+        return not any(clash <= set(group) for clash in clashes)
+
+    admitted, got = admit(items, passes)
+    assert sorted(got) == refused and passes(admitted) and sorted(admitted + got) == items
 
 
 def _change(action: str, customer: str, path: str, before: str | None, after: str | None) -> Change:
