@@ -137,3 +137,19 @@ def test_local_status_does_not_load_ssh_libraries() -> None:
             "print(','.join(m for m in ('paramiko', 'fabric', 'invoke', 'cryptography') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
+
+
+def test_remote_request_uses_the_hosts_paths(tmp_path: Path) -> None:
+    from hostctl import inventory, status_remote
+
+    (tmp_path / "customers").mkdir()
+    (tmp_path / "hostctl.yaml").write_text(
+        "default_host: web1\nhosts:\n  web1:\n    address: 10.0.0.5\n    emperor_dir: /etc/hostctl/vassals\n"
+        "    nginx_dir: /etc/hostctl/nginx\n    run_dir: /run/hostctl\n    log_dir: /var/log/hostctl\n    state_dir: /var/lib/hostctl\n")
+    (tmp_path / "customers" / "acme.yaml").write_text("apps:\n  web:\n    domains: [acme.example]\n    wsgi: a:b\n")
+    inv = inventory.load(tmp_path)
+    assert status_remote.request(inv, "web1", inv.apps(), 0.5) == {
+        "emperor_stats": "/run/hostctl/emperor.stats", "apps": {"acme_web": "/run/hostctl/acme/web.stats"},
+        "customers": {"acme_web": "acme"}, "quarantine": "/var/lib/hostctl/quarantine.json",
+        "cpu_interval": 0.5, "timeout": 1.0,
+    }
