@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from hostctl import history, probe, quarantine
+from hostctl import history, nginx, probe, quarantine
 from hostctl.manifest import Manifest
 from hostctl.pipeline import Prepared
 from hostctl.plan import Change, Plan
@@ -53,6 +53,10 @@ def probe_changed(prepared: Prepared, plan: Plan, old: Manifest, effects: Effect
     """Probe the changed customers that have probes; roll back the failures."""
     result = Aftercare(plan)
     targets = probe.targets(prepared.inventory, quarantine.changed_customers(plan))
+    settings = prepared.inventory.settings
+    if targets and not settings.nginx.reload_command and nginx.serve_pid(settings) is None:
+        result.messages.append(f"probes skipped for {len(targets)} app(s): nginx is not running (start it with `hostctl serve`)")
+        return result
     outcomes = probe.run(prepared.inventory.settings.nginx.listen, targets)
     failed = [o for o in outcomes if not o.ok]
     if not failed:
