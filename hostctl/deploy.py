@@ -26,7 +26,7 @@ from fabric import Connection
 from hostctl import deploycache, inventory as inventory_mod, placement, remote, ssh, templates
 from hostctl.errors import HostctlError
 from hostctl.inventory import Inventory
-from hostctl.manifest import sha256
+from hostctl.manifest import Manifest, sha256
 from hostctl.plan import Plan, make_plan, render_plan
 from hostctl.render import RenderedFile, render
 from hostctl.state import Actual
@@ -45,6 +45,7 @@ class HostOutcome:
     messages: list[str] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)  # customer -> host it moved to; still served here
     round_trips: int = 0  # SSH commands run there
+    rendered: bool = True  # False: its inputs and its digest were those recorded, so it was not even rendered
 
     @property
     def ok(self) -> bool:
@@ -120,25 +121,13 @@ class HeadStart:
 class Deployment:
     """One deploy run: the loaded inventory, what each host should have, and the SSH connections."""
 
-    def __init__(self, inv: Inventory, hosts: list[str], head: "HeadStart | None" = None):
+    def __init__(self, inv: Inventory, hosts: list[str], head: "HeadStart | None" = None,
+                 inputs: deploycache.Inputs | None = None):
         if not inv.settings.hosts:
             raise HostctlError("hostctl.yaml has no 'hosts:'; this inventory is applied locally with `hostctl apply`.")
         self.inv = inv
         self.hosts = hosts
         self.placed = placement.placed(inv)
-        env = templates.environment(inv.root)
-        self.script_env = remote.script_environment(env)
-        self.views = {name: placement.host_inventory(inv, name) for name in hosts}
-        self.desired: dict[str, dict[str, RenderedFile]] = {}
-        self.expected: dict[str, Actual] = {}  # each host's state right after this deploy
-        self.listings: dict[str, str] = {}  # ... as remote.read_command prints it
-        self.digests_expected: dict[str, str] = {}
-        for name in hosts:
-            identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
-            self.desired[name] = render(self.views[name], identity, env)
-            self.expected[name] = remote.expected(self.desired[name])
-            self.listings[name] = remote.listing(self.expected[name])
-            self.digests_expected[name] = sha256(self.listings[name])
         self.connections: dict[str, Connection] = {}
         self.digests: dict[str, Future] = {}
         for name in hosts:
@@ -148,6 +137,35 @@ class Deployment:
                 self.digests[name] = head.digests[name]
             else:
                 self.connections[name] = ssh.connect(host, str(inv.root))
+        env = templates.environment(inv.root)
+        self.script_env = remote.script_environment(env)
+        self.views = {name: placement.host_inventory(inv, name) for name in hosts}
+        self.desired: dict[str, dict[str, RenderedFile]] = {}
+        self.expected: dict[str, Actual] = {}  # each host's state right after this deploy
+        self.listings: dict[str, str] = {}  # ... as remote.read_command prints it
+        self.digests_expected: dict[str, str] = {}
+        self.host_fps: dict[str, str] = {}
+        self.in_sync: dict[str, str] = {}  # hosts not rendered: they answered the digest recorded for their inputs
+        for name in hosts:
+            if inputs is not None:
+                self.host_fps[name] = inputs.for_host(c.file for c in self.views[name].customers)
+                recorded = deploycache.host_digest(str(inv.root), name, self.host_fps[name])
+                if recorded is not None and self._answered(name) == recorded:
+                    self.in_sync[name] = recorded
+                    continue
+            identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
+            self.desired[name] = render(self.views[name], identity, env)
+            self.expected[name] = remote.expected(self.desired[name])
+            self.listings[name] = remote.listing(self.expected[name])
+            self.digests_expected[name] = sha256(self.listings[name])
+
+    def _answered(self, name: str) -> str | None:
+        """The digest host ``name`` answered to the head start (None: no answer)."""
+        future = self.digests.get(name)
+        try:
+            return future.result() if future is not None else None
+        except Exception:  # noqa: BLE001 - reported when the host is deployed
+            return None
 
     def close(self) -> None:
         for conn in self.connections.values():
@@ -157,8 +175,15 @@ class Deployment:
         host = self.inv.settings.hosts[name]
         return f"{host.user}@{host.address}:{host.port}"
 
-    def read_plan(self, name: str, outcome: HostOutcome) -> tuple[Plan, Actual]:
-        """The host's plan: from the head start's digest when the host is exactly as expected, else read in full."""
+    def read_plan(self, name: str, outcome: HostOutcome) -> tuple[Plan, Actual | None]:
+        """The host's plan: from the head start's digest when the host is exactly as expected, else read in full.
+
+        ``None`` for the state of a host that is in sync and was not rendered.
+        """
+        if name in self.in_sync:
+            self.digests.pop(name, None)
+            outcome.round_trips += 1
+            return Plan((), (), Manifest()), None
         desired = self.desired[name]
         head = self.digests.pop(name, None)
         if head is not None:
@@ -182,6 +207,10 @@ class Deployment:
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
         plan, actual = self.read_plan(name, outcome)
+        if actual is None:  # in sync
+            outcome.plans.append(plan)
+            outcome.rendered = False
+            return outcome
         outcome.held = {c: t for c, t in moved_out(plan, name, self.placed).items() if c in hold}
         plan = remote.hold_back(plan, actual.manifest, outcome.held)
         outcome.plans.append(plan)
@@ -229,15 +258,15 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     """Deploy the inventory at ``root`` to ``hosts`` (all when empty); never raises for one host's failure."""
     root = os.path.abspath(root)
     head = HeadStart(root, tuple(hosts))
-    fp = deploycache.fingerprint(root)
-    in_sync = head.all_in_sync(deploycache.expected_digests(root, fp), hosts)
+    inputs = deploycache.inputs(root)
+    in_sync = head.all_in_sync(deploycache.expected_digests(root, inputs.fingerprint), hosts)
     if in_sync is not None:
         head.close()
         return DeployReport({n: HostOutcome(n, round_trips=1) for n in in_sync}, {}, dry_run)
     try:
         inv = inventory_mod.load(root)
         names = placement.select_hosts(inv, hosts)
-        deployment = Deployment(inv, names, head)
+        deployment = Deployment(inv, names, head, inputs)
     except BaseException:
         head.close()
         raise
@@ -268,7 +297,8 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
         deployment.close()
         head.close()
     if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
-        deploycache.remember(root, fp, deployment.listings)
+        deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync)
+        deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings})
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:

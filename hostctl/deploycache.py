@@ -7,6 +7,11 @@ nothing of that changed since a deploy, the digest each host should answer
 answer it needs neither loading thousands of customer files nor rendering
 them. The cache lives in ``$XDG_CACHE_HOME/hostctl`` (default ``~/.cache``);
 deleting it is always safe.
+
+The same holds per host: a host's files depend only on the shared inputs and on
+the files of the customers placed on it, so when one customer changes, the
+hosts it is not on (and that still answer their recorded digest) are not
+rendered either.
 """
 
 from __future__ import annotations
@@ -15,33 +20,16 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import hostctl
 
 VERSION = 1
-INVENTORY_PARTS = ("hostctl.yaml", "customers", "templates")  # what rendering reads from an inventory
+CUSTOMERS = "customers"
+INVENTORY_PARTS = ("hostctl.yaml", CUSTOMERS, "templates")  # what rendering reads from an inventory
 _CODE = Path(hostctl.__file__).resolve().parent
-
-
-def _digest_tree(digest: "hashlib._Hash", base: str, label: str) -> None:
-    """Names and bytes of ``base`` (a file, or a directory walked in sorted order) into ``digest``."""
-    try:
-        entries = sorted(os.scandir(base), key=lambda e: e.name)
-    except NotADirectoryError:
-        entries = None
-    except OSError:
-        return
-    if entries is None:
-        digest.update(f"\0{label}\0".encode())
-        digest.update(_bytes(base))
-        return
-    for entry in entries:
-        if entry.is_dir():
-            _digest_tree(digest, entry.path, f"{label}/{entry.name}")
-        else:
-            digest.update(f"\0{label}/{entry.name}\0".encode())
-            digest.update(_bytes(entry.path))
 
 
 def _bytes(path: str) -> bytes:
@@ -52,19 +40,66 @@ def _bytes(path: str) -> bytes:
         return f"unreadable {exc.errno} {os.urandom(8).hex()}".encode()
 
 
-def fingerprint(root: str) -> str:
-    """A hash of everything rendering depends on: the inventory's files, hostctl's code and templates."""
-    digest = hashlib.sha256(f"hostctl-deploy-cache {VERSION} {root}".encode())
-    for part in INVENTORY_PARTS:
-        _digest_tree(digest, os.path.join(root, part), part)
-    for path in sorted(_CODE.rglob("*")):
-        if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
-            digest.update(f"\0code/{path.relative_to(_CODE)}\0".encode())
-            digest.update(path.read_bytes())
+def _files(base: str, label: str) -> Iterator[tuple[str, str]]:
+    """``(label/relative path, sha256)`` of ``base`` (a file, or every file below a directory), sorted."""
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except NotADirectoryError:
+        yield label, hashlib.sha256(_bytes(base)).hexdigest()
+        return
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir():
+            yield from _files(entry.path, f"{label}/{entry.name}")
+        else:
+            yield f"{label}/{entry.name}", hashlib.sha256(_bytes(entry.path)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What rendering reads, hashed: the parts every host shares, and each customer file on its own."""
+
+    shared: str  # hostctl.yaml, the inventory's templates, hostctl's code and packaged templates, the root
+    customers: dict[str, str]  # "customers/NAME.yaml" -> sha256 of its bytes
+
+    @property
+    def fingerprint(self) -> str:
+        """Of the whole inventory: any byte changed anywhere changes it."""
+        return _combine(self.shared, sorted(self.customers.items()))
+
+    def for_host(self, files: Iterable[str]) -> str:
+        """Of what one host's files are rendered from: the shared parts and that host's customers' files."""
+        return _combine(self.shared, sorted((f, self.customers.get(f, "missing")) for f in files))
+
+
+def _combine(shared: str, items: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256(shared.encode())
+    for name, value in items:
+        digest.update(f"\0{name}\0{value}".encode())
+    return digest.hexdigest()
+
+
+def inputs(root: str) -> Inputs:
+    """Hash the inventory at ``root`` and hostctl itself (reads files, nothing else)."""
     from hostctl import templates
 
-    _digest_tree(digest, str(templates.packaged_templates()), "packaged-templates")
-    return digest.hexdigest()
+    shared = hashlib.sha256(f"hostctl-deploy-cache {VERSION} {root}".encode())
+    parts = [_files(os.path.join(root, p), p) for p in INVENTORY_PARTS if p != CUSTOMERS]
+    parts.append(_files(str(templates.packaged_templates()), "packaged-templates"))
+    for part in parts:
+        for name, value in part:
+            shared.update(f"\0{name}\0{value}".encode())
+    for path in sorted(_CODE.rglob("*")):
+        if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
+            shared.update(f"\0code/{path.relative_to(_CODE)}\0".encode())
+            shared.update(path.read_bytes())
+    return Inputs(shared.hexdigest(), dict(_files(os.path.join(root, CUSTOMERS), CUSTOMERS)))
+
+
+def fingerprint(root: str) -> str:
+    """A hash of everything rendering depends on: the inventory's files, hostctl's code and templates."""
+    return inputs(root).fingerprint
 
 
 def _path(root: str) -> Path:
@@ -83,17 +118,39 @@ def expected_digests(root: str, fp: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in data["digests"].items()}
 
 
-def remember(root: str, fp: str, listings: dict[str, str]) -> None:
+def remember(root: str, fp: str, listings: dict[str, str], known: dict[str, str] | None = None) -> None:
     """Record each host's expected state listing for fingerprint ``fp``: its digest, and the text. Best effort.
 
     The texts let the next deploy skip reading a host in full when the host still
-    answers that digest (the inventory changed, the host did not).
+    answers that digest (the inventory changed, the host did not). ``known``: digests
+    of hosts not rendered this time (they were in sync), recorded for ``fp`` too.
     """
     digests = {host: hashlib.sha256(text.encode()).hexdigest() for host, text in listings.items()}
-    merged = {**expected_digests(root, fp), **digests}
+    merged = {**expected_digests(root, fp), **(known or {}), **digests}
     _write(_path(root), json.dumps({"fingerprint": fp, "digests": merged}))
     for host, text in listings.items():
         _write(_listing_path(root, host), text)
+
+
+def remember_hosts(root: str, records: dict[str, tuple[str, str]]) -> None:
+    """Record ``{host: (host fingerprint, expected digest)}`` (merged with the hosts recorded before)."""
+    path = _path(root).with_suffix(".hosts.json")
+    merged = {**_hosts(path), **{h: list(v) for h, v in records.items()}}
+    _write(path, json.dumps(merged))
+
+
+def host_digest(root: str, host: str, host_fp: str) -> str | None:
+    """The digest ``host`` should answer if its files were rendered from inputs with fingerprint ``host_fp``."""
+    record = _hosts(_path(root).with_suffix(".hosts.json")).get(host)
+    return record[1] if isinstance(record, list) and len(record) == 2 and record[0] == host_fp else None
+
+
+def _hosts(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def listing(root: str, host: str, digest: str) -> str | None:

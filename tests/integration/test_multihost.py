@@ -156,6 +156,13 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     old_mtime = int(vassal_b.stat().st_mtime)
     changed = fleet.deploy_here(("b",))
     assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in changed.stdout and "a:" not in changed.stdout
+    # all hosts, b changed again: a's inputs did not change and it answers its recorded digest, so it is not
+    # even rendered; b is planned from the listing recorded by the last deploy (no full read) and updated
+    fleet.customer("globex", "b", greeting="v2b")
+    again = deploy.deploy(fleet.box.inventory)
+    assert [(n, o.changed, o.rendered, o.round_trips) for n, o in again.outcomes.items()] == [("a", False, False, 1), ("b", True, True, 2)]
+    fleet.customer("globex", "b", greeting="v2")
+    fleet.deploy_here()
     assert "nginx reloaded" not in changed.stdout and len(_events(fleet)) == 3
     assert b"env = GREETING=v2" in vassal_b.read_bytes() and int(vassal_b.stat().st_mtime) > old_mtime
     assert {p: os.stat(p) for p in fleet.manifest("a")} == a_before

@@ -319,3 +319,39 @@ def test_deploy_cache_is_keyed_by_the_inventorys_bytes(tmp_path: Path, monkeypat
     (root / "templates").mkdir()
     (root / "templates" / "server.conf.j2").write_text("x")
     assert deploycache.fingerprint(str(root)) not in (first, second)
+
+
+def test_cli_deploy_and_bootstrap_messages(inv: inventory.Inventory, tmp_path: Path) -> None:
+    """No SSH is needed to refuse: an inventory without hosts, an unknown host, and `bootstrap --print`."""
+    from click.testing import CliRunner
+
+    from hostctl.cli import cli
+
+    runner = CliRunner()
+    local = write_inventory(tmp_path / "local", "emperor_dir: vassals\n", {"acme.yaml": customer("acme.example")})
+    result = runner.invoke(cli, ["-i", str(local), "deploy"])
+    assert result.exit_code == 1
+    assert "Error: hostctl.yaml has no 'hosts:'; this inventory is applied locally with `hostctl apply`." in result.output
+    result = runner.invoke(cli, ["-i", str(inv.root), "deploy", "--host", "web9"])
+    assert result.exit_code == 1 and "Error: unknown host 'web9'; hosts in hostctl.yaml: web1, web2." in result.output
+    result = runner.invoke(cli, ["-i", str(inv.root), "plan"])
+    assert result.exit_code == 1 and "use `hostctl deploy`" in result.output
+    result = runner.invoke(cli, ["-i", str(inv.root), "bootstrap", "--host", "web2", "--print", "--files-only"])
+    assert result.exit_code == 0 and result.output.startswith("#!/bin/sh") and "apt-get" not in result.output
+
+
+def test_host_fingerprints_cover_only_that_hosts_customers(tmp_path: Path) -> None:
+    from hostctl import deploycache
+
+    root = write_inventory(tmp_path / "inv", HOSTS, {"acme.yaml": customer("acme.example"),
+                                                       "globex.yaml": customer("globex.example", "web2")})
+    before = deploycache.inputs(str(root))
+    assert set(before.customers) == {"customers/acme.yaml", "customers/globex.yaml"}
+    (root / "customers" / "globex.yaml").write_text(customer("globex.example", "web2", processes=4))
+    after = deploycache.inputs(str(root))
+    assert after.fingerprint != before.fingerprint
+    assert after.for_host(["customers/acme.yaml"]) == before.for_host(["customers/acme.yaml"])
+    assert after.for_host(["customers/globex.yaml"]) != before.for_host(["customers/globex.yaml"])
+    assert before.for_host([]) != before.for_host(["customers/acme.yaml"])  # a customer leaving a host counts
+    (root / "hostctl.yaml").write_text(HOSTS + "defaults: {processes: 3}\n")  # shared: every host
+    assert deploycache.inputs(str(root)).for_host(["customers/acme.yaml"]) != after.for_host(["customers/acme.yaml"])

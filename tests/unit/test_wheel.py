@@ -19,6 +19,7 @@ def test_wheel_contains_and_uses_templates(tmp_path: Path) -> None:
         zf.extractall(tmp_path / "site")
     shipped = {Path(p).name for p in (REPO / "templates").iterdir()}
     assert {f"hostctl/templates/{name}" for name in shipped} <= names
+    assert "hostctl/fabfile/fabfile.py" in names  # multi-host: `fab -r <hostctl/fabfile> deploy`
     # Import hostctl from the unpacked wheel only, and render from its own templates.
     code = ("import hostctl.templates as t; p = t.packaged_templates(); "
             "print(p); print(t.environment().get_template('vassal.ini.j2').filename)")
