@@ -271,6 +271,33 @@ def customer_files(root: Path, extra: Iterable[str] = ()) -> tuple[list[str], li
     return files, problems
 
 
+def _load_settings(root: Path, overlay: Mapping[str, bytes], sources: dict[str, Source]) -> tuple[Settings | None, list[Problem]]:
+    source, problems = _read(root, SETTINGS_FILE, overlay)
+    settings = None
+    if source is not None:
+        sources[SETTINGS_FILE] = source
+        data = {} if source.data is None else source.data
+        settings, found = _validate(Settings, source, data)
+        problems += found
+        if settings is not None:
+            settings, found = _resolve_settings(root, settings, source)
+            problems += found
+    return settings, problems
+
+
+def load_settings(root: Path | str) -> Inventory:
+    """Only hostctl.yaml, as an inventory without customers: for `hostctl rollback`, which must
+    work while a customer file is broken."""
+    root = Path(os.path.abspath(root))
+    if not (root / SETTINGS_FILE).is_file():
+        raise InventoryError([Problem(str(root), None, "", f"is not an inventory: {SETTINGS_FILE} is missing (create one with `hostctl init`)")])
+    sources: dict[str, Source] = {}
+    settings, problems = _load_settings(root, {}, sources)
+    if problems or settings is None:
+        raise InventoryError(problems)
+    return Inventory(root, settings, (), sources)
+
+
 def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Inventory:
     """Load and validate the inventory at ``root``; raise ``InventoryError`` listing every problem.
 
@@ -283,18 +310,8 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
     if not (root / SETTINGS_FILE).is_file():
         raise InventoryError([Problem(str(root), None, "", f"is not an inventory: {SETTINGS_FILE} is missing (create one with `hostctl init`)")])
     sources: dict[str, Source] = {}
-
-    source, found = _read(root, SETTINGS_FILE, overlay)
+    settings, found = _load_settings(root, overlay, sources)
     problems += found
-    settings = None
-    if source is not None:
-        sources[SETTINGS_FILE] = source
-        data = {} if source.data is None else source.data
-        settings, found = _validate(Settings, source, data)
-        problems += found
-        if settings is not None:
-            settings, found = _resolve_settings(root, settings, source)
-            problems += found
 
     real_dirs: dict[Path, Path] = {}
     files, found = customer_files(root, (rel for rel in overlay if rel.startswith(CUSTOMERS_DIR + "/")))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hostctl import apply as apply_mod, history, layout, lock, pipeline, state, templates
-from hostctl.errors import HostctlError
+from hostctl import apply as apply_mod, history, identity, inventory, layout, lock, pipeline, state, templates
+from hostctl.errors import HostctlError, InventoryError
 from hostctl.history import Generation
 from hostctl.pipeline import Prepared
 from hostctl.plan import make_plan
@@ -68,7 +68,14 @@ def desired_files(settings, live: Generation, target: Generation, customer: str 
 
 
 def rollback(root: Path | str, customer: str | None, lock_timeout: float, say=lambda _: None) -> tuple[apply_mod.ApplyResult, Generation, str]:
-    inv, owners = pipeline.load_checked(root, host_checks=False)
+    try:
+        inv, owners = pipeline.load_checked(root, host_checks=False)
+    except InventoryError as exc:  # a broken customer file must not stop a rollback: settings suffice
+        inv = inventory.load_settings(root)
+        owners, problems = identity.resolve(inv)
+        if problems or owners.identity.per_customer:  # vassal files need each customer's group
+            raise exc
+        say(f"note: the inventory has problems; rolling back with hostctl.yaml's settings only:\n{exc.message}")
     settings = inv.settings
     with lock.exclusive(layout.lock(settings), lock_timeout, say):
         generations = [history.load(settings, n) for n in history.numbers(settings)]

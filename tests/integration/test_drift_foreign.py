@@ -72,3 +72,18 @@ def test_drift_is_shown_and_foreign_files_are_never_touched(sandbox: Sandbox) ->
     assert "nginx -t fails even with every customer's last-known-good server blocks" in result.stderr
     assert 'unknown directive "bogus_directive" in zz_foreign.conf:1' in result.stderr
     assert sandbox.snapshot() == before and _state(foreign) == untouched
+
+
+def test_rollback_works_while_a_customer_file_is_broken(sandbox: Sandbox) -> None:
+    _customer(sandbox, "acme")
+    sandbox.hostctl("apply")
+    first = (sandbox.path("vassals") / "acme_web.ini").read_text()
+    _customer(sandbox, "acme", "acme.example", "www.acme.example")
+    sandbox.hostctl("apply")
+    (sandbox.inventory / "customers" / "acme.yaml").write_text("apps: [\n")
+    assert sandbox.hostctl("apply", check=False).returncode == 1
+    result = sandbox.hostctl("rollback")
+    assert "note: the inventory has problems; rolling back with hostctl.yaml's settings only:" in result.stderr
+    assert "Rollback to generation 1 complete: 0 added, 1 changed, 0 removed." in result.stdout
+    assert (sandbox.path("vassals") / "acme_web.ini").read_text() == first
+    assert "www.acme.example" not in (sandbox.path("nginx") / "acme_web.conf").read_text()
