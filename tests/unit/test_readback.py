@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
+from hostctl import inventory, layout, templates
 from hostctl.escape import INI_PLACEHOLDERS, ini
-from hostctl.readback import expand, parse_ini, server_names, vassal_problems
+from hostctl.readback import expand, intended, parse_ini, path_problems, server_names, vassal_problems
+from hostctl.render import Identity, render
 
 
 @pytest.mark.parametrize(("raw", "value", "expanded"), [
@@ -57,3 +62,25 @@ def test_vassal_problems_catch_injected_lines() -> None:
 def test_server_names() -> None:
     text = "server {\n    server_name a.example b.example;\n    # server_name evil.example;\n}\nserver {\n    server_name a.example;\n}\n"
     assert server_names(text) == ["a.example", "b.example", "a.example"]
+
+
+GOLDEN = Path(__file__).parent / "render"
+
+
+@pytest.mark.parametrize("per_customer", [False, True])
+@pytest.mark.parametrize("case", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
+def test_every_golden_render_case_passes_the_read_back(case: str, per_customer: bool, tmp_path: Path) -> None:
+    """The packaged templates, as every feature renders them, never get a customer quarantined."""
+    root = tmp_path / "inv"
+    shutil.copytree(GOLDEN / case, root, ignore=shutil.ignore_patterns("expected"))
+    inv = inventory.load(root)
+    files = render(inv, Identity(per_customer, "www-data" if per_customer else None), templates.environment(inv.root))
+    for customer in inv.customers:
+        for app in customer.apps:
+            paths = layout.app_paths(inv.settings, customer.name, app.name)
+            vassal = files.get(paths.vassal)
+            if vassal is not None:
+                want = intended(app.config, paths, customer.user if per_customer else None)
+                assert vassal_problems(vassal.content, want) == [], (customer.name, app.name)
+            assert sorted(set(server_names(files[paths.server_block].content))) == sorted(set(app.config.domains))
+            assert path_problems(app.config, paths, inv.settings.run_dir, inv.settings.log_dir) == []
