@@ -4,10 +4,14 @@
 /read?path=  try to read a file        /list?path=  try to list a directory
 /connect?path=  try to connect to a unix socket
 /alloc?mb=N  touch N MB of memory (far beyond the customer's limit gets the worker OOM-killed)
+/fork?n=N    fork up to N children (stopped by pids.max), then kill and reap them all
+/burn?cpu=S  spin until this worker has used S seconds of CPU
 """
 import json
 import os
+import signal
 import socket
+import time
 from urllib.parse import parse_qs
 
 
@@ -29,6 +33,30 @@ def _read(path):
         fh.read(1)
 
 
+def _fork(n):
+    children, error = [], None
+    try:
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+    except OSError as exc:
+        error = exc.errno
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    return {"forked": len(children), "errno": error}
+
+
+def _burn(seconds):
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return {"cpu_seconds": time.process_time() - start}
+
+
 def application(environ, start_response):
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     route = environ.get("PATH_INFO", "/")
@@ -42,6 +70,10 @@ def application(environ, start_response):
         body["result"] = _try(lambda: os.listdir(query["path"]))
     elif route == "/connect":
         body["result"] = _try(lambda: _connect(query["path"]))
+    elif route == "/fork":
+        body["result"] = _fork(int(query["n"]))
+    elif route == "/burn":
+        body["result"] = _burn(float(query["cpu"]))
     elif route == "/alloc":
         hog = b"x" * (int(query["mb"]) << 20)  # written, so every page is really used
         body["allocated"] = len(hog)

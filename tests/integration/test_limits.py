@@ -198,6 +198,26 @@ def test_memory_hog_is_killed_in_its_cgroup_while_the_neighbour_answers(iso: Iso
     assert "64.0M" in row and row.split()[4] == oom["oom_kill"]
 
 
+def test_pids_and_cpu_limits_are_enforced(iso: Isolated) -> None:
+    """A fork bomb stops at pids.max; a busy loop is throttled to the 0.5 CPU quota (kernel counters, no timing)."""
+    # first let the master finish respawning after the OOM kills, or the bomb would starve its fork
+    wait_for(lambda: len(_cgroup_procs(iso.leaf("alpha"))) == 3, what="alpha's 2 workers")
+    forked = iso.get("alpha", "/fork?n=200")["result"]
+    assert forked["errno"] == 11 and forked["forked"] == 61, forked  # EAGAIN: master + 2 workers + 61 children = 64
+    assert int(Path(iso.leaf("alpha", "pids"), "pids.events").read_text().split()[1]) >= 1  # "max N": refusals
+    throttled_before = _cpu_stat(iso.leaf("alpha", "cpu"))["nr_throttled"]
+    burnt = iso.get("alpha", "/burn?cpu=0.3")["result"]
+    assert burnt["cpu_seconds"] >= 0.3
+    # 0.3 s of CPU at 50 ms per 100 ms period cannot be had without running out of quota in some period
+    after = _cpu_stat(iso.leaf("alpha", "cpu"))
+    assert after["nr_throttled"] > throttled_before, after
+    assert iso.get("beta")["customer"] == "beta"
+
+
+def _cpu_stat(leaf: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in Path(leaf, "cpu.stat").read_text().splitlines())}
+
+
 def test_a_customer_cannot_read_or_reach_anothers_files(iso: Isolated) -> None:
     vassals, run, log = iso.box.path("vassals"), iso.box.path("run"), iso.box.path("log")
     denied = {
