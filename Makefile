@@ -46,6 +46,7 @@ test: venv
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
+# All four benchmarks (bench/README.md); HOSTCTL_BENCH_SCALE=0.1 make bench for a quick run.
 bench: venv
 	$(BIN)/python bench/run_all.py
 

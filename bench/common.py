@@ -48,7 +48,7 @@ class Inventory:
     """A generated inventory under /tmp (0755, so nginx's workers can reach it): N customers x 1 app x 2 domains."""
 
     def __init__(self, customers: int, *, port: int = 8080, settings: dict[str, Any] | None = None,
-                 app: dict[str, Any] | None = None, prefix: str = "hostctl-bench-"):
+                 app: dict[str, Any] | None = None, prefix: str = "hostctl-bench-", shared_nginx_logs: bool = False):
         self.root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
         os.chmod(self.root, 0o755)
         self.inventory = self.root / "inventory"
@@ -62,8 +62,25 @@ class Inventory:
         }
         base.update(settings or {})
         (self.inventory / "hostctl.yaml").write_text(json.dumps(base))  # JSON is YAML
+        if shared_nginx_logs:
+            self.share_nginx_logs()
         for i in range(customers):
             self.write_customer(self.name(i))
+
+    def share_nginx_logs(self) -> None:
+        """Override server.conf.j2 so that every server block logs to one shared pair of files.
+
+        nginx keeps every log file open in the master and in each worker: two per app. At
+        10,000 apps that exceeds this machine's hard RLIMIT_NOFILE (20,000, and no
+        CAP_SYS_RESOURCE to raise it), so `nginx -t` fails. The override differs from the
+        packaged template in the two log paths only.
+        """
+        packaged = (REPO / "templates" / "server.conf.j2").read_text()
+        shared = (packaged.replace("{{ paths.access_log | ngx }}", str(self.root / "log" / "access.log"))
+                  .replace("{{ paths.error_log | ngx }}", str(self.root / "log" / "error.log")))
+        assert shared != packaged, "server.conf.j2 no longer names paths.access_log/paths.error_log"
+        (self.inventory / "templates").mkdir(exist_ok=True)
+        (self.inventory / "templates" / "server.conf.j2").write_text(shared)
 
     @staticmethod
     def name(i: int) -> str:

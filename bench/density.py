@@ -158,7 +158,7 @@ def main() -> list[dict]:
                          target="all gone", met=w["woke_again"]))
     finally:
         inv.cleanup()
-    inv = Inventory(big, port=free_port(), app={"processes": 1, "on_demand": True, "idle": IDLE})
+    inv = Inventory(big, port=free_port(), app={"processes": 1, "on_demand": True, "idle": IDLE}, shared_nginx_logs=big > 5000)
     try:
         inv.hostctl("apply")
         rows += idle_rows(inv, big, None)
