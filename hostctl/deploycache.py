@@ -84,7 +84,12 @@ def inputs(root: str) -> Inputs:
     """Hash the inventory at ``root`` and hostctl itself (reads files, nothing else)."""
     from hostctl import templates
 
-    shared = hashlib.sha256(f"hostctl-deploy-cache {VERSION} {root}".encode())
+    import jinja2
+    import pydantic
+
+    # the libraries that shape the output count too (an upgrade re-renders once)
+    shared = hashlib.sha256(f"hostctl-deploy-cache {VERSION} {root} jinja2 {jinja2.__version__} "
+                            f"pydantic {pydantic.VERSION}".encode())
     parts = [_files(os.path.join(root, p), p) for p in INVENTORY_PARTS if p != CUSTOMERS]
     parts.append(_files(str(templates.packaged_templates()), "packaged-templates"))
     for part in parts:
