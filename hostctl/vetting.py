@@ -103,8 +103,12 @@ def _first_error(output: str) -> str:
 def nginx_problems(prepared: Prepared, held: set[str], check: Check) -> list[Rejection]:
     """Check 2: ``nginx -t`` on the candidate set; find the culprits only when it fails."""
     foreign = foreign_blocks(prepared)
-    if check(candidate(prepared, held, foreign)).ok:
+    first = check(candidate(prepared, held, foreign))
+    if first.ok:
         return []
+    if "Too many open files" in first.output:  # the machine's limit, not a customer's fault
+        raise HostctlError("nginx -t ran out of file descriptors (two log files per app); raise the open-files "
+                           f"limit (ulimit -n, LimitNOFILE=) and apply again; nothing was written:\n{first.output}")
     nginx_customers = sorted({c.customer for c in prepared.plan.changes
                               if c.kind == "nginx" and c.action != "delete" and c.customer not in held})
     own: dict[str, dict[str, str]] = {}

@@ -78,3 +78,13 @@ def test_probe_targets_and_address(box: Sandbox) -> None:
     assert probe.address("0.0.0.0:80") == ("127.0.0.1", 80)
     assert probe.address("[::1]:8443") == ("::1", 8443)
     assert probe.address("10.1.2.3:81") == ("10.1.2.3", 81)
+
+
+def test_running_out_of_file_descriptors_blames_nobody(box: Sandbox) -> None:
+    prepared = pipeline.prepare(box.inventory, host_checks=False)
+
+    def check(blocks: Mapping[str, str]) -> CheckResult:
+        return CheckResult(False, 'nginx: [emerg] open() "/x/a.access.log" failed (24: Too many open files)')
+
+    with pytest.raises(HostctlError, match="nginx -t ran out of file descriptors"):
+        vet(prepared, Manifest(), check)
