@@ -25,7 +25,7 @@ from typing import Callable
 from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, safeapply, state, users, vetting
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
-from hostctl.manifest import Entry, Manifest
+from hostctl.manifest import Entry, Manifest, sha256
 from hostctl.model import Settings
 from hostctl import pipeline
 from hostctl.pipeline import Prepared
@@ -84,12 +84,16 @@ def _write(change: Change, owners: Owners) -> None:
 
 
 def _intent(old: Manifest, plan: Plan) -> Manifest:
-    """Old and new entries together, changed ones remembering their previous hash."""
+    """Old and new entries together, each changed file remembering the hash of its live content.
+
+    The live content, not the old manifest's hash: after an apply killed half-way, a file
+    may still hold an older version than the manifest names (found by the kill -9 test).
+    """
     files = dict(old.files)
+    live = {c.path: sha256(c.before) for c in plan.changes if c.before is not None}
     for path, entry in plan.manifest.files.items():
-        before = old.files.get(path)
-        previous = before.sha256 if before and before.sha256 != entry.sha256 else None
-        files[path] = Entry(entry.sha256, entry.kind, entry.customer, entry.app, previous)
+        previous = live.get(path)
+        files[path] = Entry(entry.sha256, entry.kind, entry.customer, entry.app, None if previous == entry.sha256 else previous)
     return Manifest(files)
 
 

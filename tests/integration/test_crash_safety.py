@@ -154,6 +154,9 @@ def test_kill_9_during_apply(shm_sandbox: Sandbox, make_server) -> None:
             outcomes["before any write"] += 1
         elif done < len(need):
             outcomes["while writing"] += 1
+            # The intent in the manifest covers the half-done apply: nothing it wrote looks like a hand edit.
+            drifted = [c.path for c in pipeline.prepare(sandbox.inventory).plan.changes if c.drift]
+            assert drifted == [], f"round {round_}: the interrupted apply's files show as drift: {drifted[:3]}"
         else:
             outcomes["after every write"] += 1
             writing *= 0.7  # the writes were over before the kill: aim earlier next time

@@ -94,3 +94,16 @@ def test_diffs_redact_env_values() -> None:
     assert "-processes = 1" in text and "+processes = 2" in text
     assert "(env values changed, not shown: SECRET)" in text
     assert redact("env = A=b=c\nx = 1\n") == "env = A=***\nx = 1\n"
+
+
+def test_intent_remembers_the_live_content_not_the_manifests() -> None:
+    """Killed towards B (manifest: B, previous A; file still A), killed again before writing, then
+    towards B again: the intent must still accept A, or the next plan calls the file drift."""
+    from hostctl.apply import _intent
+
+    old = Manifest({V: Entry(sha256("B\n"), "vassal", "acme", "web", previous=sha256("A\n"))})
+    plan = make_plan({V: rendered(V, "B\n")}, Actual(old, {V: LiveFile(b"A\n", 0o640)}))
+    intent = _intent(old, plan)
+    assert intent.files[V].sha256 == sha256("B\n") and intent.files[V].accepts(sha256("A\n"))
+    [change] = make_plan({V: rendered(V, "B\n")}, Actual(intent, {V: LiveFile(b"A\n", 0o640)})).changes
+    assert not change.drift
