@@ -15,6 +15,7 @@ applied in a second wave only on hosts whose customers' new hosts succeeded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ class Deployment:
         self.listings: dict[str, str] = {}  # ... as remote.read_command prints it
         self.digests_expected: dict[str, str] = {}
         self.host_fps: dict[str, str] = {}
+        self.basis: dict[str, str] = {}  # digest of the state each host's plan was made from
         self.in_sync: dict[str, str] = {}  # hosts not rendered: they answered the digest recorded for their inputs
         for name in hosts:
             if inputs is not None:
@@ -189,6 +191,7 @@ class Deployment:
         if head is not None:
             digest = head.result()
             outcome.round_trips += 1
+            self.basis[name] = digest
             if digest == self.digests_expected[name]:
                 actual = self.expected[name]
                 return make_plan(desired, actual), actual
@@ -201,6 +204,7 @@ class Deployment:
         outcome.round_trips += 1
         if done.status != 0:
             raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
+        self.basis[name] = hashlib.sha256(done.output.encode("utf-8", "surrogateescape")).hexdigest()
         actual = remote.parse_state(done.output, f"host {name!r}")
         return make_plan(desired, actual), actual
 
@@ -224,13 +228,16 @@ class Deployment:
         users = {c.name: c.user for c in view.customers}
         users.update({c.customer: self._user(c.customer) for c in plan.changes if c.customer not in users})
         bundle = remote.bundle(name, view.settings, plan, actual.manifest,
-                               placement.host_identity(self.inv.settings, host), users, self.script_env)
+                               placement.host_identity(self.inv.settings, host), users, self.script_env,
+                               self.basis[name])
         done = ssh.execute(self.connections[name], bundle.command, bundle.payload)
         outcome.round_trips += 1
         outcome.messages += [line.removeprefix("hostctl-deploy: ") for line in done.output.splitlines()
                              if line.startswith("hostctl-deploy: ") and not line.endswith(": done")]
         if done.status != 0:
             detail = (done.output + done.errors).strip()
+            if done.status in (remote.EXIT_CHANGED, remote.EXIT_LOCKED):
+                raise HostctlError(detail.removeprefix("hostctl-deploy: "))
             if done.status == remote.EXIT_NGINX_TEST:
                 raise HostctlError(f"nginx -t failed there; its previous server blocks were put back:\n{detail}")
             raise HostctlError(f"the deploy script failed (exit {done.status}):\n{detail}")

@@ -39,6 +39,10 @@ VASSAL_STAGE = ".hostctl-deploy-vassals"  # under emperor_dir: new vassals
 EXIT_NGINX_TEST = 3
 EXIT_USERS = 4
 EXIT_RELOAD = 5
+EXIT_LOCKED = 7
+EXIT_CHANGED = 8
+LOCK = "deploy.lock"  # under state_dir
+LOCK_WAIT = 120  # seconds
 
 
 def script_environment(env: jinja2.Environment) -> jinja2.Environment:
@@ -58,7 +62,7 @@ def read_command(settings: Settings) -> str:
     vassal, companion = f"*{layout.VASSAL_EXT}", ondemand.companion(f"*{layout.VASSAL_EXT}")
     files = (f"{{ find {q(settings.emperor_dir)} -maxdepth 1 -type f \\( -name '{vassal}' -o -name '{companion}' \\) -print0; "
                f"find {q(settings.nginx_dir)} -maxdepth 1 -type f -name '*{layout.NGINX_EXT}' -print0; }} 2>/dev/null")
-    return (f"cat {q(layout.manifest(settings))} 2>/dev/null; echo; echo {MODES_MARK}; "
+    return (f"{{ cat {q(layout.manifest(settings))} 2>/dev/null || true; }}; echo; echo {MODES_MARK}; "
             f"{files} | xargs -0 -r stat -c '%a %n' | LC_ALL=C sort; echo {SHA_MARK}; "
             f"{files} | xargs -0 -r sha256sum | LC_ALL=C sort")
 
@@ -148,8 +152,12 @@ def add_member(tar: tarfile.TarFile, path: str, data: bytes, mode: int, group: s
 
 
 def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: Identity,
-           users: Mapping[str, str], env: jinja2.Environment) -> Bundle:
-    """Pack ``plan`` for ``host`` (``settings`` are that host's; ``users`` maps customers to Unix users)."""
+           users: Mapping[str, str], env: jinja2.Environment, basis: str) -> Bundle:
+    """Pack ``plan`` for ``host`` (``settings`` are that host's; ``users`` maps customers to Unix users).
+
+    ``basis`` is the digest of the state the plan was made from: the script holds the
+    host's deploy lock and changes nothing unless the host still has that state.
+    """
     writes = [c for c in plan.changes if c.action != "delete" and not c.mode_only]
     chmods = [c for c in plan.changes if c.mode_only]
     servers = [c for c in plan.changes if c.kind == "nginx" and not c.mode_only]
@@ -183,6 +191,7 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
         test_command=settings.nginx.test_command or "nginx -t -q",
         reload_command=settings.nginx.reload_command or "systemctl reload nginx",
         uwsgi=settings.emperor.binary, emperor_stats=layout.emperor_stats(settings),
+        basis=basis, read_command=read_command(settings),
     )
     script = templates.render(templates.get(env, SCRIPT_TEMPLATE), **context)
     buffer = io.BytesIO()
@@ -197,7 +206,12 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
     q = shlex.quote
     base = " ".join(q(p) for p in (settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir))
     stale = " ".join(q(p) for p in (stage, context["nginx_stage"], context["nginx_backup"], context["vassal_stage"]))
-    command = (f"umask 022 && mkdir -p -- {base} && mkdir -p -m 700 -- {q(settings.state_dir)} && rm -rf -- {stale} && "
+    lock = q(os.path.join(settings.state_dir, LOCK))
+    # one deploy at a time per host: the lock (fd 9) is taken before anything is unpacked and
+    # held by deploy.sh (exec keeps the descriptor) until it exits
+    command = (f"umask 022 && mkdir -p -- {base} && mkdir -p -m 700 -- {q(settings.state_dir)} && "
+               f"exec 9>>{lock} && {{ flock -w {LOCK_WAIT} 9 || {{ echo 'hostctl-deploy: another deploy to this host "
+               f"holds {lock}'; exit {EXIT_LOCKED}; }}; }} && rm -rf -- {stale} && "
                f"tar -xzpmf - -C / && exec sh {q(os.path.join(stage, 'deploy.sh'))}")
     return Bundle(command, buffer.getvalue(), [c.path for c in writes], script)
 

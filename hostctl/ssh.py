@@ -80,7 +80,8 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
                     raise HostctlError(f"{conn.host}:{conn.port}: the command did not finish within {timeout:.0f} s")
                 time.sleep(0.002)
         status = channel.recv_exit_status()
-    return Completed(status, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace"))
+    # surrogateescape: the text encodes back to exactly the bytes received (a state listing is hashed)
+    return Completed(status, out.decode("utf-8", errors="surrogateescape"), err.decode("utf-8", errors="replace"))
 
 
 class HostResults(dict, Generic[T]):

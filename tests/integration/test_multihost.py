@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from hostctl import deploy, nginx, templates
+from hostctl import deploy, nginx, placement, templates
 from hostctl.manifest import sha256
 from hostctl.model import Settings
 from tests.harness import Sandbox
@@ -303,3 +303,45 @@ def test_missing_customer_users_stop_that_host(fleet: Fleet) -> None:
     assert "a: FAILED: the deploy script failed (exit 4)" in result.stdout
     assert "these Unix users do not exist on this host; create them first: hc-nosuchuser" in result.stdout
     assert fleet.files("a") == {} and not (fleet.root("a") / "state" / "manifest.json").exists()
+
+
+def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script holds the host's deploy lock and applies only onto the state its plan was made from."""
+    from hostctl import inventory, remote, ssh
+
+    fleet.add_host("a")
+    fleet.customer("acme", "a")
+    fleet.deploy_here()
+    fleet.customer("acme", "a", greeting="v2")
+    deployment = deploy.Deployment(inventory.load(fleet.box.inventory), ["a"])
+    try:
+        plan, actual = deployment.read_plan("a", deploy.HostOutcome("a"))
+        assert [c.action for c in plan.changes] == ["update"]
+        view = deployment.views["a"]
+
+        def send() -> ssh.Completed:
+            bundle = remote.bundle("a", view.settings, plan, actual.manifest, placement.host_identity(view.settings, view.settings.hosts["a"]),
+                                   {}, deployment.script_env, deployment.basis["a"])
+            return ssh.execute(deployment.connections["a"], bundle.command, bundle.payload)
+
+        # another deploy holds the lock (a short wait here): nothing happens
+        monkeypatch.setattr(remote, "LOCK_WAIT", 1)
+        lock = fleet.root("a") / "state" / "deploy.lock"
+        holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
+        try:
+            subprocess.run(["sh", "-c", f"until ! flock -n {lock} true; do sleep 0.05; done"], timeout=10)
+            locked = send()
+        finally:
+            holder.wait()
+        assert locked.status == remote.EXIT_LOCKED and "another deploy to this host holds" in locked.output
+        assert b"GREETING=v1" in fleet.files("a")["emperor/acme_web.ini"]
+
+        # the host changed after it was read (as if another deploy ran in between): nothing happens
+        other = fleet.root("a") / "nginx" / "acme_web.conf"
+        other.write_bytes(other.read_bytes() + b"# another deploy\n")
+        changed = send()
+        assert changed.status == remote.EXIT_CHANGED and "the host changed since it was read" in changed.output
+        assert b"GREETING=v1" in fleet.files("a")["emperor/acme_web.ini"] and other.read_bytes().endswith(b"# another deploy\n")
+        assert not list((fleet.root("a") / "emperor").glob(".hostctl-*")), "staging left behind"
+    finally:
+        deployment.close()

@@ -160,7 +160,7 @@ def test_parse_state_of_a_fresh_host_and_of_garbage() -> None:
 
 def test_read_command_lists_only_hostctl_kinds(inv: inventory.Inventory) -> None:
     command = remote.read_command(placement.host_inventory(inv, "web1").settings)
-    assert "cat /srv/one/state/manifest.json" in command
+    assert "{ cat /srv/one/state/manifest.json 2>/dev/null || true; }" in command
     assert "find /srv/one/vassals -maxdepth 1 -type f \\( -name '*.ini' -o -name '*.ini.socket' \\)" in command
     assert "find /srv/one/nginx -maxdepth 1 -type f -name '*.conf'" in command
     assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0
@@ -209,7 +209,7 @@ def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Invent
                     "/srv/one/vassals/gone_web.ini": Entry(sha256("gone"), "vassal", "gone", "web")})
     live = {"/srv/one/nginx/acme_web.conf": ("old", 0o644), "/srv/one/vassals/gone_web.ini": ("gone", 0o640)}
     plan = make_plan(desired, remote.parse_state(_answer(old, live), "web1"))
-    bundle = remote.bundle("web1", view.settings, plan, old, identity, {"acme": "hc-acme"}, remote.script_environment(env))
+    bundle = remote.bundle("web1", view.settings, plan, old, identity, {"acme": "hc-acme"}, remote.script_environment(env), "b" * 64)
     members = _members(bundle.payload)
     assert sorted(members) == [
         "srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf",
@@ -223,7 +223,7 @@ def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Invent
     assert bundle.uploaded == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
     script = bundle.script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    steps = ["getent passwd hc-acme", "mkdir -p -- /srv/one/run/acme /srv/one/log/acme",
+    steps = ["now=$( { { cat /srv/one/state/manifest.json", f"if [ \"$now\" != {'b' * 64} ]; then", "getent passwd hc-acme", "mkdir -p -- /srv/one/run/acme /srv/one/log/acme",
              "chown -- hc-acme /srv/one/run/acme /srv/one/log/acme", "chgrp -- www-data /srv/one/run/acme",
              'mv -f -- "$STAGE/intent.json" "$MANIFEST"', 'touch -d "@$stamp" -- /srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf',
              "ln -f -t \"$NGINX_BACKUP\" -- /srv/one/nginx/acme_web.conf", 'mv -f -t /srv/one/nginx -- "$NGINX_STAGE"/*',
@@ -234,6 +234,7 @@ def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Invent
     assert -1 not in positions, [s for s, p in zip(steps, positions) if p == -1]
     assert positions == sorted(positions), "the script must run its steps in apply's order"
     assert bundle.command.endswith("tar -xzpmf - -C / && exec sh /srv/one/state/.hostctl-deploy/deploy.sh")
+    assert "exec 9>>/srv/one/state/deploy.lock && { flock -w 120 9 ||" in bundle.command
 
 
 def test_bundle_without_server_changes_neither_tests_nor_reloads_nginx(inv: inventory.Inventory) -> None:
@@ -242,7 +243,7 @@ def test_bundle_without_server_changes_neither_tests_nor_reloads_nginx(inv: inve
     live = {p: (f.content if f.kind != "vassal" else "old", f.mode) for p, f in desired.items()}
     plan = make_plan(desired, remote.parse_state(_answer(old, live), "web2"))
     assert {c.kind for c in plan.changes} == {"vassal"}
-    script = remote.bundle("web2", view.settings, plan, old, identity, {}, remote.script_environment(env)).script
+    script = remote.bundle("web2", view.settings, plan, old, identity, {}, remote.script_environment(env), "b" * 64).script
     assert "nginx -t -q" not in script and "systemctl reload nginx" not in script and "getent" not in script
     assert 'mv -f -t /srv/two/vassals -- "$VASSAL_STAGE"/*' in script
 
