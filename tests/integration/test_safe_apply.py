@@ -19,7 +19,7 @@ def _app(box: Sandbox, domains: list[str], greeting: str, **extra) -> dict:
 
 
 def test_quarantine_probe_rollback(sandbox: Sandbox, make_server) -> None:
-    probe = {"path": "/", "status": 200, "timeout": 2}
+    probe = {"path": "/", "status": 200, "timeout": 20}  # generous: a loaded machine may take seconds to reload
     sandbox.write_customer("acme", _app(sandbox, ["acme.example"], "a1", probe=probe))
     sandbox.write_customer("globex", _app(sandbox, ["globex.example"], "g1"))
     server = make_server(sandbox)
@@ -52,7 +52,7 @@ def test_quarantine_probe_rollback(sandbox: Sandbox, make_server) -> None:
     # A change whose probe fails (the app cannot load: 502) is rolled back to the last-known-good vassal.
     good_vassal = (sandbox.path("vassals") / "acme_web.ini").read_text()
     (sandbox.apps / "broken.py").write_text("raise RuntimeError('broken on purpose')\n")
-    broken = _app(sandbox, ["acme.example"], "a3", probe=probe)
+    broken = _app(sandbox, ["acme.example"], "a3", probe={**probe, "timeout": 2})  # it never answers 200
     broken["apps"]["web"]["wsgi"] = str(sandbox.apps / "broken.py")
     sandbox.write_customer("acme", broken)
     result = sandbox.hostctl("apply", check=False)
