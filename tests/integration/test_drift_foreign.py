@@ -87,3 +87,6 @@ def test_rollback_works_while_a_customer_file_is_broken(sandbox: Sandbox) -> Non
     assert "Rollback to generation 1 complete: 0 added, 1 changed, 0 removed." in result.stdout
     assert (sandbox.path("vassals") / "acme_web.ini").read_text() == first
     assert "www.acme.example" not in (sandbox.path("nginx") / "acme_web.conf").read_text()
+    listing = sandbox.hostctl("rollback", "--list").stdout.splitlines()
+    assert [line.split()[2] for line in listing] == ["apply", "apply", "rollback"]
+    assert listing[-1].endswith("rollback to generation 1")
