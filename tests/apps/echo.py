@@ -1,9 +1,12 @@
 """A test app: answers with its customer, worker pid and a few env values as JSON."""
 import json
 import os
+import sys
 
 
 def application(environ, start_response):
+    # What an app prints reaches its uWSGI log (vassals log no per-request lines of their own).
+    print(f"echo: {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}", file=sys.stderr, flush=True)
     body = {
         "customer": os.environ.get("CUSTOMER"),
         "greeting": os.environ.get("GREETING"),

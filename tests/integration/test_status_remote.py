@@ -62,8 +62,8 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         # logs: read on the customer's host; -f follows there, and stops there when hostctl goes
         marker = f"/remote/{uuid.uuid4().hex}"
         assert server.request("acme.example", marker)[0] == 200
-        wait_for(lambda: f"GET {marker} " in run_cli(box.inventory, "logs", "acme", "-n", "5").stdout, timeout=10,
-                 what="the request in acme's uWSGI log on host web")
+        wait_for(lambda: f"echo: GET {marker}" in run_cli(box.inventory, "logs", "acme", "-n", "5").stdout, timeout=10,
+                 what="the line the app printed for the request, in acme's uWSGI log on host web")
         nginx_logs = run_cli(box.inventory, "logs", "acme", "--nginx", "-n", "3")
         assert nginx_logs.returncode == 0 and f"GET {marker} " in nginx_logs.stdout and "web.error.log <==" in nginx_logs.stdout
         gone = run_cli(box.inventory, "logs", "initech")
