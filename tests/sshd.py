@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
-from tests.harness import free_port, wait_for
+from tests.harness import Sandbox, free_port, wait_for
 
 SSHD = "/usr/sbin/sshd"
 
@@ -134,3 +136,16 @@ def _child_of_ours(proc: psutil.Process, keys: Path) -> bool:
         return any(str(keys) in " ".join(p.cmdline()) for p in proc.parents())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+@contextmanager
+def hosts_for(box: Sandbox) -> Iterator[SshHosts]:
+    """sshd hosts living in ``box``: all stopped (and checked gone) and the box removed afterwards."""
+    ssh = SshHosts(box.root)
+    try:
+        yield ssh
+    finally:
+        try:
+            ssh.stop()  # asserts that no sshd of ours is left
+        finally:
+            box.cleanup()

@@ -21,7 +21,7 @@ from hostctl import deploy, nginx, placement, templates
 from hostctl.manifest import sha256
 from hostctl.model import Settings
 from tests.harness import Sandbox
-from tests.sshd import SshHosts, ours
+from tests.sshd import SshHosts, hosts_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,15 +71,8 @@ class Fleet:
 def fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
     box = Sandbox()
     monkeypatch.setenv("XDG_CACHE_HOME", str(box.root / "cache"))  # deploycache, for this test alone
-    ssh = SshHosts(box.root)
-    try:
+    with hosts_for(box) as ssh:
         yield Fleet(box, ssh)
-    finally:
-        try:
-            ssh.stop()
-        finally:
-            assert not ours(ssh.keys), "sshd processes were left running"
-            box.cleanup()
 
 
 def _events(fleet: Fleet) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.harness import Sandbox, free_port, run_cli, wait_for
-from tests.sshd import SshHosts, ours
+from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +23,7 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
     web = sandbox  # host 'web': its directories, served by a real Emperor and nginx
     server = make_server(web)
     box = Sandbox()  # the operator's multi-host inventory
-    ssh = SshHosts(box.root)
-    try:
+    with hosts_for(box) as ssh:
         host = ssh.start("web")
         serve = web.root / "run" / "serve"
         paths = {key: str(web.root / d) for key, d in (("emperor_dir", "vassals"), ("nginx_dir", "nginx"),
@@ -69,12 +68,6 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         gone = run_cli(box.inventory, "logs", "initech")
         assert gone.returncode == 1 and "cannot connect to host 'gone'" in gone.stderr
         _follow_remote(box, server)
-    finally:
-        try:
-            ssh.stop()
-        finally:
-            assert not ours(ssh.keys), "sshd processes were left running"
-            box.cleanup()
 
 
 def _follow_remote(box: Sandbox, server) -> None:
