@@ -17,7 +17,7 @@ from hostctl.plan import make_plan
 from hostctl.render import render
 from tests.unit.test_validation import write_inventory
 
-CASES = yaml.safe_load((Path(__file__).parent / "cases" / "multihost_validation.yaml").read_text())
+# Placement errors (cases/multihost_validation.yaml) run in tests/unit/test_validation.py.
 
 HOSTS = """\
 hosts:
@@ -60,15 +60,6 @@ def inv(tmp_path: Path) -> inventory.Inventory:
         "initech.yaml": customer("initech.example", "web2", on_demand=True),
     })
     return inventory.load(root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_placement_errors(tmp_path: Path, case: dict) -> None:
-    root = write_inventory(tmp_path / "inv", case.get("settings"), case.get("customers", {}))
-    with pytest.raises(InventoryError) as caught:
-        inventory.load(root)
-    got = [str(p) for p in caught.value.problems]
-    assert got == case["errors"], "\nGOT:\n  " + "\n  ".join(got) + "\nWANT:\n  " + "\n  ".join(case["errors"])
 
 
 def test_without_hosts_nothing_is_placed(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ import yaml
 from hostctl import inventory
 from hostctl.errors import InventoryError
 
-CASES = yaml.safe_load((Path(__file__).parent / "cases" / "validation.yaml").read_text())
+# Every cases/*validation.yaml file (core, multi-host placement, ...) runs through the same test.
+CASES = [dict(case, name=f"{path.stem}: {case['name']}")
+         for path in sorted((Path(__file__).parent / "cases").glob("*validation.yaml"))
+         for case in yaml.safe_load(path.read_text())]
 MINIMAL_SETTINGS = "emperor_dir: vassals\n"
 
 
@@ -30,7 +33,7 @@ def test_validation_errors(tmp_path: Path, case: dict) -> None:
     with pytest.raises(InventoryError) as caught:
         inventory.load(root)
     got = [str(p) for p in caught.value.problems]
-    assert got == case["errors"], f"\nGOT:\n  " + "\n  ".join(got) + "\nWANT:\n  " + "\n  ".join(case["errors"])
+    assert got == case["errors"], "\nGOT:\n  " + "\n  ".join(got) + "\nWANT:\n  " + "\n  ".join(case["errors"])
 
 
 def test_symlink_outside_inventory(tmp_path: Path) -> None:
