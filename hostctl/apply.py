@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, safeapply, state, users, vetting
+from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, quarantine, safeapply, state, users, vetting
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest, sha256
@@ -106,6 +106,8 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
     """Apply ``prepared.plan``. The caller holds the apply lock."""
     plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
     result = ApplyResult(plan, owners=owners, isolation=prepared.isolation)
+    held = quarantine.held_back(prepared.inventory.held)  # broken inventory files: their live files stay
+    result.rejections = list(held)
     if plan.conflicts:
         lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
         raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
@@ -116,11 +118,11 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
     if plan.empty:
         if plan.manifest != state.read_manifest(layout.manifest(settings)):
             _save_manifest(settings, plan.manifest)  # e.g. files that vanished by hand drop out
-        safeapply.save_quarantine(prepared, [])
+        safeapply.save_quarantine(prepared, held)
         return result
     old_manifest = state.read_manifest(layout.manifest(settings))
-    plan, result.rejections = vetting.vet(prepared, old_manifest, readback=provenance.readback)
-    result.plan = plan
+    plan, vetted = vetting.vet(prepared, old_manifest, readback=provenance.readback)
+    result.plan, result.rejections = plan, held + vetted
     if plan.empty:
         safeapply.save_quarantine(prepared, result.rejections)
         return result

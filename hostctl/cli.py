@@ -87,6 +87,11 @@ def validate(ctx: click.Context) -> None:
     from hostctl import pipeline
 
     prepared = pipeline.prepare(_inventory_root(ctx))
+    held = prepared.inventory.held
+    if held:
+        from hostctl.errors import InventoryError
+
+        raise InventoryError([p for problems in held.values() for p in problems])
     apps = len(prepared.inventory.apps())
     click.echo(f"OK: {len(prepared.inventory.customers)} customers, {apps} apps, {len(prepared.desired)} files rendered.")
 
@@ -110,10 +115,17 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
         click.echo(line)
     from hostctl.history import quarantined
 
+    held = prepared.inventory.held
     for name, why in sorted(quarantined(prepared.inventory.settings).items()):
-        click.echo(f"quarantined by the last apply (its last-known-good files stay live): {name}: {why}")
+        if name not in held:
+            click.echo(f"quarantined by the last apply (its last-known-good files stay live): {name}: {why}")
     if prepared.plan.conflicts:
         raise HostctlError("files hostctl did not create are in the way (marked '!'); apply would refuse")
+    if held:
+        from hostctl.quarantine import held_back
+
+        lines = [f"{len(held)} customer(s) held back by their own inventory file; apply keeps their live files as they are:"]
+        raise HostctlError("\n".join(lines + [f"  {r}" for r in sorted(held_back(held))]))
     if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):
         ctx.exit(2)
 
@@ -201,10 +213,10 @@ def serve(ctx: click.Context) -> None:
 def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch: bool, sort: str,
            interval: float, cpu_interval: float, hosts: tuple[str, ...]) -> None:
     """Show every app's state, load and memory; exit 1 if any app is down, crash-looping or unknown."""
-    from hostctl import inventory as inventory_mod, status as status_mod, status_format, status_snapshot
+    from hostctl import inventory as inventory_mod, state, status as status_mod, status_format, status_snapshot
 
-    inv = inventory_mod.load(_inventory_root(ctx))
-    apps = status_mod.select_apps(inv, customers)
+    inv = inventory_mod.load(_inventory_root(ctx), partial=True)  # a broken customer file holds back only that customer
+    apps = status_mod.select_apps(inv, customers, state.held_apps(inv))
     if watch:
         from hostctl import status_watch
 
@@ -244,12 +256,14 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
         click.echo(text, nl=False)
         sys.stdout.flush()
 
-    inv = inventory_mod.load(_inventory_root(ctx))
+    inv = inventory_mod.load(_inventory_root(ctx), partial=True)  # a broken customer file does not hide logs
     if inv.settings.hosts:  # multi-host: the logs live on the customer's server
         from hostctl import logs_remote
 
         ctx.exit(1 if logs_remote.run(inv, customer, app, nginx, lines, follow, emit) else 0)
-    files = logs_mod.log_files(inv, customer, app, nginx)
+    from hostctl import state
+
+    files = logs_mod.log_files(inv, customer, app, nginx, state.held_apps(inv))
     followers, missing = logs_mod.show(files, lines, emit)
     for note in missing:
         _say(note)

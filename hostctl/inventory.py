@@ -5,12 +5,17 @@ file against the schema in ``model.py``, applies ``defaults:``, resolves
 relative paths against the inventory directory and checks what spans files
 (a domain used twice). It raises one ``InventoryError`` listing every problem,
 each with file, line and field. It reads files and nothing else.
+
+``load(root, partial=True)`` holds back instead: a customer whose own file is
+broken is left out of ``customers`` and listed in ``held`` with its problems,
+so everyone else can still be planned, applied and shown. Only what is shared
+(hostctl.yaml, a domain or Unix user claimed by two customers) still raises.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -57,6 +62,17 @@ class Inventory:
     settings: Settings  # with absolute paths
     customers: tuple[CustomerSpec, ...]
     sources: dict[str, Source] = field(default_factory=dict, compare=False, repr=False)
+    held: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict, compare=False)  # customer -> its own problems
+
+    def hold(self, problems: Iterable[Problem]) -> "Inventory":
+        """This inventory without the customers that ``problems`` (all in customer files) are about."""
+        held = {name: list(found) for name, found in self.held.items()}
+        for problem in problems:
+            held.setdefault(held_key(problem.file), []).append(problem)
+        if not held:
+            return self
+        customers = tuple(c for c in self.customers if c.name not in held)
+        return replace(self, customers=customers, held={k: tuple(sorted(v)) for k, v in sorted(held.items())})
 
     def customer(self, name: str) -> CustomerSpec | None:
         return next((c for c in self.customers if c.name == name), None)
@@ -298,11 +314,24 @@ def load_settings(root: Path | str) -> Inventory:
     return Inventory(root, settings, (), sources)
 
 
-def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Inventory:
+def held_key(file: str) -> str:
+    """The customer a problem in ``file`` holds back: ``customers/NAME.yaml`` -> NAME (other names in customers/ as they are)."""
+    name = file[len(CUSTOMERS_DIR) + 1:]
+    return name[:-len(".yaml")] if name.endswith(".yaml") else file
+
+
+def is_own(problem: Problem) -> bool:
+    """Is this problem confined to one customer's own file (so only that customer is held back)?"""
+    return problem.file.startswith(CUSTOMERS_DIR + "/") and "/" not in problem.file[len(CUSTOMERS_DIR) + 1:]
+
+
+def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: bool = False) -> Inventory:
     """Load and validate the inventory at ``root``; raise ``InventoryError`` listing every problem.
 
     ``overlay`` maps relative paths to contents that stand in for (or add to) the
     files on disk: how a new customer is validated before it is written.
+    ``partial``: customers with problems in their own file are held back (``Inventory.held``)
+    instead; only shared problems raise.
     """
     root = Path(os.path.abspath(root))
     overlay = overlay or {}
@@ -343,13 +372,16 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None) -> Invent
         limits = _merge_limits(customer.limits, settings.defaults.limits)
         customers.append(CustomerSpec(name, rel, user, limits, tuple(apps), customer.host or settings.default_host))
 
-    problems += _cross_checks(customers, sources)
+    shared, own = _cross_checks(customers, sources)
+    problems += own
     if settings is not None:
         problems += placement.check(settings, customers, sources)
-    if problems:
-        raise InventoryError(problems)
-    assert settings is not None
-    return Inventory(root, settings, tuple(customers), sources)
+    if not partial and (problems or shared):
+        raise InventoryError(problems + shared)
+    shared += [p for p in problems if not is_own(p)]
+    if shared or settings is None:
+        raise InventoryError(problems + [p for p in shared if p not in problems])
+    return Inventory(root, settings, tuple(customers), sources).hold(problems)
 
 
 def _raw_domains(source: Source) -> Iterator[tuple[str, int, str]]:
@@ -365,8 +397,9 @@ def _raw_domains(source: Source) -> Iterator[tuple[str, int, str]]:
                     yield app_name, index, domain
 
 
-def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> list[Problem]:
-    problems = []
+def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> tuple[list[Problem], list[Problem]]:
+    """(problems shared by two customers, problems within one customer's file)."""
+    problems, own = [], []
     seen: dict[str, tuple[str, str, int | None]] = {}
     for rel, source in sorted(sources.items()):
         if not rel.startswith(CUSTOMERS_DIR + "/"):
@@ -378,7 +411,8 @@ def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> 
                 other_customer, other_file, other_line = seen[domain]
                 where = f"{other_file}:{other_line}" if other_line else other_file
                 owner = "this customer" if other_customer == name else f"customer {other_customer!r}"
-                problems.append(source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
+                (own if other_customer == name else problems).append(
+                    source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
             else:
                 seen[domain] = (name, rel, source.line_of(path))
     users: dict[str, str] = {}
@@ -386,4 +420,4 @@ def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> 
         if customer.user in users:
             problems.append(sources[customer.file].problem(("user",), f"Unix user {customer.user!r} is already used by customer {users[customer.user]!r}"))
         users.setdefault(customer.user, customer.name)
-    return problems
+    return problems, own

@@ -50,6 +50,7 @@ def prepare(inv: Inventory, owners: Owners) -> IsolationPlan:
     changes: tuple[CgroupChange, ...] = ()
     if h.version is not None:
         live, present = cgroupfs.read_live(desired, h)
+        present = [d for d in present if d.rpartition("/")[2] not in inv.held]  # held back: its cgroup stays as it is
         changes = cgroups.plan(desired, live, present)
     return IsolationPlan(h, changes, notes, owners.missing_users)
 
@@ -75,7 +76,8 @@ def apply_limits(root: Path | str) -> tuple[IsolationPlan, list[str]]:
 
 def usage(root: Path | str) -> tuple[Hierarchy, list[tuple[str, Usage | None]]]:
     """The hierarchy and each customer's live cgroup figures (reading needs no root)."""
-    inv = inventory_mod.load(root)
+    inv = inventory_mod.load(root, partial=True)  # held-back customers keep their cgroups: show them too
     owners, _ = identity.resolve(inv, allow_missing=True)
     h, _ = cgroupfs.hierarchy(inv.settings, euid=0, per_customer=owners.identity.per_customer)  # where they would be
-    return h, [(c.name, cgroupfs.usage(h, c.name)) for c in inv.customers]
+    names = sorted([c.name for c in inv.customers] + list(inv.held))
+    return h, [(name, cgroupfs.usage(h, name)) for name in names]

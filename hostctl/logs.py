@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterable
 
 from hostctl import layout
 from hostctl.errors import HostctlError
-from hostctl.inventory import Inventory
+from hostctl.inventory import AppSpec, Inventory
 
 BLOCK = 8192
 
@@ -28,14 +28,17 @@ class LogFile:
     path: str
 
 
-def log_files(inv: Inventory, customer: str, app: str | None = None, nginx: bool = False) -> list[LogFile]:
+def log_files(inv: Inventory, customer: str, app: str | None = None, nginx: bool = False,
+              held: Iterable[AppSpec] = ()) -> list[LogFile]:
+    """``held``: the live apps of customers held back by a broken inventory file (``state.held_apps``)."""
     spec = inv.customer(customer)
-    if spec is None:
-        known = ", ".join(c.name for c in inv.customers) or "none"
+    own = list(spec.apps) if spec is not None else [a for a in held if a.customer == customer]
+    if spec is None and customer not in inv.held:
+        known = ", ".join(sorted([c.name for c in inv.customers] + list(inv.held))) or "none"
         raise HostctlError(f"no such customer: {customer!r} (known: {known})")
-    apps = [a for a in spec.apps if app is None or a.name == app]
+    apps = [a for a in own if app is None or a.name == app]
     if not apps:
-        raise HostctlError(f"customer {customer!r} has no app {app!r} (its apps: {', '.join(a.name for a in spec.apps)})")
+        raise HostctlError(f"customer {customer!r} has no app {app!r} (its apps: {', '.join(a.name for a in own) or 'none live'})")
     out = []
     for a in apps:
         paths = layout.app_paths(inv.settings, customer, a.name)

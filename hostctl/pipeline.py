@@ -14,7 +14,7 @@ from typing import Iterator
 
 import jinja2
 
-from hostctl import certs, checks, identity, inventory as inventory_mod, isolation, layout, placement, state, templates
+from hostctl import certs, checks, identity, inventory as inventory_mod, isolation, layout, placement, quarantine, state, templates
 from hostctl.errors import InventoryError
 from hostctl.identity import Owners
 from hostctl.inventory import Inventory
@@ -33,13 +33,19 @@ class Prepared:
     ready_certs: dict[str, frozenset[str]] = field(default_factory=dict)  # certificates usable now (certs.ready)
 
 
-def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False) -> tuple[Inventory, Owners]:
-    """Load the inventory and run every check; raise one ``InventoryError`` with all problems.
+def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: bool = False,
+                 partial: bool = True) -> tuple[Inventory, Owners]:
+    """Load the inventory and run every check.
 
+    ``partial`` (the default): a customer with problems of its own (its file, its
+    chdir, wsgi file, virtualenv, certificate, Unix user) is held back
+    (``Inventory.held``, with file, line and reason) and the others go ahead; only
+    shared problems (hostctl.yaml, a clash between customers) raise one
+    ``InventoryError``. Without ``partial`` every problem raises.
     ``missing_users_ok``: customer users that do not exist yet are listed in the
     owners (for ``plan`` and ``apply --create-users``) instead of being errors.
     """
-    inv = inventory_mod.load(root)
+    inv = inventory_mod.load(root, partial=partial)
     placement.refuse_multi_host(inv)
     owners, problems = identity.resolve(inv, allow_missing=missing_users_ok)
     owners, found = isolation.attach(inv, owners)
@@ -47,9 +53,10 @@ def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: b
     if host_checks:
         problems += checks.check_host(inv)
         problems += certs.check(inv)
-    if problems:
+    shared = [p for p in problems if not inventory_mod.is_own(p)]
+    if shared or (problems and not partial):
         raise InventoryError(problems)
-    return inv, owners
+    return inv.hold(problems), owners
 
 
 @contextmanager
@@ -81,4 +88,5 @@ def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
     ready = certs.ready(inv)
     desired = render(inv, owners.identity, env, ready)
     actual = state.read(layout.manifest(inv.settings), desired)
-    return Prepared(inv, owners, env, desired, make_plan(desired, actual), isolation.prepare(inv, owners), ready_certs=ready)
+    plan = quarantine.keep_live(make_plan(desired, actual), actual.manifest, inv.held)
+    return Prepared(inv, owners, env, desired, plan, isolation.prepare(inv, owners), ready_certs=ready)

@@ -4,15 +4,17 @@ One customer's broken output must never block the others (piku#62, dokku#1581,
 caprover#412). ``vetting.py`` runs the checks; this module decides with their
 results: ``find_culprits`` narrows a failing set of customers down by bisection
 (given any pass/fail check), and ``restrict`` drops a quarantined customer's
-changes from the plan, so its last-known-good files stay live (or it stays
+changes from the plan (``keep_live`` all of them, for a customer whose own
+inventory file is broken), so its last-known-good files stay live (or it stays
 absent if it never had good ones) while everyone else's changes go ahead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
+from hostctl.errors import Problem
 from hostctl.manifest import Manifest
 from hostctl.plan import Plan
 
@@ -97,6 +99,28 @@ def restrict(plan: Plan, old: Manifest, held: Iterable[str]) -> Plan:
         else:
             files[change.path] = replace(before, previous=None)
     return Plan(tuple(keep), plan.conflicts, Manifest(files), plan.unchanged)
+
+
+def keep_live(plan: Plan, old: Manifest, held: Iterable[str]) -> Plan:
+    """``plan`` without any change to the ``held`` customers' files, removals included.
+
+    A customer whose own inventory file is broken is left out of what is rendered,
+    so the plan would remove its files; instead they stay exactly as they are live
+    (its last-known-good state) and stay in the manifest.
+    """
+    held = set(held)
+    if not held:
+        return plan
+    keep = tuple(c for c in plan.changes if c.customer not in held)
+    files = {p: e for p, e in plan.manifest.files.items() if e.customer not in held}
+    files.update({p: replace(e, previous=None) for p, e in old.files.items() if e.customer in held})
+    return Plan(keep, plan.conflicts, Manifest(files), plan.unchanged)
+
+
+def held_back(held: Mapping[str, Sequence[Problem]]) -> list[Rejection]:
+    """One rejection per problem of a customer held back by its own inventory file."""
+    return [Rejection(customer, f"{p.file}:{p.line}" if p.line else p.file, f"{p.field}: {p.message}" if p.field else p.message)
+            for customer, problems in held.items() for p in problems]
 
 
 def report(rejections: Sequence[Rejection]) -> str:

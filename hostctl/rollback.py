@@ -12,6 +12,8 @@ the inventory (the generation keeps a snapshot of it) before applying again.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 from hostctl import apply as apply_mod, history, identity, inventory, layout, lock, pipeline, state, templates
@@ -76,6 +78,12 @@ def rollback(root: Path | str, customer: str | None, lock_timeout: float, say=la
         if problems or owners.identity.per_customer:  # vassal files need each customer's group
             raise exc
         say(f"note: the inventory has problems; rolling back with hostctl.yaml's settings only:\n{exc.message}")
+    if inv.held:  # a rollback writes the generation's files, the held-back customers' included
+        unknown = sorted(c for c in inv.held if c not in owners.customers)
+        if unknown and owners.identity.per_customer:  # their vassals need the customer's group
+            raise HostctlError(f"cannot roll back while the Unix user of {', '.join(unknown)} is unknown (its customer file is broken); fix it first")
+        say("note: rolling back customers whose inventory file is broken too: " + ", ".join(sorted(inv.held)))
+        inv = dataclasses.replace(inv, held={})
     settings = inv.settings
     with lock.exclusive(layout.lock(settings), lock_timeout, say):
         generations = [history.load(settings, n) for n in history.numbers(settings)]

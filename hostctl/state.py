@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from hostctl.errors import HostctlError
+from hostctl import layout
+from hostctl.inventory import AppSpec, Inventory
 from hostctl.manifest import Manifest, sha256
+from hostctl.model import App
+from hostctl.readback import server_names
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,31 @@ def read(manifest_path: str, paths: Iterable[str]) -> Actual:
     manifest = read_manifest(manifest_path)
     wanted = set(paths) | set(manifest.files)
     return Actual(manifest, {path: read_file(path) for path in sorted(wanted)})
+
+
+def held_apps(inventory: Inventory) -> list[AppSpec]:
+    """The live apps of customers held back by their own broken file, from the manifest.
+
+    Their inventory file cannot say which apps they have, but the manifest lists
+    the vassals and server blocks hostctl last wrote for them (their
+    last-known-good state), so `status`, `logs` and `limits` can still show them.
+    Domains come from the live server block (root's file, bounded read).
+    """
+    if not inventory.held:
+        return []
+    manifest = read_manifest(layout.manifest(inventory.settings))
+    apps: dict[tuple[str, str], list[str]] = {}
+    for entry in manifest.files.values():
+        if entry.customer in inventory.held and entry.kind in ("vassal", "nginx"):
+            apps.setdefault((entry.customer, entry.app), [])
+    out = []
+    for customer, app in sorted(apps):
+        domains: list[str] = []
+        try:
+            with open(layout.app_paths(inventory.settings, customer, app).server_block, "rb") as fh:
+                domains = list(dict.fromkeys(server_names(fh.read(1 << 20).decode("utf-8", "replace"))))
+        except OSError:
+            pass
+        config = App.model_construct(domains=domains, wsgi="", enabled=True)
+        out.append(AppSpec(customer, app, config))
+    return out

@@ -71,15 +71,18 @@ class Row:
 JSON_KEYS = tuple(Row.__dataclass_fields__)
 
 
-def select_apps(inv: Inventory, customers: Iterable[str]) -> list[AppSpec]:
-    """The apps of the named customers (all when none are named); unknown names are an error."""
+def select_apps(inv: Inventory, customers: Iterable[str], held: Iterable[AppSpec] = ()) -> list[AppSpec]:
+    """The apps of the named customers (all when none are named); unknown names are an error.
+
+    ``held``: the live apps of customers held back by a broken inventory file (``state.held_apps``).
+    """
     names = list(customers)
-    unknown = [n for n in names if inv.customer(n) is None]
+    unknown = [n for n in names if inv.customer(n) is None and n not in inv.held]
     if unknown:
-        known = ", ".join(c.name for c in inv.customers) or "none"
+        known = ", ".join(sorted([c.name for c in inv.customers] + list(inv.held))) or "none"
         raise HostctlError(f"no such customer: {', '.join(repr(n) for n in unknown)} (known: {known})")
     wanted = set(names)
-    return [app for app in inv.apps() if not wanted or app.customer in wanted]
+    return [app for app in [*inv.apps(), *held] if not wanted or app.customer in wanted]
 
 
 def _by_id(entries: Any) -> dict[str, dict[str, Any]]:

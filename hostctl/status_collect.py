@@ -149,14 +149,14 @@ def read_cgroups(inv: Inventory, notes: list[str]) -> dict[str, CgroupMemory]:
     except (OSError, ValueError, HostctlError) as exc:
         notes.append(f"the cgroup hierarchy: {getattr(exc, 'strerror', None) or exc}")
         return out
-    for customer in inv.customers:
+    for name in [c.name for c in inv.customers] + list(inv.held):  # held back: its cgroup still runs its apps
         try:
-            found = cgroupfs.usage(hierarchy, customer.name)
+            found = cgroupfs.usage(hierarchy, name)
         except (OSError, ValueError, HostctlError) as exc:
-            notes.append(f"the cgroup of {customer.name}: {getattr(exc, 'strerror', None) or exc}")
+            notes.append(f"the cgroup of {name}: {getattr(exc, 'strerror', None) or exc}")
             continue
         if found is not None and found.memory is not None:
-            out[customer.name] = CgroupMemory(found.memory, found.memory_limit)
+            out[name] = CgroupMemory(found.memory, found.memory_limit)
     return out
 
 
@@ -197,6 +197,8 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     notes: list[str] = []
     cgroup_memory = read_cgroups(inv, notes)
     quarantined = read_quarantine(settings, notes)
+    for name, found in inv.held.items():  # its own file is broken now: apply keeps its live files
+        quarantined[name] = "its inventory file is broken: " + "; ".join(map(str, found))
     return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, emperor_absent=absent, vassals=vassals,
                     stats_errors=stats_errors, before=before, after=after, cgroups=cgroup_memory,
                     quarantined=quarantined, problems=problems, notes=notes)

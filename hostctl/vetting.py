@@ -61,9 +61,11 @@ def rendered_problems(prepared: Prepared, customers: Sequence[str]) -> list[Reje
 
 
 def foreign_blocks(prepared: Prepared) -> dict[str, str]:
-    """Server blocks in nginx_dir that hostctl did not write (nginx loads them too)."""
+    """Server blocks in nginx_dir that hostctl did not write (nginx loads them too), and the live
+    blocks of customers held back by a broken inventory file (they stay exactly as they are)."""
     settings = prepared.inventory.settings
-    managed = set(prepared.plan.manifest.files) | set(prepared.desired)
+    held = prepared.inventory.held
+    managed = {p for p, e in prepared.plan.manifest.files.items() if e.customer not in held} | set(prepared.desired)
     managed |= {c.path for c in prepared.plan.changes}
     out = {}
     try:
