@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 HOSTCTL  = $(BIN)/hostctl
 EXAMPLE  = example
-DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx python3-venv python3-pip curl openssh-server openssh-client pebble wrk
+DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx logrotate python3-venv python3-pip curl openssh-server openssh-client pebble wrk
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv demo serve test test-unit bench clean

@@ -241,6 +241,22 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
         ctx.exit(1)
 
 
+@cli.command("rotate-logs")
+@click.pass_context
+def rotate_logs(ctx: click.Context) -> None:
+    """Rotate nginx's per-app logs past logs.max_size with logrotate, keeping logs.keep (for a timer or cron)."""
+    import os
+
+    from hostctl import inventory, logrotate, templates
+
+    inv = inventory.load_settings(_inventory_root(ctx))  # works while a customer file is broken
+    refused = logrotate.run(inv.settings, templates.environment(inv.root), serve=False, as_root=os.geteuid() == 0)
+    for message in refused:
+        _say(message)
+    if refused:
+        ctx.exit(1)
+
+
 @cli.command()
 @click.argument("customer")
 @click.option("--app", help="Only this app (default: all of the customer's apps).")

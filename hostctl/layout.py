@@ -25,6 +25,7 @@ class AppPaths:
     stats: str
     log_dir: str  # per-customer log directory
     log: str  # uWSGI's log (logto)
+    log_backup: str  # its one rotated copy (log-backupname; see logrotate.py)
     access_log: str
     error_log: str
 
@@ -41,6 +42,7 @@ def app_paths(settings: Settings, customer: str, app: str) -> AppPaths:
         stats=os.path.join(run, f"{app}.stats"),
         log_dir=logs,
         log=os.path.join(logs, f"{app}.log"),
+        log_backup=os.path.join(logs, f"{app}.log.1"),
         access_log=os.path.join(logs, f"{app}.access.log"),
         error_log=os.path.join(logs, f"{app}.error.log"),
     )

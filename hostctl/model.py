@@ -222,6 +222,19 @@ class TlsSettings(Strict):
     acme: AcmeSettings = Field(default_factory=AcmeSettings)
 
 
+class LogSettings(Strict):
+    """Rotation and retention of every log hostctl creates, set in one place (see logrotate.py)."""
+
+    # A log is rotated once it is larger than this. uWSGI checks its app log about once a
+    # second itself (log-maxsize); nginx's per-app logs are checked every `check_interval`.
+    max_size: Size = 10 << 20
+    # Rotated files kept per nginx log; older ones are deleted. uWSGI keeps exactly one
+    # (<app>.log.1): it rotates the customer's log itself, after dropping privileges.
+    keep: int = Field(default=5, ge=1, le=1000)
+    max_age: int | None = Field(default=None, ge=1, le=3650)  # days: rotated nginx logs older than this are deleted
+    check_interval: int = Field(default=60, ge=1, le=86400)  # seconds between two logrotate runs (timer, `serve`)
+
+
 class Settings(Strict):
     emperor_dir: SettingsPath = "vassals"
     nginx_dir: SettingsPath = "nginx"
@@ -236,6 +249,7 @@ class Settings(Strict):
     hosts: dict[Name, Host] = Field(default_factory=dict)  # multi-host; empty: everything is local
     default_host: Name | None = None  # where customers without 'host:' go
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
 
 
 TUNING_FIELDS = tuple(name for name in AppTuning.model_fields if name != "env")

@@ -19,7 +19,6 @@ from hostctl.inventory import Inventory
 Kind = Literal["vassal", "nginx", "socket"]  # socket: an on-demand companion (ondemand.py)
 VASSAL_TEMPLATE = "vassal.ini.j2"
 SERVER_TEMPLATE = "server.conf.j2"
-LOG_MAXSIZE = 10 << 20
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
             paths = layout.app_paths(settings, customer.name, app.name)
             context = dict(
                 settings=settings, customer=customer, app=app, cfg=cfg, paths=paths,
-                user=user, group=user, placeholders=INI_PLACEHOLDERS, log_maxsize=LOG_MAXSIZE,
+                user=user, group=user, placeholders=INI_PLACEHOLDERS,
                 wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
                 cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
                 tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,

@@ -29,6 +29,10 @@ nginx:
   listen: "127.0.0.1:8080"
 isolation:
   users: auto               # per-customer Unix users when run as root, else the invoking user
+logs:                       # rotation and retention of every log hostctl creates
+  max_size: 10M             # rotate a log once it is larger than this
+  keep: 5                   # rotated nginx logs kept per log (uWSGI keeps one: <app>.log.1)
+  check_interval: 60        # seconds between logrotate runs (hostctl-logrotate.timer, `hostctl serve`)
 defaults:
   processes: 2
   limits: {memory: 256M, cpu: 1, pids: 128}
@@ -48,6 +52,10 @@ nginx:
   reload_command: "systemctl reload nginx"
 isolation:
   users: per-customer       # each customer's vassals run as its own Unix user
+logs:                       # rotation and retention of every log hostctl creates
+  max_size: 10M             # rotate a log once it is larger than this
+  keep: 5                   # rotated nginx logs kept per log (uWSGI keeps one: <app>.log.1)
+  check_interval: 60        # seconds between logrotate runs (hostctl-logrotate.timer, `hostctl serve`)
 tls:
   https_listen: "443"
   webroot: /var/lib/hostctl-acme            # served by nginx: outside state_dir, which is 0700
@@ -71,7 +79,8 @@ def render_system_files(root: Path) -> dict[str, str]:
     """The production system files for the inventory at ``root``: {file name: content}."""
     inv = inventory.load(root)
     env = templates.environment(inv.root)
-    return {**system_files(inv.settings, env, inventory_root=str(inv.root)), **certs_timer_files(inv.root, env)}
+    return {**system_files(inv.settings, env, inventory_root=str(inv.root)), **certs_timer_files(inv.root, env),
+            **logrotate_timer_files(inv.settings, inv.root, env)}
 
 
 CERTS_TIMER_FILES = {"hostctl-certs.service": "hostctl-certs.service.j2", "hostctl-certs.timer": "hostctl-certs.timer.j2"}
@@ -81,6 +90,16 @@ def certs_timer_files(inventory_root: Path, env: jinja2.Environment, hostctl_bin
     """The systemd service and timer that run `hostctl certs renew` for the inventory at ``inventory_root``."""
     context = dict(inventory_root=inventory_root, hostctl_bin=hostctl_bin or os.path.join(sys.prefix, "bin", "hostctl"))
     return {name: templates.render(templates.get(env, template), **context) for name, template in CERTS_TIMER_FILES.items()}
+
+
+LOGROTATE_TIMER_FILES = {"hostctl-logrotate.service": "hostctl-logrotate.service.j2",
+                         "hostctl-logrotate.timer": "hostctl-logrotate.timer.j2"}
+
+
+def logrotate_timer_files(settings: Settings, inventory_root: Path, env: jinja2.Environment) -> dict[str, str]:
+    """The systemd service and timer that run `hostctl rotate-logs` every logs.check_interval seconds."""
+    context = dict(settings=settings, inventory_root=inventory_root, hostctl_bin=os.path.join(sys.prefix, "bin", "hostctl"))
+    return {name: templates.render(templates.get(env, template), **context) for name, template in LOGROTATE_TIMER_FILES.items()}
 
 
 def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini",

@@ -16,7 +16,7 @@ from typing import Callable
 
 import jinja2
 
-from hostctl import emperor, layout, nginx, templates
+from hostctl import emperor, layout, logrotate, nginx, templates
 from hostctl.errors import HostctlError
 from hostctl.identity import DEFAULT_NGINX_USER, Owners
 from hostctl.inventory import Inventory
@@ -112,10 +112,14 @@ def run(inv: Inventory, owners: Owners, say: Callable[[str], None], ready_timeou
             return 1
         say(f"serving {len(inv.apps())} app(s) on http://{settings.nginx.listen}/ "
             f"(Emperor pid {emperor_proc.pid}, nginx pid {nginx_proc.pid}; logs in {settings.log_dir}). Ctrl-C stops.")
+        next_rotation = time.monotonic()
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 say("serve: a server exited unexpectedly; stopping; see the logs in " + settings.log_dir)
                 return 1
+            if time.monotonic() >= next_rotation:
+                next_rotation = time.monotonic() + settings.logs.check_interval
+                rotate_logs(inv, env, owners.root, say)
             time.sleep(0.2)
         say("serve: stopping")
         return 0
@@ -123,6 +127,15 @@ def run(inv: Inventory, owners: Owners, say: Callable[[str], None], ready_timeou
         _shutdown(procs)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def rotate_logs(inv: Inventory, env: jinja2.Environment, as_root: bool, say: Callable[[str], None]) -> None:
+    """One logrotate run over the logs of this serve (logs.check_interval apart); a failure is said, not fatal."""
+    try:
+        for message in logrotate.run(inv.settings, env, serve=True, as_root=as_root):
+            say("serve: " + message)
+    except HostctlError as exc:
+        say(f"serve: log rotation: {exc}")
 
 
 def _wait_ready(inv: Inventory, procs: list[subprocess.Popen], timeout: float) -> bool:

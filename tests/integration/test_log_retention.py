@@ -1,0 +1,100 @@
+"""Log retention against a real Emperor, nginx and logrotate: write far past logs.max_size through
+the app and check what is kept (which files, how many bytes).
+
+The app's uWSGI log is rotated by its own master (log-maxsize, one backup); nginx's per-app logs
+by logrotate, which `hostctl serve` runs every logs.check_interval seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Sandbox, wait_for
+
+pytestmark = pytest.mark.integration
+
+MAX_SIZE = 16 << 10
+KEEP = 2
+PATH_LEN = 1500  # each request adds about this much to the app's log and to nginx's access log
+REQUESTS = 220  # about 20 x MAX_SIZE into each log
+
+
+def _files(directory: Path, prefix: str) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in directory.iterdir() if p.name == prefix or p.name.startswith(prefix + ".")}
+
+
+def _write_past_the_limit(server, host: str) -> int:
+    """Requests with long paths, paced (~30 KB/s) so that each rotation check sees a bounded step."""
+    written = 0
+    for i in range(REQUESTS):
+        path = f"/{i:05d}/" + "x" * PATH_LEN
+        status, _ = server.request(host, path)
+        assert status == 200
+        written += len(path)
+        time.sleep(0.05)
+    return written
+
+
+def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server) -> None:
+    box = Sandbox({"logs": {"max_size": f"{MAX_SIZE // 1024}K", "keep": KEEP, "check_interval": 1}})
+    try:
+        box.write_customer("acme", {"apps": {"web": box.echo_app(["acme.example"])}})
+        server = make_server(box)
+        box.hostctl("apply")
+        server.wait_json("acme.example")
+        written = _write_past_the_limit(server, "acme.example")
+        logs = box.path("log") / "acme"
+
+        # The last overflow is rotated by the next check (uWSGI: about a second; logrotate: check_interval).
+        wait_for(lambda: _files(logs, "web.log").get("web.log", 0) <= MAX_SIZE, timeout=30, what="uWSGI to rotate its log")
+        wait_for(lambda: _files(logs, "web.access.log").get("web.access.log", 0) <= MAX_SIZE, timeout=30,
+                 what="logrotate to rotate nginx's access log")
+        app_log = _files(logs, "web.log")
+        access = _files(logs, "web.access.log")
+        print(f"written to each log: {written} bytes; kept: app {app_log}, nginx {access}")
+
+        # uWSGI: the live log and exactly one backup, never <log>.<timestamp> files that nobody deletes.
+        assert set(app_log) == {"web.log", "web.log.1"}, app_log
+        assert sum(app_log.values()) < 4 * MAX_SIZE < written / 4
+        # nginx: the live log and `keep` rotated ones; older ones were deleted.
+        assert set(access) == {"web.access.log"} | {f"web.access.log.{n}" for n in range(1, KEEP + 1)}, access
+        assert sum(access.values()) < (KEEP + 3) * MAX_SIZE < written / 2
+        # The app and nginx still log into the live files after rotating.
+        marker = "/after-rotation-" + os.urandom(4).hex()
+        server.request("acme.example", marker)
+        wait_for(lambda: marker in (logs / "web.log").read_text(errors="replace"), timeout=10, what="the app's line")
+        wait_for(lambda: marker in (logs / "web.access.log").read_text(errors="replace"), timeout=10, what="nginx's line")
+    finally:
+        box.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the danger is root rotating in a customer's directory")
+def test_rotate_logs_never_touches_a_directory_a_customer_can_write(sandbox: Sandbox) -> None:
+    """A customer-owned log directory with a planted symlink where nginx's log would be: root's
+    logrotate would copy and truncate the symlink's target. `rotate-logs` refuses the directory
+    (exit 1, naming it) and the canary is untouched; a root-owned neighbour is still rotated."""
+    sandbox.write_settings({**_settings(sandbox), "logs": {"max_size": "1K", "keep": 1}})
+    log = sandbox.path("log")
+    hostile, fine = log / "hostile", log / "fine"
+    for d in (hostile, fine):
+        d.mkdir(parents=True)
+    os.chown(hostile, 65534, 65534)  # nobody: stands for a customer's user
+    canary = sandbox.path("canary")
+    canary.write_text("root's file\n" * 1000)
+    os.chmod(canary, 0o600)
+    (hostile / "web.access.log").symlink_to(canary)
+    (fine / "web.access.log").write_text("x" * 5000)
+    proc = sandbox.hostctl("rotate-logs", check=False)
+    assert proc.returncode == 1 and f"not rotating the nginx logs in {hostile}" in proc.stderr, proc.stderr
+    assert canary.read_text() == "root's file\n" * 1000 and not (hostile / "web.access.log.1").exists()
+    assert (fine / "web.access.log").stat().st_size == 0 and (fine / "web.access.log.1").stat().st_size == 5000
+
+
+def _settings(box: Sandbox) -> dict:
+    import yaml
+
+    return yaml.safe_load((box.inventory / "hostctl.yaml").read_text())
