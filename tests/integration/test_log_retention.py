@@ -8,6 +8,7 @@ by logrotate, which `hostctl serve` runs every logs.check_interval seconds.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -98,3 +99,64 @@ def _settings(box: Sandbox) -> dict:
     import yaml
 
     return yaml.safe_load((box.inventory / "hostctl.yaml").read_text())
+
+
+DJANGO_URLS = '''
+from django.urls import path
+
+
+def boom(request):
+    raise RuntimeError("boom-" + request.GET.get("marker", ""))
+
+
+urlpatterns = [path("boom/", boom)]
+'''
+
+DJANGO_WSGI = "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n"
+
+
+def _readme_django_logging() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("Put this in the settings of every Django customer", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_django_500_traceback_reaches_hostctl_logs_with_the_readme_logging(make_server) -> None:
+    """With DEBUG off, Django's default LOGGING sends a 500's traceback only to mail_admins: `quiet`
+    (no LOGGING) shows none in `hostctl logs`; `loud` (the README's LOGGING snippet, read from the
+    README) shows the traceback."""
+    box = Sandbox()
+    try:
+        venv = box.root / "venv"
+        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
+        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "django"], capture_output=True, text=True, timeout=600)
+        assert pip.returncode == 0, f"pip install django failed (needs the package registry):\n{pip.stderr[-2000:]}"
+        for name, logging in (("quiet", ""), ("loud", _readme_django_logging())):
+            site = box.root / name
+            site.mkdir()
+            (site / "settings.py").write_text(f"DEBUG = False\nALLOWED_HOSTS = ['*']\nSECRET_KEY = 'x' * 50\n"
+                                              f"ROOT_URLCONF = 'urls'\nINSTALLED_APPS = []\n{logging}")
+            (site / "urls.py").write_text(DJANGO_URLS)
+            (site / "wsgi.py").write_text(DJANGO_WSGI)
+            box.write_customer(name, {"apps": {"web": {
+                "domains": [f"{name}.example"], "wsgi": "wsgi:application", "chdir": str(site),
+                "virtualenv": str(venv), "env": {"DJANGO_SETTINGS_MODULE": "settings"}}}})
+        server = make_server(box)
+        box.hostctl("apply")
+        for name in ("quiet", "loud"):
+            marker = os.urandom(4).hex()
+            wait_for(lambda: server.request(f"{name}.example", f"/boom/?marker={marker}")[0] == 500, timeout=30,
+                     what=f"{name} to answer 500")
+            if name == "loud":
+                def logged() -> str | None:
+                    out = box.hostctl("logs", name, "-n", "50").stdout
+                    return out if f"boom-{marker}" in out else None
+
+                out = wait_for(logged, timeout=15, what="the traceback in the app's log")
+                assert "Traceback (most recent call last)" in out and f"RuntimeError: boom-{marker}" in out, out
+            else:
+                time.sleep(2)  # give a traceback time to appear, if one were written
+                out = box.hostctl("logs", name, "-n", "200").stdout + box.hostctl("logs", name, "--nginx", "-n", "200").stdout
+                assert "Traceback" not in out and f"boom-{marker}\n" not in out, out
+    finally:
+        box.cleanup()
