@@ -96,7 +96,8 @@ def test_each_customer_gets_its_own_certificate_http_redirects_and_the_challenge
     with pytest.raises(ssl.SSLError):
         handshake(port, "alpha.test", legacy).close()
 
-    # An expired certificate is a validation error naming the customer; nothing is written.
+    # An expired certificate is a validation error naming the customer, which is held back: none of its
+    # files is written (the quarantine record names it).
     before = box.snapshot()
     cert, key = ca.issue(["alpha.test", "www.alpha.test"], days=-1, not_before_days=-40)
     certs["alpha"][0].write_bytes(cert)
@@ -104,6 +105,8 @@ def test_each_customer_gets_its_own_certificate_http_redirects_and_the_challenge
     failed = box.hostctl("apply", check=False)
     assert failed.returncode == 1
     assert "apps.web.tls.certificate: customer 'alpha':" in failed.stderr and "cannot be used: it expired on" in failed.stderr
+    assert "Error: 1 customer(s) quarantined; their last-known-good files stay live:" in failed.stderr
     after = box.snapshot()
-    assert {k: v for k, v in after.items() if "/own/" not in k} == {k: v for k, v in before.items() if "/own/" not in k}
+    unchanged = lambda files: {k: v for k, v in files.items() if "/own/" not in k and not k.endswith("/quarantine.json")}
+    assert unchanged(after) == unchanged(before)
     assert https(port, "alpha.test", ca.pem).cert.serial_number == serials["alpha"]  # still the last good one
