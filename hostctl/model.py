@@ -138,6 +138,8 @@ class NginxSettings(Strict):
     # candidates in its own scaffold and reloads the nginx of `hostctl serve`.
     test_command: str | None = None
     reload_command: str | None = None
+    # Production: the master's pid file, so apply waits after reload_command until the old workers stop accepting.
+    pid_file: SettingsPath | None = "/run/nginx.pid"
 
 
 class EmperorSettings(Strict):

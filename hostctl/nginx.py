@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Mapping
 
 import jinja2
 
-from hostctl import layout, templates
+from hostctl import layout, reload_wait, templates
 from hostctl.errors import HostctlError
 from hostctl.model import Settings
 
@@ -91,31 +89,42 @@ def serve_pid(settings: Settings) -> int | None:
 
 
 def reload(settings: Settings) -> str:
-    """Reload nginx gracefully; return what was done, raise when it failed."""
+    """Reload nginx gracefully and wait until it has taken over; return what was done, raise when it failed.
+
+    Taken over: new workers run and no old worker accepts connections any more
+    (``reload_wait``), so every request after this returns sees the new server blocks.
+    """
     if settings.nginx.reload_command:
-        result = _run(shlex.split(settings.nginx.reload_command))
-        if not result.ok:
-            raise HostctlError(f"nginx reload failed ({settings.nginx.reload_command}):\n{result.output}")
-        return f"nginx reloaded ({settings.nginx.reload_command})"
-    pid = serve_pid(settings)
-    if pid is None:
-        return "nginx is not running (start it with `hostctl serve`); the new server blocks apply when it starts"
-    before = _workers(pid)
-    os.kill(pid, signal.SIGHUP)
-    # SIGHUP returns at once; wait until the master has started workers with the new config.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = _workers(pid)
-        if now - before:
-            return f"nginx reloaded (pid {pid})"
-        time.sleep(0.005)
-    raise HostctlError(f"nginx (pid {pid}) did not start new workers within 10 s of the reload; see its error log")
+        master = _pid_from(settings.nginx.pid_file)
+        outcome: list[CheckResult] = []
+
+        def send() -> None:
+            outcome.append(_run(shlex.split(settings.nginx.reload_command)))
+            if not outcome[0].ok:
+                raise HostctlError(f"nginx reload failed ({settings.nginx.reload_command}):\n{outcome[0].output}")
+
+        if master is None:
+            send()
+            return (f"nginx reloaded ({settings.nginx.reload_command}); not waiting for its old workers to stop "
+                    f"accepting: no running master in {settings.nginx.pid_file}")
+        done, what = reload_wait.reload_and_wait(master, send)
+    else:
+        pid = serve_pid(settings)
+        if pid is None:
+            return "nginx is not running (start it with `hostctl serve`); the new server blocks apply when it starts"
+        done, what = reload_wait.reload_and_wait(pid)
+    if not done:
+        raise HostctlError(what)
+    return what
 
 
-def _workers(master: int) -> set[int]:
-    import psutil
-
+def _pid_from(path: str | None) -> int | None:
+    if not path:
+        return None
     try:
-        return {child.pid for child in psutil.Process(master).children()}
-    except psutil.NoSuchProcess:
-        return set()
+        with open(path, encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
