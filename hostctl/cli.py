@@ -325,6 +325,8 @@ def _notes(owners, limits) -> None:
 cli.add_lazy("deploy", "hostctl.deploy_cli:deploy")  # multi-host commands
 cli.add_lazy("bootstrap", "hostctl.deploy_cli:bootstrap")
 cli.add_lazy("certs", "hostctl.certs_cli:certs_group")  # TLS certificates
+cli.add_lazy("restart", "hostctl.apps_cli:restart")  # an app's life: restart, one-off commands, releases
+cli.add_lazy("run", "hostctl.apps_cli:run")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -234,8 +234,11 @@ def _resolve_app(root: Path, app: App, defaults: Any) -> App:
     updates["chdir"] = chdir
     if app.virtualenv:
         updates["virtualenv"] = _absolute(root, app.virtualenv)
-    if app.wsgi.endswith(".py"):
-        updates["wsgi"] = _absolute(Path(chdir) if chdir else root, app.wsgi)
+    if app.root:
+        updates["root"] = _absolute(root, app.root)
+    if app.wsgi.endswith(".py"):  # a released app's file is in its live release
+        base = os.path.join(updates["root"], "current") if app.root else chdir
+        updates["wsgi"] = _absolute(Path(base) if base else root, app.wsgi)
     updates["static"] = {prefix: _absolute(root, target) for prefix, target in app.static.items()}
     if app.tls is not None and app.tls.certificate and app.tls.key:
         updates["tls"] = app.tls.model_copy(update={"certificate": _absolute(root, app.tls.certificate),
@@ -249,7 +252,7 @@ def _merge_limits(own: Limits, defaults: Limits) -> Limits:
 
 def _check_resolved_paths(app: App, source: Source, base: tuple) -> list[Problem]:
     problems = []
-    candidates = [("chdir",), ("virtualenv",), ("wsgi",)] + [("static", prefix) for prefix in app.static]
+    candidates = [("chdir",), ("virtualenv",), ("root",), ("wsgi",)] + [("static", prefix) for prefix in app.static]
     for key in candidates:
         value = getattr(app, key[0]) if len(key) == 1 else app.static[key[1]]
         if value is None or (key == ("wsgi",) and not value.startswith("/")):

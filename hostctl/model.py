@@ -16,6 +16,7 @@ from hostctl import values
 
 Name = Annotated[str, AfterValidator(values.name)]
 AppName = Annotated[str, AfterValidator(lambda v: values.name(v, "app name"))]
+WorkerName = Annotated[str, AfterValidator(lambda v: values.name(v, "worker name"))]
 UserName = Annotated[str, AfterValidator(lambda v: values.name(v, "user name"))]
 Domain = Annotated[str, AfterValidator(values.domain)]
 EnvKey = Annotated[str, AfterValidator(values.env_key)]
@@ -26,6 +27,8 @@ WsgiSpec = Annotated[str, AfterValidator(values.wsgi)]
 Listen = Annotated[str, AfterValidator(values.listen)]
 Size = Annotated[int, BeforeValidator(values.size)]
 AbsPath = Annotated[str, AfterValidator(values.absolute_path)]
+Command = Annotated[str, AfterValidator(values.command)]
+CronSchedule = Annotated[str, AfterValidator(values.cron_schedule)]
 
 
 def _env_value(value: object) -> str:
@@ -93,6 +96,22 @@ class Probe(Strict):
     timeout: float = Field(default=5, gt=0, le=300)  # seconds, waiting for the app to start included
 
 
+class Cron(Strict):
+    """One scheduled job of an app (run by the app's uWSGI master, as the customer; see lifecycle.py)."""
+
+    schedule: CronSchedule
+    command: Command
+
+
+class Release(Strict):
+    """``release:``: how `hostctl release` builds and switches the app's code (see releases.py)."""
+
+    build: list[Command] = Field(default_factory=list)  # in the new release, before anything is switched
+    before_switch: list[Command] = Field(default_factory=list)  # e.g. migrate; a failure leaves the old release live
+    after_switch: list[Command] = Field(default_factory=list)  # in the live release, after the health check
+    keep: int = Field(default=5, ge=2, le=100)  # releases kept on each server (older ones are pruned)
+
+
 class App(AppTuning):
     # false: the app stays in the inventory but no vassal runs and nginx answers 503 (`hostctl status`: stopped)
     enabled: bool = True
@@ -103,6 +122,21 @@ class App(AppTuning):
     static: dict[UrlPrefix, PathStr] = Field(default_factory=dict)
     tls: Tls | None = None  # HTTPS (see the README's TLS section)
     probe: Probe | None = None  # off unless set (see probe.py)
+    # Released apps (see lifecycle.py): `hostctl release` puts code in <root>/releases/<id> and points
+    # <root>/current at it; the app runs from there (chdir and virtualenv are derived, not given).
+    root: PathStr | None = None
+    release: Release | None = None  # hooks and pruning of `hostctl release` (needs root)
+    workers: dict[WorkerName, Command] = Field(default_factory=dict)  # background processes, restarted with the app
+    cron: list[Cron] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _released(self) -> "App":
+        if self.root is not None and (self.chdir is not None or self.virtualenv is not None):
+            raise ValueError("with 'root', the app runs in <root>/current and its virtualenv is <root>/current/.venv; "
+                             "remove 'chdir' and 'virtualenv'")
+        if self.release is not None and self.root is None:
+            raise ValueError("'release' needs 'root' (the directory that holds the app's releases)")
+        return self
 
 
 class Customer(Strict):

@@ -17,6 +17,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from hostctl import lifecycle
 from hostctl.layout import AppPaths
 
 SECTION = "uwsgi"
@@ -111,6 +112,8 @@ def intended(cfg, paths: AppPaths, user: str | None) -> dict[str, list[str]]:
     }
     if not getattr(cfg, "on_demand", False):
         want["socket"] = [paths.socket]
+    for key, value in lifecycle.vassal_lines(cfg):  # reload trigger, released code, workers, cron
+        want[key] = want.get(key, []) + [value]
     return want
 
 

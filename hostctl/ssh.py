@@ -50,12 +50,20 @@ class Completed:
 
 def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout: float = 600) -> Completed:
     """Run ``command`` on ``conn``'s host, feeding ``stdin``; raise ``HostctlError`` when the host cannot be reached."""
+    out, err = bytearray(), bytearray()
+    status = stream(conn, command, stdin, out.extend, err.extend, timeout)
+    # surrogateescape: the text encodes back to exactly the bytes received (a state listing is hashed)
+    return Completed(status, out.decode("utf-8", errors="surrogateescape"), err.decode("utf-8", errors="replace"))
+
+
+def stream(conn: Connection, command: str, stdin: bytes | None, on_out: Callable[[bytes], object],
+           on_err: Callable[[bytes], object], timeout: float = 600) -> int:
+    """Run ``command``, handing its stdout and stderr over as they arrive; its exit status."""
     try:
         conn.open()
         channel = conn.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
     except (OSError, socket.timeout, paramiko.SSHException) as exc:
         raise HostctlError(f"cannot connect to {conn.user}@{conn.host}:{conn.port}: {exc or type(exc).__name__}") from exc
-    out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     with channel:
         channel.exec_command(command)
@@ -66,10 +74,10 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
         while True:
             busy = False
             while channel.recv_ready():
-                out += channel.recv(65536)
+                on_out(channel.recv(65536))
                 busy = True
             while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
+                on_err(channel.recv_stderr(65536))
                 busy = True
             if not busy:
                 # EOF follows the last byte of output (an exit status may come before it: sshd can still
@@ -79,9 +87,7 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
                 if time.monotonic() > deadline:
                     raise HostctlError(f"{conn.host}:{conn.port}: the command did not finish within {timeout:.0f} s")
                 time.sleep(0.002)
-        status = channel.recv_exit_status()
-    # surrogateescape: the text encodes back to exactly the bytes received (a state listing is hashed)
-    return Completed(status, out.decode("utf-8", errors="surrogateescape"), err.decode("utf-8", errors="replace"))
+        return channel.recv_exit_status()
 
 
 class HostResults(dict, Generic[T]):

@@ -143,3 +143,32 @@ def url(value: str) -> str:
     if not URL_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'https://acme-v02.api.letsencrypt.org/directory')")
     return value
+
+
+COMMAND_MAX = 4096
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
+
+
+def command(value: str) -> str:
+    """A shell command run as the customer (workers, cron, release hooks): one line that reads back exactly."""
+    if not value.strip():
+        raise ValueError("is empty; give a command")
+    env_value(value)  # no control characters, no '%(', no trailing white space
+    if len(value) > COMMAND_MAX:
+        raise ValueError(f"is {len(value)} characters long; at most {COMMAND_MAX} are allowed")
+    return value
+
+
+def cron_schedule(value: str) -> str:
+    """Five crontab fields, each '*', '*/N' or a number (what uWSGI's cron can run)."""
+    fields = value.split()
+    if len(fields) != 5 or " ".join(fields) != value:
+        raise ValueError(f"{value!r} is not a schedule (five fields separated by single spaces, e.g. '*/15 * * * *')")
+    for text, (what, low, high) in zip(fields, CRON_FIELDS):
+        number = text[2:] if text.startswith("*/") else text
+        if text == "*":
+            continue
+        if not number.isdigit() or not (1 if text.startswith("*/") else low) <= int(number) <= high:
+            raise ValueError(f"{value!r}: the {what} field {text!r} is not '*', '*/N' or a number from {low} to {high} "
+                             "(uWSGI's cron has no lists or ranges)")
+    return value

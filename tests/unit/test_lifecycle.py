@@ -1,0 +1,167 @@
+"""An app's lifecycle options (lifecycle.py) and their validation: pure, from data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings, strategies as st
+
+from hostctl import appagent, inventory, lifecycle, readback, templates, values
+from hostctl.errors import InventoryError
+from hostctl.model import App
+from hostctl.render import Identity, render
+
+CASES = Path(__file__).parent / "render"
+
+
+def kvlist(value: str) -> dict[str, str]:
+    """uWSGI's ``uwsgi_kvlist_parse`` (core/utils.c, 2.0.21): split on unescaped ',', then at the first '='."""
+    items, buf, escaped = [], [], False
+    for ch in value:
+        if ch == "," and not escaped:
+            items.append("".join(buf))
+            buf = []
+        elif ch == "\\" and not escaped:
+            escaped = True
+        else:
+            buf.append(ch)
+            escaped = False
+    if buf:
+        items.append("".join(buf))
+    out = {}
+    for item in items:
+        key, sep, rest = item.partition("=")
+        if sep:
+            out[key] = rest
+    return out
+
+
+def app(**extra) -> App:
+    return App(domains=["a.example"], wsgi="app:application", **extra)
+
+
+@pytest.mark.parametrize("schedule, fields", [
+    ("* * * * *", "-1 -1 -1 -1 -1"), ("*/15 * * * *", "-15 -1 -1 -1 -1"), ("30 2 * * 0", "30 2 -1 -1 0"),
+    ("0 */6 1 1 6", "0 -6 1 1 6"),
+])
+def test_cron_schedules_become_uwsgi_fields(schedule: str, fields: str) -> None:
+    assert values.cron_schedule(schedule) == schedule
+    assert lifecycle.cron_fields(schedule) == fields
+
+
+@pytest.mark.parametrize("schedule", ["* * * *", "1,2 * * * *", "1-5 * * * *", "60 * * * *", "*/0 * * * *",
+                                      "* * 0 * *", "*  * * * *", "@daily", "* * * * 7", "* * * * * *"])
+def test_schedules_uwsgi_cannot_run_are_refused(schedule: str) -> None:
+    with pytest.raises(ValueError):
+        values.cron_schedule(schedule)
+
+
+@pytest.mark.parametrize("command", ["", "   ", "a\nb", "a\rb", "x %(y)", "trailing ", "x" * 5000])
+def test_commands_that_cannot_be_one_ini_value_are_refused(command: str) -> None:
+    with pytest.raises(ValueError):
+        values.command(command)
+
+
+def test_a_released_app_runs_through_current_and_chain_reloads() -> None:
+    lines = dict(lifecycle.vassal_lines(app(root="/srv/a/web")))
+    assert lines["chdir"] == lines["python-path"] == "/srv/a/web/current"
+    assert lines["virtualenv"] == "/srv/a/web/current/.venv"
+    assert lines["hook-pre-app"] == "chdir:/srv/a/web/current"
+    assert lines["lazy-apps"] == "true"
+    assert lines["touch-chain-reload"] == "/srv/a/web/reload.touch"
+    assert lifecycle.vassal_lines(app()) == ()  # no directory, nothing to add
+    assert dict(lifecycle.vassal_lines(app(chdir="/srv/b"))) == {"touch-reload": "/srv/b/reload.touch"}
+
+
+def test_root_excludes_chdir_and_virtualenv_and_release_needs_root() -> None:
+    with pytest.raises(ValueError, match="remove 'chdir'"):
+        app(root="/srv/a", chdir="/srv/a/x")
+    with pytest.raises(ValueError, match="needs 'root'"):
+        app(release={"build": ["true"]})
+
+
+_command = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF, blacklist_characters="\x7f"), min_size=1,
+                   max_size=80).filter(lambda c: c.strip() and c == c.rstrip() and "%(" not in c)
+
+
+@settings(max_examples=200, deadline=None)
+@given(worker=_command, job=_command)
+def test_any_valid_command_reads_back_exactly_as_one_line(worker: str, job: str) -> None:
+    """Through the template, uWSGI's ini expansion and its key=value list parser, a command is itself."""
+    cfg = app(chdir="/srv/a", workers={"w": worker}, cron=[{"schedule": "*/5 * * * *", "command": job}])
+    env = templates.environment(Path("/nonexistent"))
+    text = templates.render(templates.get(env, "vassal.ini.j2"), **_context(cfg))
+    directives = readback.parse_ini(text)
+    daemons = readback.values_of(directives, "attach-daemon2")
+    crons = readback.values_of(directives, "unique-cron")
+    assert len(daemons) == 1 and len(crons) == 1
+    assert all(d.expanded is None for d in directives)
+    prefix = lifecycle.shell_prefix(cfg)
+    assert kvlist(daemons[0])["cmd"] == prefix + worker
+    assert kvlist(daemons[0])["touch"] == "/srv/a/reload.touch"
+    assert crons[0] == f"-5 -1 -1 -1 -1 {prefix}{job}"
+
+
+def _context(cfg: App) -> dict:
+    from hostctl.escape import INI_PLACEHOLDERS
+    from hostctl.layout import app_paths
+    from hostctl.model import Settings
+
+    settings = Settings(emperor_dir="/v", nginx_dir="/n", run_dir="/r", log_dir="/l", state_dir="/s")
+    return dict(settings=settings, customer=type("C", (), {"name": "c"}), app=type("A", (), {"name": "web"}), cfg=cfg,
+                paths=app_paths(settings, "c", "web"), user="hc-c", group="hc-c", placeholders=INI_PLACEHOLDERS,
+                log_maxsize=1, wsgi_file=None, cgroup_lines=(), lifecycle_lines=lifecycle.vassal_lines(cfg))
+
+
+def test_the_apps_golden_case_reads_back_as_intended(tmp_path: Path) -> None:
+    root = tmp_path / "inv"
+    shutil.copytree(CASES / "apps", root, ignore=shutil.ignore_patterns("expected"))
+    inv = inventory.load(root)
+    files = render(inv, Identity(per_customer=True), templates.environment(inv.root))
+    for spec in inv.apps():
+        from hostctl.layout import app_paths
+
+        paths = app_paths(inv.settings, spec.customer, spec.name)
+        want = readback.intended(spec.config, paths, inv.customers[0].user)
+        assert readback.vassal_problems(files[paths.vassal].content, want) == []
+
+
+def test_a_bad_worker_or_schedule_names_file_line_and_field(tmp_path: Path) -> None:
+    root = tmp_path / "inv"
+    shutil.copytree(CASES / "apps", root, ignore=shutil.ignore_patterns("expected"))
+    data = yaml.safe_load((root / "customers" / "shop.yaml").read_text())
+    data["apps"]["web"]["cron"][0]["schedule"] = "1-5 * * * *"
+    data["apps"]["web"]["workers"]["Bad Name"] = "x"
+    (root / "customers" / "shop.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(InventoryError) as info:
+        inventory.load(root)
+    text = str(info.value)
+    assert "customers/shop.yaml:12: apps.web.cron[0].schedule: '1-5 * * * *': the minute field '1-5'" in text
+    assert "(uWSGI's cron has no lists or ranges)" in text
+    assert "apps.web.workers.Bad Name: 'Bad Name' is not a valid worker name" in text
+
+
+def test_the_agent_finds_the_customers_cgroups_in_the_mount_table(tmp_path: Path) -> None:
+    mounts = (f"cgroup {tmp_path}/memory cgroup rw,nosuid,memory 0 0\n"
+              f"cgroup {tmp_path}/cpu,cpuacct cgroup rw,cpu,cpuacct 0 0\n"
+              f"cgroup2 {tmp_path}/unified cgroup2 rw 0 0\n")
+    for d in ("memory", "cpu,cpuacct", "unified"):
+        (tmp_path / d / "hostctl" / "acme").mkdir(parents=True)
+        (tmp_path / d / "hostctl" / "acme" / "cgroup.procs").write_text("")
+    spec = {"mode": "v1", "parent": "hostctl"}
+    assert appagent.cgroup_procs(spec, "acme", mounts) == [f"{tmp_path}/memory/hostctl/acme/cgroup.procs",
+                                                          f"{tmp_path}/cpu,cpuacct/hostctl/acme/cgroup.procs"]
+    assert appagent.cgroup_procs({**spec, "mode": "v2"}, "acme", mounts) == [f"{tmp_path}/unified/hostctl/acme/cgroup.procs"]
+    assert appagent.cgroup_procs({**spec, "mode": "off"}, "acme", mounts) == []
+    with pytest.raises(appagent.AgentError, match="no cgroup"):
+        appagent.cgroup_procs({**spec, "required": True}, "other", mounts)
+
+
+def test_the_commands_environment_has_nothing_of_roots() -> None:
+    user = {"name": "hc-a", "uid": 1000, "gid": 1000, "home": "/nonexistent"}
+    env = appagent.environment({"X": "1", "PATH": "/custom"}, user, "/srv/a", "/srv/a/.venv")
+    assert env == {"PATH": "/custom", "LANG": "C.UTF-8", "HOME": "/srv/a", "USER": "hc-a", "LOGNAME": "hc-a",
+                   "VIRTUAL_ENV": "/srv/a/.venv", "X": "1"}
