@@ -131,6 +131,8 @@ def become(user: dict | None, procs: list[str]) -> None:
         if os.getresuid() != (user["uid"],) * 3 or 0 in os.getgroups():
             raise OSError("could not drop root")
     os.umask(0o027)
+    os.environ.clear()  # nothing of the caller's environment reaches the customer's processes
+    os.environ.update(PATH=STANDARD_PATH, LANG="C.UTF-8")
 
 
 def _child_exit(code: int) -> None:
@@ -342,6 +344,310 @@ def run(req: dict) -> int:
         return as_customer(user, procs, exec_in(req["argv"], env, req.get("workdir")))
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+# --- releases -----------------------------------------------------------------------------
+
+
+def requirements_key(release_dir: str, python: str) -> tuple[str | None, str]:
+    """(the requirements file, the virtualenv's name): the sha256 of the Python and that file's content."""
+    digest = hashlib.sha256(os.path.realpath(python).encode() + b"\0")
+    for name in REQUIREMENTS:
+        path = os.path.join(release_dir, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                digest.update(name.encode() + b"\0" + fh.read())
+            return name, digest.hexdigest()[:16]
+    return None, digest.hexdigest()[:16]
+
+
+def build_venv(req: dict, release_dir: str, env: dict) -> str:
+    """As the customer: the release's virtualenv, reused when Python and requirements are the same."""
+    root, python, timeout = req["root"], req["python"], req.get("timeout", 1800)
+    spec, key = requirements_key(release_dir, python)
+    venv = os.path.join(root, VENVS, key)
+    if os.path.isfile(os.path.join(venv, VENV_DONE)):
+        say(f"virtualenv {VENVS}/{key}: reused ({spec or 'no requirements'} unchanged)")
+    else:
+        shutil.rmtree(venv, ignore_errors=True)  # half-built by an interrupted release
+        os.makedirs(os.path.join(root, VENVS), exist_ok=True)
+        say(f"virtualenv {VENVS}/{key}: building from {spec or 'nothing'} with {python}")
+        build_env = {**env, "PIP_CACHE_DIR": os.path.join(root, ".cache", "pip"), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                     "PIP_NO_INPUT": "1", "VIRTUAL_ENV": venv, "PATH": f"{venv}/bin:{STANDARD_PATH}"}
+        steps = [f"{python} -m venv {venv}"]
+        if spec == "requirements.txt":
+            steps.append(f"{venv}/bin/pip install -q -r requirements.txt")
+        elif spec == "pyproject.toml":
+            steps.append(f"{venv}/bin/pip install -q .")
+        for step in steps:
+            if shell(step, build_env, release_dir, timeout) != 0:
+                raise AgentError(f"building the virtualenv failed: {step}")
+        with open(os.path.join(venv, VENV_DONE), "w", encoding="utf-8") as fh:
+            fh.write(f"{spec or ''}\n")
+    link = os.path.join(release_dir, VENV_LINK)
+    if os.path.lexists(link):
+        raise AgentError(f"the code contains {VENV_LINK}; remove it from the source (the release's virtualenv goes there)")
+    os.symlink(os.path.join("..", "..", VENVS, key), link)
+    return key
+
+
+def import_check(req: dict, release_dir: str, env: dict) -> str:
+    """The command that loads the app the way a worker will (module:callable, or the wsgi file)."""
+    wsgi = req["wsgi"]
+    if wsgi.endswith(".py"):
+        live = os.path.join(req["root"], CURRENT) + "/"
+        path = os.path.join(release_dir, wsgi[len(live):]) if wsgi.startswith(live) else wsgi
+        code = f"import runpy; g = runpy.run_path({path!r}); g['application']"
+    else:
+        module, _, attr = wsgi.partition(":")
+        code = f"import importlib; getattr(importlib.import_module({module!r}), {attr or 'application'!r})"
+    return f"{release_dir}/{VENV_LINK}/bin/python -c \"{code}\""
+
+
+def hooks(commands: list[str], env: dict, cwd: str, stage: str, timeout: float) -> None:
+    for command in commands:
+        say(f"{stage}: {command}")
+        status = shell(command, env, cwd, timeout)
+        if status != 0:
+            raise AgentError(f"{stage} hook {command!r} exited {status}")
+
+
+def new_release_id(root: str, wanted: str) -> str:
+    taken = set(list_releases(root))
+    rid, n = wanted, 1
+    while rid in taken:
+        rid, n = f"{wanted}-{n}", n + 1
+    return rid
+
+
+def prepare_release(req: dict, rid: str, user: dict | None):
+    """``work`` for the customer's child: unpack stdin into releases/<rid>, build, check, run the hooks."""
+    def work() -> int:
+        root = req["root"]
+        os.chdir(root)
+        os.makedirs(RELEASES, exist_ok=True)
+        release_dir = os.path.join(root, RELEASES, rid)
+        os.mkdir(release_dir)
+        try:
+            tar = subprocess.run(["tar", "-xzf", "-", "-C", release_dir, "--no-same-owner", "--delay-directory-restore"],
+                                 stdout=sys.stderr)
+            if tar.returncode != 0:
+                raise AgentError(f"unpacking the code failed (tar exited {tar.returncode})")
+            env = environment(req.get("env") or {}, user, release_dir, os.path.join(release_dir, VENV_LINK))
+            build_venv(req, release_dir, env)
+            timeout = req.get("timeout", 1800)
+            hooks(req["hooks"].get("build", []), env, release_dir, "build", timeout)
+            say("checking that the app loads")
+            if shell(import_check(req, release_dir, env), env, release_dir, timeout) != 0:
+                raise AgentError(f"the new release does not load its app ({req['wsgi']}); nothing was switched")
+            hooks(req["hooks"].get("before_switch", []), env, release_dir, "before_switch", timeout)
+        except BaseException:
+            shutil.rmtree(release_dir, ignore_errors=True)
+            raise
+        return 0
+    return work
+
+
+def switch_to(root: str, rid: str):
+    """``work`` for the customer's child: point ``current`` at releases/<rid> (symlink + rename) and pull the trigger."""
+    def work() -> int:
+        os.chdir(root)
+        if not os.path.isdir(os.path.join(RELEASES, rid)):
+            raise AgentError(f"there is no release {rid}")
+        tmp = f".{CURRENT}-{rid}-{os.getpid()}"
+        os.symlink(os.path.join(RELEASES, rid), tmp)
+        os.rename(tmp, CURRENT)
+        with open(RELOAD_FILE, "a", encoding="utf-8"):
+            pass
+        later = max(int(time.time()), int(os.stat(RELOAD_FILE).st_mtime) + 1)  # uWSGI: whole seconds, strict >
+        os.utime(RELOAD_FILE, (later, later))
+        return 0
+    return work
+
+
+def remove_releases(root: str, doomed: list[str], keep_venvs: bool = False):
+    """``work``: delete these releases, then every virtualenv no remaining release uses."""
+    def work() -> int:
+        os.chdir(root)
+        for rid in doomed:
+            if RELEASE_ID.fullmatch(rid):
+                shutil.rmtree(os.path.join(RELEASES, rid), ignore_errors=True)
+        if keep_venvs or not os.path.isdir(VENVS):
+            return 0
+        used = set()
+        for rid in os.listdir(RELEASES):
+            try:
+                used.add(os.path.basename(os.readlink(os.path.join(RELEASES, rid, VENV_LINK))))
+            except OSError:
+                pass
+        for name in os.listdir(VENVS):
+            if name not in used:
+                shutil.rmtree(os.path.join(VENVS, name), ignore_errors=True)
+        return 0
+    return work
+
+
+def wait_for_reload(req: dict, before: dict[int, bool], timeout: float) -> str | None:
+    """Wait until every worker is new and accepting (a chain reload is one worker at a time); why not, or None."""
+    stats, deadline = req["stats"], time.monotonic() + timeout
+    wanted = max(len(before), 1)
+    seen: dict[int, bool] = {}
+    while time.monotonic() < deadline:
+        seen = workers(read_socket(stats))
+        if len(seen) >= wanted and all(seen.values()) and not set(seen) & set(before):
+            return None
+        time.sleep(0.2)
+    return f"the app did not reload within {timeout:.0f} s (workers now: {sorted(seen) or 'none'}; see `hostctl logs`)"
+
+
+def start_if_down(req: dict, before: dict[int, bool]) -> None:
+    """First release: the vassal could not start without code; the Emperor may have blacklisted it. Start it now."""
+    if before:
+        return
+    data = read_socket(req["emperor_stats"])
+    if data and isinstance(data.get("pid"), int) and any(isinstance(b, dict) and b.get("id") == os.path.basename(req["vassal"])
+                                                        for b in data.get("blacklist") or []):
+        os.kill(data["pid"], signal.SIGURG)  # the Emperor forgets its blacklist (uWSGI core/emperor.c)
+    if os.path.isfile(req["vassal"]) and not os.path.islink(req["vassal"]):
+        bump_mtime(req["vassal"])
+    read_socket(req["emperor_stats"])
+
+
+def health(req: dict) -> str | None:
+    """The app's probe through nginx after a switch; why it failed, or None."""
+    p = req.get("probe")
+    if not p:
+        return None
+    deadline, got = time.monotonic() + p["timeout"], "no answer"
+    while True:
+        try:
+            conn = http.client.HTTPConnection(p["address"], p["port"], timeout=max(0.5, min(p["timeout"], 10)))
+            try:
+                conn.request("GET", p["path"], headers={"Host": p["host"], "User-Agent": "hostctl-release"})
+                response = conn.getresponse()
+                response.read(1 << 16)
+                got = f"HTTP {response.status}"
+                if response.status == p["status"]:
+                    return None
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            got = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            return f"health check GET {p['path']} (Host: {p['host']}) answered {got}, expected HTTP {p['status']}"
+        time.sleep(0.2)
+
+
+def go_live(req: dict, user: dict | None, procs: list[str], rid: str, previous: str | None) -> str | None:
+    """Switch to ``rid``, wait for the reload, check health; on failure switch back to ``previous``. Why it failed, or None."""
+    root, timeout = req["root"], req.get("reload_timeout", 120)
+    before = workers(read_socket(req["stats"]))
+    if as_customer(user, procs, switch_to(root, rid), stdout_to_stderr=True) != 0:
+        return f"switching to {rid} failed"
+    start_if_down(req, before)
+    why = wait_for_reload(req, before, timeout) or health(req)
+    if why is None:
+        return None
+    say(f"{rid}: {why}")
+    if previous:
+        say(f"switching back to {previous}")
+        now = workers(read_socket(req["stats"]))
+        if as_customer(user, procs, switch_to(root, previous), stdout_to_stderr=True) == 0:
+            start_if_down(req, now)
+            back = wait_for_reload(req, now, timeout)
+            if back:
+                say(f"after switching back: {back}")
+    return why
+
+
+def release_release(req: dict, stdin) -> tuple[int, dict]:
+    """Unpack, build, check and run the hooks as the customer; then switch, reload, health check, prune."""
+    user = account(req.get("user"))
+    procs = cgroup_procs(req.get("cgroup"), req["customer"])
+    group = -1
+    if req.get("group"):
+        import grp
+
+        try:
+            group = grp.getgrnam(req["group"]).gr_gid
+        except KeyError:
+            group = -1
+    root = req["root"]
+    ensure_root(root, user, group)
+    previous = read_current(root)
+    rid = new_release_id(root, req["release_id"])
+    say(f"release {rid} of {req['customer']}/{req['app']} in {root}/{RELEASES}/{rid}" + (f" (live now: {previous})" if previous else ""))
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # feeds the code to the customer's tar; exits when done
+        os.close(read_fd)
+        try:
+            while chunk := stdin.read(65536):
+                os.write(write_fd, chunk)
+        except OSError:
+            pass
+        os._exit(0)
+    os.close(write_fd)
+    status = as_customer(user, procs, prepare_release(req, rid, user), stdin_fd=read_fd, stdout_to_stderr=True)
+    wait_status(pid)
+    if status != 0:
+        return 1, {"error": f"release {rid} was not switched to: the build failed (see above); {previous or 'nothing'} stays live",
+                   "release": rid, "live": previous}
+    why = go_live(req, user, procs, rid, previous)
+    if why:
+        as_customer(user, procs, remove_releases(root, [rid], keep_venvs=True), stdout_to_stderr=True)
+        return 1, {"error": f"release {rid} was switched back: {why}; {previous or 'nothing'} is live",
+                   "release": rid, "live": previous}
+    say(f"{rid} is live")
+    after = req["hooks"].get("after_switch", [])
+    failed = None
+    if after:
+        live = os.path.join(root, CURRENT)
+        env = environment(req.get("env") or {}, user, live, os.path.join(live, VENV_LINK))
+        failed = as_customer(user, procs, lambda: hooks(after, env, live, "after_switch", req.get("timeout", 1800)) or 0,
+                             stdout_to_stderr=True)
+    pruned = prune(req, user, procs, keep=req.get("keep", 5))
+    result = {"release": rid, "live": rid, "previous": previous, "pruned": pruned}
+    if failed:
+        result["error"] = f"{rid} is live, but an after_switch hook failed (see above)"
+        return 1, result
+    return 0, result
+
+
+def prune(req: dict, user: dict | None, procs: list[str], keep: int) -> list[str]:
+    root = req["root"]
+    ids = list_releases(root)
+    live = read_current(root)
+    kept = set(ids[-keep:]) | ({live} if live else set())
+    doomed = [rid for rid in ids if rid not in kept]
+    as_customer(user, procs, remove_releases(root, doomed), stdout_to_stderr=True)
+    return doomed
+
+
+def release_list(req: dict, stdin) -> tuple[int, dict]:
+    return 0, {"releases": list_releases(req["root"]), "live": read_current(req["root"])}
+
+
+def release_rollback(req: dict, stdin) -> tuple[int, dict]:
+    """Switch back to release ``to`` (default: the newest one older than the live one), with reload and health check."""
+    user = account(req.get("user"))
+    procs = cgroup_procs(req.get("cgroup"), req["customer"])
+    root = req["root"]
+    ids, live = list_releases(root), read_current(root)
+    target = req.get("to")
+    if not target:
+        older = [rid for rid in ids if live is None or rid < live]
+        if not older:
+            raise AgentError(f"there is no release older than {live or 'nothing'} to roll back to (releases: {', '.join(ids) or 'none'})")
+        target = older[-1]
+    if target not in ids:
+        raise AgentError(f"there is no release {target!r} (releases: {', '.join(ids) or 'none'})")
+    if target == live:
+        return 0, {"live": live, "previous": live}
+    why = go_live(req, user, procs, target, live)
+    if why:
+        return 1, {"error": f"rolling back to {target} failed and was undone: {why}; {live} is live", "live": live}
+    return 0, {"live": target, "previous": live}
 
 
 # --- entry points ------------------------------------------------------------------------

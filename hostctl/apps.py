@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import IO, Callable
 
@@ -150,3 +151,124 @@ def stream(inv: Inventory, host: str, command: str, payload: bytes | None,
                           lambda data: on_err(decode_err.decode(data)), timeout)
     finally:
         conn.close()
+
+
+# --- releases ----------------------------------------------------------------------------
+
+EXCLUDED = {".git", "__pycache__", ".venv", ".hg", ".svn"}
+
+
+def released_app(customer: CustomerSpec, app: str | None) -> AppSpec:
+    """The app to release: ``app``, or the customer's only app with ``root:``."""
+    candidates = apps_of(customer, app) if app else [a for a in customer.apps if a.config.root]
+    if app is None and len(candidates) != 1:
+        names = ", ".join(a.name for a in candidates) or "none"
+        raise HostctlError(f"customer {customer.name!r} has {len(candidates)} apps with 'root:' ({names}): choose one with --app")
+    (one,) = candidates
+    if not one.config.root:
+        raise HostctlError(f"{one.id} has no 'root:' in {customer.file}; releases go to <root>/releases/<id> (see the README's Apps section)")
+    return one
+
+
+def release_request(inv: Inventory, customer: CustomerSpec, app: AppSpec, host: str | None, op: str,
+                    euid: int | None = None) -> dict:
+    from hostctl.model import Release
+
+    settings = host_settings(inv, host)
+    cfg = app.config
+    rel = cfg.release or Release()
+    req = request(inv, customer, app, host, op, euid)
+    req.update(root=cfg.root, python=settings.emperor.python, wsgi=cfg.wsgi, keep=rel.keep,
+               hooks={"build": rel.build, "before_switch": rel.before_switch, "after_switch": rel.after_switch},
+               probe=probe_request(settings, app),
+               group=(settings.nginx.group or "www-data") if req["user"] else None)
+    return req
+
+
+def split_source(source: str) -> tuple[str, str | None, bool]:
+    """(location, git ref, is git): a directory, or a git URL/path with an optional ``@REF``."""
+    if os.path.isdir(source) and not os.path.isdir(os.path.join(source, ".git")):
+        return source, None, False
+    location, at, ref = source.rpartition("@")
+    rest = location.split("://", 1)[-1]  # ssh://git@host/x.git: that '@' is the user's
+    if at and ref and ":" not in ref and ("/" in rest or os.path.exists(location)):
+        return location, ref, True
+    return source, None, True
+
+
+def package(source: str) -> tuple[bytes, str]:
+    """The code as a gzipped tar (what the agent unpacks as the customer) and where it came from."""
+    import subprocess
+    import tarfile
+    import tempfile
+
+    location, ref, is_git = split_source(source)
+    if not is_git:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+            for name in sorted(os.listdir(location)):
+                if name not in EXCLUDED:
+                    tar.add(os.path.join(location, name), arcname=name,
+                            filter=lambda info: None if os.path.basename(info.name) in EXCLUDED else info)
+        return buffer.getvalue(), f"directory {os.path.abspath(location)}"
+    with tempfile.TemporaryDirectory(prefix="hostctl-release-") as tmp:
+        clone = subprocess.run(["git", "clone", "--quiet", "--no-checkout", location, tmp], capture_output=True, text=True)
+        if clone.returncode != 0:
+            raise HostctlError(f"git clone {location} failed: {clone.stderr.strip()[-500:]}")
+        archive = subprocess.run(["git", "-C", tmp, "archive", "--format=tar.gz", ref or "HEAD"], capture_output=True)
+        if archive.returncode != 0:
+            raise HostctlError(f"git archive {ref or 'HEAD'} of {location} failed: {archive.stderr.decode(errors='replace').strip()[-500:]}")
+        commit = subprocess.run(["git", "-C", tmp, "rev-parse", "--short", f"{ref or 'HEAD'}^{{commit}}"],
+                                capture_output=True, text=True).stdout.strip()
+    return archive.stdout, f"git {location} {ref or 'HEAD'} ({commit})"
+
+
+def release_hosts(inv: Inventory, customer: CustomerSpec, hosts: tuple[str, ...]) -> list[str | None]:
+    """Every server the customer is placed on (or the given ones); [None] for this machine."""
+    if not inv.settings.hosts:
+        if hosts:
+            raise HostctlError("--host needs a multi-host inventory (hosts: in hostctl.yaml)")
+        return [None]
+    placed = [customer.host] if customer.host else []
+    for name in hosts:
+        if name not in placed:
+            raise HostctlError(f"customer {customer.name!r} is not placed on host {name!r} (it is on: {', '.join(placed)})")
+    return list(hosts) or placed
+
+
+def on_hosts(inv: Inventory, hosts: list[str | None], make: Callable[[str | None], dict], payload: bytes | None,
+             err: IO[str]) -> dict[str | None, tuple[int, dict] | BaseException]:
+    """Run a request on every host at once (one thread each); the server's output prefixed with its name."""
+    from hostctl import ssh
+
+    if hosts == [None]:
+        try:
+            return {None: perform(inv, None, make(None), payload, err=err)}
+        except HostctlError as exc:
+            return {None: exc}
+
+    def one(host: str) -> tuple[int, dict]:
+        return perform(inv, host, make(host), payload, err=_Prefixed(err, f"[{host}] "))
+
+    return dict(ssh.each_host([h for h in hosts if h], one))
+
+
+class _Prefixed(io.TextIOBase):
+    """Whole lines to ``target``, each prefixed (hosts write at once)."""
+
+    def __init__(self, target: IO[str], prefix: str) -> None:
+        self.target, self.prefix, self.partial = target, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            self.target.write(self.prefix + line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def release_id(now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))

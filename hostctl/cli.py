@@ -327,6 +327,7 @@ cli.add_lazy("bootstrap", "hostctl.deploy_cli:bootstrap")
 cli.add_lazy("certs", "hostctl.certs_cli:certs_group")  # TLS certificates
 cli.add_lazy("restart", "hostctl.apps_cli:restart")  # an app's life: restart, one-off commands, releases
 cli.add_lazy("run", "hostctl.apps_cli:run")
+cli.add_lazy("release", "hostctl.apps_cli:release")
 
 
 def main(argv: list[str] | None = None) -> None:

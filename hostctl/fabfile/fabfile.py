@@ -1,4 +1,4 @@
-"""hostctl's Fabric tasks: deploy, plan, status and bootstrap for a multi-host inventory.
+"""hostctl's Fabric tasks: deploy, plan, status, bootstrap and release for a multi-host inventory.
 
 Run with ``fab -r <this directory> TASK [--inventory DIR] [--host NAME ...]``.
 The hosts come from the inventory's ``hosts:``, not from fab's ``-H``; every
@@ -64,3 +64,27 @@ def bootstrap(c, host, inventory=None, files_only=False):
     except HostctlError as exc:
         raise Exit(f"Error: {exc.message}", code=1) from None
     print(output, end="")
+
+
+@task(help={"inventory": HELP["inventory"], "customer": "The customer whose app to release.",
+            "app": "The app (default: the customer's only app with 'root:').",
+            "source": "The code: a directory, or a git repository with an optional @REF.",
+            "rollback": "Instead of new code: switch back to this release ID ('previous': the one before the live one).",
+            "host": "Only this server (repeatable; default: every server the customer is placed on)."},
+      iterable=["host"])
+def release(c, customer, source=None, app=None, rollback=None, inventory=None, host=None):
+    """Release new code (or roll back) on every server the customer is placed on, like `hostctl release`."""
+    import click
+
+    from hostctl.cli import cli
+
+    args = ["-i", _inventory(inventory), "release", customer] + (["--app", app] if app else [])
+    args += ["--source", source] if source else ["--rollback", "" if rollback == "previous" else rollback] if rollback else []
+    for name in host or ():
+        args += ["--host", name]
+    try:
+        status = cli.main(args=args, prog_name="hostctl", standalone_mode=False)
+    except click.ClickException as exc:
+        raise Exit(f"Error: {exc.format_message()}", code=1) from None
+    if status:
+        raise Exit(code=int(status))

@@ -29,31 +29,21 @@ WORKER = "while true; do echo \"$(id -u) $$ $(pwd)\" >> beat.log; sleep 1; done"
 CRON = "id -u > cron.out; pwd >> cron.out; cat /proc/self/cgroup >> cron.out"
 
 
-class Life:
-    def __init__(self) -> None:
+class OneCustomer:
+    """A sandbox serving one customer as its own Unix user in its own cgroup v1 leaf; teardown removes all."""
+
+    def __init__(self, customer: str, letter: str) -> None:
         tag = secrets.token_hex(3)
-        self.user = f"hct-l{tag}"
+        self.customer = customer
+        self.user = f"hct-{letter}{tag}"
         self.parent = f"hostctl-test-{tag}"
         self.box = Sandbox({"isolation": {"users": "per-customer"}, "cgroup": {"mode": "v1", "parent": self.parent},
                             "defaults": {"processes": 2}})
-        self.appdir = self.box.path("srv") / "web"
-        self.appdir.mkdir(parents=True)
-        shutil.copy(APPS / "probe.py", self.appdir / "app.py")
         self.server: Server | None = None
 
     @property
     def uid(self) -> int:
         return pwd.getpwnam(self.user).pw_uid
-
-    def leaf(self, controller: str = "memory") -> str:
-        return f"{V1}/{controller}/{self.parent}/life"
-
-    def get(self, path: str = "/") -> dict:
-        assert self.server is not None
-        return self.server.get_json("life.test", path)
-
-    def as_customer(self, *argv: str) -> None:
-        subprocess.run(["runuser", "-u", self.user, "--", *argv], check=True, cwd=self.appdir)
 
     def teardown(self) -> None:
         try:
@@ -61,11 +51,26 @@ class Life:
                 self.server.stop()
         finally:
             try:
-                _remove_cgroups([f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", "/life")])
+                _remove_cgroups([f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", f"/{self.customer}")])
             finally:
                 subprocess.run(["pkill", "-KILL", "-u", self.user], capture_output=True)
                 subprocess.run(["userdel", self.user], capture_output=True)
                 self.box.cleanup()
+
+
+class Life(OneCustomer):
+    def __init__(self) -> None:
+        super().__init__("life", "l")
+        self.appdir = self.box.path("srv") / "web"
+        self.appdir.mkdir(parents=True)
+        shutil.copy(APPS / "probe.py", self.appdir / "app.py")
+
+    def get(self, path: str = "/") -> dict:
+        assert self.server is not None
+        return self.server.get_json("life.test", path)
+
+    def as_customer(self, *argv: str) -> None:
+        subprocess.run(["runuser", "-u", self.user, "--", *argv], check=True, cwd=self.appdir)
 
 
 @pytest.fixture(scope="module")
