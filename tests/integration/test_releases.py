@@ -18,9 +18,10 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tests.harness import Server, wait_for
+from tests.harness import Sandbox, Server, wait_for
 from tests.integration.test_app_life import OneCustomer
 from tests.integration.test_limits import CONTROLLERS, _v1_writable
+from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +285,40 @@ def test_run_manage_py_migrate_as_the_customer_in_its_cgroup(rel: Releases) -> N
     shell = rel.box.hostctl("run", "rel", "--app", "django", "--", "sh", "-c", "readlink -f . ; echo $VIRTUAL_ENV")
     here, venv = shell.stdout.split()
     assert here.startswith(str(rel.root("django") / "releases")) and venv == str(rel.root("django") / "current" / ".venv")
+
+
+def test_release_rollback_and_run_over_ssh(rel: Releases) -> None:
+    """The same agent on a server reached over SSH (a loopback sshd whose 'server' is this sandbox)."""
+    remote = Sandbox()  # the operator's multi-host inventory
+    try:
+        with hosts_for(remote) as ssh:
+            host = ssh.start("web")
+            settings = yaml.safe_load((remote.inventory / "hostctl.yaml").read_text())
+            paths = {key: str(rel.box.path(d)) for key, d in (("emperor_dir", "vassals"), ("nginx_dir", "nginx"),
+                                                             ("run_dir", "run"), ("log_dir", "log"), ("state_dir", "state"))}
+            settings["hosts"] = {"web": host.settings(**paths, nginx={"listen": f"127.0.0.1:{rel.box.port}"})}
+            settings["isolation"] = {"users": "auto"}
+            settings["cgroup"] = {"mode": "v1", "parent": rel.parent}
+            remote.write_settings(settings)
+            customer = yaml.safe_load((rel.box.inventory / "customers" / "rel.yaml").read_text())
+            remote.write_customer("rel", {**customer, "host": "web"})
+
+            def hostctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+                return remote.hostctl(*args, check=check, timeout=900)
+
+            live = os.readlink(rel.root("flask") / "current")
+            out = hostctl("release", "rel", "--app", "flask", "--source", rel.flask_source("ssh1", "over-ssh"))
+            assert "rel_flask on web: " in out.stdout and "is live" in out.stdout, out.stderr
+            assert "[web] hostctl: virtualenv venvs/" in out.stderr  # the server's output, streamed with its name
+            assert rel.text("flask.test")[1].startswith("over-ssh ")
+            listed = hostctl("release", "rel", "--app", "flask", "--list").stdout
+            assert listed.splitlines()[-1].endswith("(live)") and "rel_flask on web: " in listed
+            back = hostctl("release", "rel", "--app", "flask", "--rollback", "--host", "web")
+            assert f"{live.split('/')[1]} is live" in back.stdout
+            assert not rel.text("flask.test")[1].startswith("over-ssh ")
+            ran = hostctl("run", "rel", "--app", "flask", "--", "sh", "-c", "id -u; cat /proc/self/cgroup; exit 5", check=False)
+            assert ran.returncode == 5, ran.stderr
+            assert ran.stdout.splitlines()[0] == str(rel.uid)
+            assert f":memory:/{rel.parent}/rel" in ran.stdout
+    finally:
+        remote.cleanup()
