@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, quarantine, safeapply, state, users, vetting
+from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, quarantine, safeapply, securefs, state, users, vetting
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest, sha256
@@ -52,19 +52,25 @@ def _ensure_base_dirs(settings: Settings) -> None:
         fsops.clean_temp_files(directory)
 
 
-def ensure_customer_dirs(settings: Settings, owners: Owners, customers: set[str]) -> None:
-    """Socket and log directories: the customer's, enterable by nginx's group and nobody else."""
+def wanted_dirs(settings: Settings, owners: Owners, customers: set[str]) -> list[securefs.WantedDir]:
+    """The shared and per-customer directories (``layout``'s rules) with numeric owners (-1: leave as is)."""
+    def ids(spec: layout.DirSpec, customer: str | None) -> tuple[int, int]:
+        if not owners.root:
+            return -1, -1
+        uid, gid = owners.of(customer) if customer else (-1, -1)
+        nginx_gid = owners.nginx_gid if owners.nginx_gid != -1 else (gid if customer else 0)
+        return ({"root": 0, "customer": uid}[spec.owner],
+                {"root": 0, "customer": gid, "nginx": nginx_gid}[spec.group])
+
+    out = [securefs.WantedDir(s.path, s.mode, *ids(s, None)) for s in layout.shared_dirs(settings)]
     for customer in sorted(customers):
-        paths = layout.app_paths(settings, customer, "x")
-        uid, gid = owners.of(customer)
-        if owners.root:
-            run_gid = owners.nginx_gid if owners.nginx_gid != -1 else gid
-            # setgid: sockets created inside inherit nginx's group, so chmod-socket 660 lets nginx in.
-            fsops.ensure_dir(paths.run_dir, 0o2750, uid, run_gid)
-            fsops.ensure_dir(paths.log_dir, 0o750, uid, gid)
-        else:
-            fsops.ensure_dir(paths.run_dir, 0o750)
-            fsops.ensure_dir(paths.log_dir, 0o750)
+        out += [securefs.WantedDir(s.path, s.mode, *ids(s, customer)) for s in layout.customer_dirs(settings, customer)]
+    return out
+
+
+def ensure_customer_dirs(settings: Settings, owners: Owners, customers: set[str]) -> list[str]:
+    """Socket and log directories, owned as ``layout`` says (root's where root writes); returns migration notes."""
+    return securefs.make_dirs(wanted_dirs(settings, owners, customers))
 
 
 def _owner(change: Change, owners: Owners) -> tuple[int, int]:
@@ -112,7 +118,7 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
         lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
         raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
     _ensure_base_dirs(settings)
-    ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
+    result.messages += ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
     if prepared.isolation is not None:  # cgroups and their limits exist before any vassal (re)starts
         result.messages += isolation.execute(prepared.isolation)
     if plan.empty:

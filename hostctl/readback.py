@@ -108,7 +108,7 @@ def intended(cfg, paths: AppPaths, user: str | None) -> dict[str, list[str]]:
         "uid": [user] if user else [],
         "gid": [user] if user else [],
         "stats": [paths.stats],
-        "logto": [paths.log],
+        "logto2": [paths.log],
     }
     if not getattr(cfg, "on_demand", False):
         want["socket"] = [paths.socket]
@@ -140,7 +140,7 @@ def _under(path: str, directory: str) -> bool:
 def path_problems(cfg, paths: AppPaths, run_dir: str, log_dir: str) -> list[str]:
     """Paths that are not absolute and normalised, or runtime files outside the customer's directories."""
     problems = []
-    mine = [paths.socket, paths.stats, paths.log, paths.access_log, paths.error_log]
+    mine = [paths.socket, paths.ondemand_socket, paths.stats, paths.log, paths.access_log, paths.error_log]
     theirs = [p for p in (cfg.chdir, cfg.virtualenv, cfg.wsgi if cfg.wsgi.endswith(".py") else None, *cfg.static.values()) if p]
     for path in mine + theirs:
         if not path.startswith("/") or posixpath.normpath(path) != path:
@@ -148,6 +148,10 @@ def path_problems(cfg, paths: AppPaths, run_dir: str, log_dir: str) -> list[str]
     for path in (paths.socket, paths.stats):
         if not _under(path, paths.run_dir) or not _under(paths.run_dir, run_dir):
             problems.append(f"{path!r} is outside the customer's socket directory")
+    if not _under(paths.ondemand_socket, run_dir):
+        problems.append(f"{paths.ondemand_socket!r} is outside the on-demand socket directory")
+    if not _under(paths.log, paths.app_log_dir):
+        problems.append(f"{paths.log!r} is outside the customer's own log directory")
     for path in (paths.log, paths.access_log, paths.error_log):
         if not _under(path, paths.log_dir) or not _under(paths.log_dir, log_dir):
             problems.append(f"{path!r} is outside the customer's log directory")

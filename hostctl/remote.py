@@ -131,10 +131,41 @@ class Bundle:
 
 
 @dataclass(frozen=True)
-class CustomerDirs:
-    run: str
-    log: str
-    owner: str | None  # per-customer mode: the customer's Unix user
+class RemoteDir:
+    """A directory the deploy script makes, as ``layout`` says (names instead of numbers)."""
+
+    path: str
+    owner: str | None  # user name; None: leave as is (not per-customer)
+    group: str | None
+    mode: str  # octal
+    root_owned: bool  # root takes it over from a customer (older layout): cleaned like securefs.take_back
+    child: str | None  # its customer-owned subdirectory, kept when cleaning
+
+    @property
+    def chown(self) -> str:
+        """The argument of ``chown -h`` ('' when nothing changes hands)."""
+        return (self.owner or "") + (f":{self.group}" if self.group else "")
+
+
+def remote_dirs(settings: Settings, customers: list[str], users: Mapping[str, str], per_customer: bool,
+                nginx_group: str | None) -> list[RemoteDir]:
+    """``layout``'s directories for ``customers``, with owners by name (pure)."""
+    def name(who: str, customer: str | None) -> str | None:
+        if who == "root":
+            return "root"
+        if who == "nginx":
+            return nginx_group or ("root" if customer is None else (users[customer] if per_customer else None))
+        return users[customer] if per_customer and customer else None
+
+    out = []
+    specs = [(s, None) for s in layout.shared_dirs(settings)]
+    specs += [(s, c) for c in customers for s in layout.customer_dirs(settings, c)]
+    for spec, customer in specs:
+        owner = name(spec.owner, customer) if per_customer or spec.owner == "root" else None
+        group = name(spec.group, customer) if per_customer or spec.group != "customer" else None
+        child = next((os.path.basename(o.path) for o, _ in specs if os.path.dirname(o.path) == spec.path), None)
+        out.append(RemoteDir(spec.path, owner, group, f"{spec.mode:o}", spec.owner == "root" and per_customer, child))
+    return out
 
 
 def _staged(settings: Settings, change: Change) -> str:
@@ -164,10 +195,7 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
     changed_customers = sorted({c.customer for c in plan.changes if c.action != "delete"})
     stage = os.path.join(settings.state_dir, STAGE)
     per_customer = identity.per_customer
-    dirs = []
-    for customer in changed_customers:
-        paths = layout.app_paths(settings, customer, "x")
-        dirs.append(CustomerDirs(paths.run_dir, paths.log_dir, users[customer] if per_customer else None))
+    dirs = remote_dirs(settings, changed_customers, users, per_customer, identity.nginx_group) if changed_customers else []
     vassal_users = sorted({users[c.customer] for c in writes if c.kind == "vassal"}) if per_customer else []
     context = dict(
         host=host, stage=stage, manifest=layout.manifest(settings),
@@ -175,7 +203,7 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
         nginx_backup=os.path.join(settings.nginx_dir, NGINX_BACKUP),
         vassal_stage=os.path.join(settings.emperor_dir, VASSAL_STAGE),
         nginx_dir=settings.nginx_dir, emperor_dir=settings.emperor_dir,
-        users=vassal_users, customer_dirs=dirs, nginx_group=identity.nginx_group if dirs else None,
+        users=vassal_users, customer_dirs=dirs,
         staged_dirs=sorted({os.path.dirname(_staged(settings, c)) for c in writes} | {stage}),
         updates=[dict(target=c.path, staged=_staged(settings, c)) for c in writes if c.action == "update"],
         server_changes=bool(servers),

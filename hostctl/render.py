@@ -65,5 +65,5 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
             out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
             if cfg.on_demand and cfg.enabled:
                 path = ondemand.companion(paths.vassal)
-                out[path] = RenderedFile(path, ondemand.content(paths.socket), ondemand.KIND, customer.name, app.name, 0o640)
+                out[path] = RenderedFile(path, ondemand.content(paths.ondemand_socket), ondemand.KIND, customer.name, app.name, 0o640)
     return out

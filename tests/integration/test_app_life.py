@@ -175,7 +175,7 @@ def test_root_never_follows_the_customers_trigger_symlink(life: Life) -> None:
             os.utime(target, (now, now))
             time.sleep(1.5)
         assert _workers(life) == settled, "root's touch of the link's target reloaded the app"
-        log = (life.box.path("log") / "life" / "web.log").read_text(errors="replace")
+        log = (life.box.path("log") / "life" / "uwsgi" / "web.log").read_text(errors="replace")
         assert "unable to stat()" in log or "touched" in log
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)

@@ -185,7 +185,7 @@ def test_memory_hog_is_killed_in_its_cgroup_while_the_neighbour_answers(iso: Iso
     assert int(oom["oom_kill"]) >= 3
     assert int(Path(iso.leaf("alpha"), "memory.failcnt").read_text()) > 0
     assert int(Path(iso.leaf("beta"), "memory.oom_control").read_text().split("oom_kill ")[1].split()[0]) == 0
-    log = (iso.box.path("log") / "alpha" / "web.log").read_text(errors="replace")
+    log = (iso.box.path("log") / "alpha" / "uwsgi" / "web.log").read_text(errors="replace")
     assert "killed by signal 9" in log
     # alpha's master respawned its workers; beta and the server were not touched
     after = server.wait_json("alpha.test", timeout=20)
@@ -221,7 +221,7 @@ def _cpu_stat(leaf: str) -> dict[str, int]:
 def test_a_customer_cannot_read_or_reach_anothers_files(iso: Isolated) -> None:
     vassals, run, log = iso.box.path("vassals"), iso.box.path("run"), iso.box.path("log")
     denied = {
-        "read": [vassals / "beta_web.ini", log / "beta" / "web.log"],
+        "read": [vassals / "beta_web.ini", log / "beta" / "uwsgi" / "web.log"],
         "list": [run / "beta", log / "beta"],
         "connect": [run / "beta" / "web.sock", run / "beta" / "web.stats"],
     }

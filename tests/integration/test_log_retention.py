@@ -49,12 +49,13 @@ def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server) -> None:
         server.wait_json("acme.example")
         written = _write_past_the_limit(server, "acme.example")
         logs = box.path("log") / "acme"
+        app_logs = logs / "uwsgi"  # the customer's own directory (README: Security model)
 
         # The last overflow is rotated by the next check (uWSGI: about a second; logrotate: check_interval).
-        wait_for(lambda: _files(logs, "web.log").get("web.log", 0) <= MAX_SIZE, timeout=30, what="uWSGI to rotate its log")
+        wait_for(lambda: _files(app_logs, "web.log").get("web.log", 0) <= MAX_SIZE, timeout=30, what="uWSGI to rotate its log")
         wait_for(lambda: _files(logs, "web.access.log").get("web.access.log", 0) <= MAX_SIZE, timeout=30,
                  what="logrotate to rotate nginx's access log")
-        app_log = _files(logs, "web.log")
+        app_log = _files(app_logs, "web.log")
         access = _files(logs, "web.access.log")
         print(f"written to each log: {written} bytes; kept: app {app_log}, nginx {access}")
 
@@ -67,7 +68,7 @@ def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server) -> None:
         # The app and nginx still log into the live files after rotating.
         marker = "/after-rotation-" + os.urandom(4).hex()
         server.request("acme.example", marker)
-        wait_for(lambda: marker in (logs / "web.log").read_text(errors="replace"), timeout=10, what="the app's line")
+        wait_for(lambda: marker in (app_logs / "web.log").read_text(errors="replace"), timeout=10, what="the app's line")
         wait_for(lambda: marker in (logs / "web.access.log").read_text(errors="replace"), timeout=10, what="nginx's line")
     finally:
         box.cleanup()

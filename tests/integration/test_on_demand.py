@@ -62,7 +62,7 @@ def test_on_demand_sleeps_wakes_sleeps_and_only_nginx_may_connect(sandbox: Sandb
     server = make_server(sandbox)
     sandbox.hostctl("apply")
     vassals = sandbox.path("vassals")
-    socket_path = str(sandbox.path("run") / "acme" / "web.sock")
+    socket_path = str(sandbox.path("run") / "ondemand" / "acme_web.sock")  # the Emperor's (root's) directory
     assert (vassals / "acme_web.ini.socket").read_text() == socket_path + "\n"
     assert not (vassals / "globex_web.ini.socket").exists()
     assert "socket =" not in (vassals / "acme_web.ini").read_text(), "the Emperor's socket must not be bound again by the vassal"
@@ -88,7 +88,7 @@ def test_on_demand_sleeps_wakes_sleeps_and_only_nginx_may_connect(sandbox: Sandb
 
     # Only nginx's group may enter the socket's directory; any other user is refused.
     run_dir = os.stat(os.path.dirname(socket_path))
-    assert stat.S_IMODE(run_dir.st_mode) == 0o2750 and run_dir.st_gid == pwd.getpwnam("www-data").pw_gid
+    assert stat.S_IMODE(run_dir.st_mode) == 0o750 and run_dir.st_gid == pwd.getpwnam("www-data").pw_gid and run_dir.st_uid == 0
     refused = _connect_as(intruder, socket_path)
     assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused
     allowed = _connect_as("www-data", socket_path)

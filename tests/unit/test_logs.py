@@ -21,11 +21,12 @@ def inv(tmp_path: Path) -> inventory.Inventory:
 
 
 def test_log_files(inv: inventory.Inventory, tmp_path: Path) -> None:
+    root = str(tmp_path / "log")
     log = tmp_path / "log" / "acme"
-    assert logs.log_files(inv, "acme", "web") == [logs.LogFile("acme/web", str(log / "web.log"))]
+    assert logs.log_files(inv, "acme", "web") == [logs.LogFile("acme/web", str(log / "uwsgi" / "web.log"), root)]
     assert [f.label for f in logs.log_files(inv, "acme")] == ["acme/web", "acme/api"]
     assert logs.log_files(inv, "acme", "api", nginx=True) == [
-        logs.LogFile("acme/api access", str(log / "api.access.log")), logs.LogFile("acme/api error", str(log / "api.error.log"))]
+        logs.LogFile("acme/api access", str(log / "api.access.log"), root), logs.LogFile("acme/api error", str(log / "api.error.log"), root)]
     with pytest.raises(HostctlError, match=r"no such customer: 'globex' \(known: acme\)"):
         logs.log_files(inv, "globex")
     with pytest.raises(HostctlError, match=r"customer 'acme' has no app 'shop' \(its apps: web, api\)"):

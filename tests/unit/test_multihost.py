@@ -214,8 +214,11 @@ def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Invent
     assert bundle.uploaded == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
     script = bundle.script
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    steps = ["now=$( { { cat /srv/one/state/manifest.json", f"if [ \"$now\" != {'b' * 64} ]; then", "getent passwd hc-acme", "mkdir -p -- /srv/one/run/acme /srv/one/log/acme",
-             "chown -- hc-acme /srv/one/run/acme /srv/one/log/acme", "chgrp -- www-data /srv/one/run/acme",
+    steps = ["now=$( { { cat /srv/one/state/manifest.json", f"if [ \"$now\" != {'b' * 64} ]; then", "getent passwd hc-acme",
+             "mkdir -p -- /srv/one/run/ondemand", "chown -h -- root:www-data /srv/one/run/ondemand",
+             "mkdir -p -- /srv/one/run/acme", "chown -h -- hc-acme:www-data /srv/one/run/acme", "chmod -- 2750 /srv/one/run/acme",
+             "mkdir -p -- /srv/one/log/acme", "chown -h -- root:hc-acme /srv/one/log/acme",
+             "mkdir -p -- /srv/one/log/acme/uwsgi", "chown -h -- hc-acme:hc-acme /srv/one/log/acme/uwsgi",
              'mv -f -- "$STAGE/intent.json" "$MANIFEST"', 'touch -d "@$stamp" -- /srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf',
              "ln -f -t \"$NGINX_BACKUP\" -- /srv/one/nginx/acme_web.conf", 'mv -f -t /srv/one/nginx -- "$NGINX_STAGE"/*',
              "if ! out=$( nginx -t -q 2>&1 ); then", 'mv -f -t /srv/one/vassals -- "$VASSAL_STAGE"/*',
