@@ -83,7 +83,7 @@ def test_rollback_works_while_a_customer_file_is_broken(sandbox: Sandbox) -> Non
     (sandbox.inventory / "customers" / "acme.yaml").write_text("apps: [\n")
     assert sandbox.hostctl("apply", check=False).returncode == 1
     result = sandbox.hostctl("rollback")
-    assert "note: the inventory has problems; rolling back with hostctl.yaml's settings only:" in result.stderr
+    assert "note: rolling back customers whose inventory file is broken too: acme" in result.stderr
     assert "Rollback to generation 1 complete: 0 added, 1 changed, 0 removed." in result.stdout
     assert (sandbox.path("vassals") / "acme_web.ini").read_text() == first
     assert "www.acme.example" not in (sandbox.path("nginx") / "acme_web.conf").read_text()
