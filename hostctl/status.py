@@ -5,8 +5,17 @@
 cgroup memory, quarantined customers, the time) and returns one ``Row`` per
 app. The states:
 
-- ``running``: the Emperor has the vassal, its master is ready and worker 1 accepts;
-- ``starting``: the vassal is there but not yet ready or accepting (or it just
+- ``running``: the Emperor has the vassal and its workers accept (the Emperor's
+  ``accepting``, and the vassal's own stats show an accepting worker). The
+  Emperor's ``ready`` is not used: after a graceful reload it stays 0 for good
+  (Debian's uWSGI 2.0.21, measured), although the vassal serves;
+- ``reloading``: a graceful reload is under way: the Emperor saw the file change
+  (mtime) and told the vassal, whose workers finish their requests while the
+  master re-reads its file (``accepting`` 0 after it had accepted), or the
+  workers are being replaced inside the vassal (no accepting worker, or the
+  master's stats socket is down while it re-executes itself). Requests wait in
+  the socket's backlog meanwhile;
+- ``starting``: the vassal is there but has never accepted yet (or it just
   recovered and stays in the Emperor's blacklist until its first request);
 - ``idle``: an on-demand app that is asleep (or going to sleep): the Emperor
   holds its socket and starts it on the next request;
@@ -19,7 +28,15 @@ app. The states:
 - ``quarantined``: safe apply held the customer at its last-known-good files;
   the row's ``detail`` names the state underneath.
 
-A row is healthy when it is running, starting, idle or stopped (quarantined: when
+Counters: ``reloads`` are the graceful reloads the Emperor ordered (its
+``respawns``, which counts exactly those, since it last started the vassal);
+``respawns`` are restarts after the vassal died: failed starts while
+crash-looping, else 1 when the Emperor's entry was made after the master died
+(see ``_died_and_restarted``) and 0 otherwise: the Emperor keeps no count of
+them, so this is a lower bound; ``oom_kills`` come from the customer's
+cgroup (v1 ``memory.oom_control``, v2 ``memory.events``).
+
+A row is healthy when it is running, reloading, starting, idle or stopped (quarantined: when
 the state underneath is). ``hostctl status`` exits 1 when any row is not.
 """
 
@@ -32,9 +49,11 @@ from hostctl import layout
 from hostctl.errors import HostctlError
 from hostctl.inventory import AppSpec, Inventory
 from hostctl.status_collect import Observed, ProcSample
+from hostctl.status_probe import NOT_RUNNING as NOT_LISTENING
 
-STATES = ("running", "starting", "idle", "crash-looping", "stopped", "down", "unknown", "quarantined")
-HEALTHY = frozenset({"running", "starting", "idle", "stopped"})
+STATES = ("running", "reloading", "starting", "idle", "crash-looping", "stopped", "down", "unknown", "quarantined")
+HEALTHY = frozenset({"running", "reloading", "starting", "idle", "stopped"})
+RESTART_SLACK = 2  # seconds: a vassal first run this long after its file was written (or the Emperor started) was restarted
 SORTS = ("name", "memory", "cpu")
 
 
@@ -57,9 +76,11 @@ class Row:
     cpu_percent: float | None  # whole process tree, over the sampling interval (100 = one core)
     memory_bytes: int | None  # the customer's cgroup: memory in use (shared by its apps)
     memory_limit_bytes: int | None  # the customer's cgroup limit (None: no limit or no cgroup)
-    respawns: int | None  # vassal restarts by the Emperor (while crash-looping: failed starts)
-    worker_respawns: int | None  # worker restarts inside the vassal (max-requests, harakiri, crashes)
-    uptime_seconds: int | None  # since the Emperor last (re)started the vassal
+    respawns: int | None  # vassal restarts after it died (while crash-looping: failed starts); reloads are not counted
+    worker_respawns: int | None  # worker restarts inside the vassal (max-requests, harakiri, crashes, OOM kills)
+    uptime_seconds: int | None  # since its master process started (a graceful reload keeps the master)
+    reloads: int | None = None  # graceful reloads the Emperor ordered (file rewritten or touched) since it started the vassal
+    oom_kills: int | None = None  # processes the kernel killed in the customer's cgroup for lack of memory (shared by its apps)
     domains: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
     host: str | None = None  # multi-host: the server it runs on (None: this machine)
@@ -118,6 +139,20 @@ def _avg_rt_ms(workers: list[dict[str, Any]]) -> float | None:
     return round(sum(n * rt for n, rt in served) / total / 1000.0, 2)
 
 
+def _died_and_restarted(vassal: dict[str, Any] | None, emperor_started: float | None) -> bool:
+    """The Emperor started this vassal again after its master died.
+
+    A dead vassal is replaced by a new Emperor entry (``first_run`` = now, ``respawns``
+    back to 0), while its file keeps its mtime (``born``). hostctl writes every file
+    fresh, so ``first_run`` well after ``born`` means a restart, unless the Emperor
+    itself started after the file was written (then every vassal is new).
+    """
+    first_run, born = _int((vassal or {}).get("first_run")), _int((vassal or {}).get("born"))
+    if not first_run or not born or first_run <= born + RESTART_SLACK:
+        return False
+    return emperor_started is None or first_run > emperor_started + RESTART_SLACK
+
+
 def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, black: dict[str, Any] | None,
            vstats: dict[str, Any] | None) -> tuple[str, str]:
     enabled = app.config.enabled
@@ -129,11 +164,21 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
         if observed.emperor_absent:
             return "down", "no Emperor is running, and the vassal did not answer either"
         return "unknown", "the Emperor's stats could not be read, nor the vassal's"
-    up = vassal is not None and vassal.get("ready") and vassal.get("accepting") and not vassal.get("cursed")
+    pid = _int((vassal or {}).get("pid")) or 0
+    up = vassal is not None and vassal.get("accepting") and not vassal.get("cursed")
     if up and black is not None:
         return "starting", "up again; stays in the Emperor's blacklist until it serves its first request"
     if up:
-        return "running", "ready and accepting" + ("" if vassal.get("loyal") else "; no request served yet")
+        stats_error = observed.stats_errors.get(app.id, "")
+        accepting = [_int(w.get("accepting")) for w in _workers(vstats)]
+        if accepting and all(a == 0 for a in accepting):
+            return "reloading", "its workers are being replaced (a reload inside the vassal); requests wait in the socket's backlog"
+        if vstats is None and any(why in stats_error for why in NOT_LISTENING):
+            return "reloading", "its master is restarting (its stats socket does not answer); requests wait in the socket's backlog"
+        detail = "accepting requests" + ("" if vassal.get("loyal") else "; no request served yet")
+        if _died_and_restarted(vassal, observed.emperor_started):
+            detail += "; its master died and the Emperor started it again"
+        return "running", detail
     if vassal is None and not enabled:
         return "stopped", "enabled: false in the inventory"
     if black is not None:
@@ -144,13 +189,16 @@ def _state(app: AppSpec, observed: Observed, vassal: dict[str, Any] | None, blac
     if vassal is not None and vassal.get("on_demand"):
         if vassal.get("cursed"):
             return "idle", "on demand: going back to sleep after its idle time"
-        if (_int(vassal.get("pid")) or 0) <= 0:
+        if pid <= 0:
             return "idle", "on demand: asleep; the Emperor holds its socket and starts it on the next request"
     if vassal is not None and vassal.get("cursed"):
         if not enabled:
             return "stopped", "enabled: false in the inventory; the Emperor is stopping the vassal"
         return "down", "the Emperor is stopping the vassal"
     if vassal is not None:
+        if (_int(vassal.get("respawns")) or 0) > 0 and (_int(vassal.get("last_accepting")) or 0) > 0:
+            return "reloading", ("graceful reload: its file changed, its workers finish their requests and the master "
+                                 "re-reads the file; requests wait in the socket's backlog")
         return "starting", "master not ready yet" if not vassal.get("ready") else "workers not accepting yet"
     return "down", "the Emperor has no vassal for it (has `hostctl apply` run?)"
 
@@ -168,6 +216,8 @@ def row(app: AppSpec, observed: Observed, host: str | None = None,
     vassal = by_vassal.get(vassal_id)
     black = by_blacklist.get(vassal_id)
     vstats = observed.vassals.get(app.id)
+    after = observed.after.get(app.id)
+    started = after.started if after is not None else None
     state, detail = _state(app, observed, vassal, black, vstats)
     running_state = state
     healthy = state in HEALTHY
@@ -182,17 +232,17 @@ def row(app: AppSpec, observed: Observed, host: str | None = None,
         state = "quarantined"
 
     workers = _workers(vstats)
-    after = observed.after.get(app.id)
     rss = sum(after.rss.values()) if after is not None and after.rss else None
     if rss is None and workers and any(w.get("rss") for w in workers):
         rss = sum(_int(w.get("rss")) or 0 for w in workers)  # uWSGI's memory-report: workers only
     cgroup = observed.cgroups.get(app.customer)
     if black is not None and running_state == "crash-looping":
         respawns = (_int(black.get("attempt")) or 0) + 1  # failed starts so far
-    else:
-        respawns = _int(vassal.get("respawns")) if vassal else None
-    started = _int(vassal.get("last_run")) if vassal else None
-    uptime = int(observed.now - started) if started and running_state not in ("crash-looping", "idle") else None
+    else:  # the Emperor's own "respawns" counts reloads, not restarts
+        respawns = (1 if _died_and_restarted(vassal, observed.emperor_started) else 0) if vassal else None
+    reloads = _int(vassal.get("respawns")) if vassal else None
+    since = started or _int((vassal or {}).get("last_run"))
+    uptime = int(observed.now - since) if since and running_state not in ("crash-looping", "idle") else None
     return Row(
         customer=app.customer, app=app.name, state=state, healthy=healthy, detail=detail,
         pid=_positive((vassal or {}).get("pid")) or _positive((vstats or {}).get("pid")),
@@ -208,6 +258,8 @@ def row(app: AppSpec, observed: Observed, host: str | None = None,
         respawns=respawns,
         worker_respawns=sum(max(0, (_int(w.get("respawn_count")) or 1) - 1) for w in workers) if vstats is not None else None,
         uptime_seconds=max(0, uptime) if uptime is not None else None,
+        reloads=reloads,
+        oom_kills=cgroup.oom_kills if cgroup else None,
         domains=list(app.config.domains),
         problems=problems,
         host=host,

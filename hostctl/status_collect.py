@@ -36,12 +36,14 @@ class ProcSample:
     rss: dict[int, int] = field(default_factory=dict)  # pid -> bytes
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> user+system seconds
     denied: int = 0  # processes of the tree we were not allowed to inspect
+    started: float | None = None  # the tree's root (the vassal's master): its process start time, epoch seconds
 
 
 @dataclass(frozen=True)
 class CgroupMemory:
     usage: int  # bytes
     limit: int | None  # bytes; None: no limit
+    oom_kills: int | None = None  # the kernel's OOM kills in the cgroup (v1 memory.oom_control, v2 memory.events)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Observed:
     emperor: dict[str, Any] | None
     emperor_error: str | None = None
     emperor_absent: bool = False  # nothing listens on its socket (not running), as opposed to unreadable
+    emperor_started: float | None = None  # the Emperor's process start time, epoch seconds
     vassals: dict[str, dict[str, Any]] = field(default_factory=dict)
     stats_errors: dict[str, str] = field(default_factory=dict)  # app id -> why its stats socket failed
     before: dict[str, ProcSample] = field(default_factory=dict)  # first process sample
@@ -89,6 +92,16 @@ def read_vassal_stats(apps: Iterable[AppSpec], settings: Settings, timeout: floa
     return found, errors
 
 
+def process_started(pid: Any) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
 def process_children() -> dict[int, list[int]]:
     """Parent pid -> child pids, from one pass over the process table (not one per tree)."""
     children: dict[int, list[int]] = {}
@@ -113,12 +126,15 @@ def sample_tree(pid: int, children: dict[int, list[int]] | None = None) -> ProcS
     rss: dict[int, int] = {}
     cpu: dict[int, float] = {}
     denied = 0
+    started = None
     for member in _descendants(pid, process_children() if children is None else children):
         try:
             proc = psutil.Process(member)
             with proc.oneshot():
                 mem = proc.memory_info().rss
                 times = proc.cpu_times()
+                if member == pid:
+                    started = proc.create_time()
         except psutil.NoSuchProcess:
             continue
         except psutil.AccessDenied:
@@ -126,7 +142,7 @@ def sample_tree(pid: int, children: dict[int, list[int]] | None = None) -> ProcS
             continue
         rss[member] = mem
         cpu[member] = times.user + times.system
-    return ProcSample(time.monotonic(), rss, cpu, denied)
+    return ProcSample(time.monotonic(), rss, cpu, denied, started)
 
 
 def sample_trees(pids: dict[str, int]) -> dict[str, ProcSample]:
@@ -156,7 +172,7 @@ def read_cgroups(inv: Inventory, notes: list[str]) -> dict[str, CgroupMemory]:
             notes.append(f"the cgroup of {name}: {getattr(exc, 'strerror', None) or exc}")
             continue
         if found is not None and found.memory is not None:
-            out[name] = CgroupMemory(found.memory, found.memory_limit)
+            out[name] = CgroupMemory(found.memory, found.memory_limit, found.oom_kills)
     return out
 
 
@@ -199,7 +215,8 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     quarantined = read_quarantine(settings, notes)
     for name, found in inv.held.items():  # its own file is broken now: apply keeps its live files
         quarantined[name] = "its inventory file is broken: " + "; ".join(map(str, found))
-    return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, emperor_absent=absent, vassals=vassals,
+    return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, emperor_absent=absent,
+                    emperor_started=process_started((emperor_stats or {}).get("pid")), vassals=vassals,
                     stats_errors=stats_errors, before=before, after=after, cgroups=cgroup_memory,
                     quarantined=quarantined, problems=problems, notes=notes)
 

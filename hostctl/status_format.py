@@ -64,11 +64,13 @@ COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("RSS", lambda r: size(r.rss_bytes)),
     ("CPU%", lambda r: "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}"),
     ("MEM/LIMIT", _memory),
+    ("RELOADS", lambda r: _num(r.reloads)),
     ("RESPAWNS", lambda r: _num(r.respawns)),
+    ("OOM", lambda r: _num(r.oom_kills)),
     ("UPTIME", lambda r: duration(r.uptime_seconds)),
     ("DOMAINS", lambda r: ",".join(r.domains)),
 )
-RIGHT = frozenset({"WORKERS", "REQS", "AVG-RT", "LISTENQ", "RSS", "CPU%", "RESPAWNS", "UPTIME"})
+RIGHT = frozenset({"WORKERS", "REQS", "AVG-RT", "LISTENQ", "RSS", "CPU%", "RELOADS", "RESPAWNS", "OOM", "UPTIME"})
 
 
 def table_lines(found: Iterable[Row]) -> list[str]:

@@ -80,7 +80,7 @@ def children_map(proc="/proc"):
 
 def sample(pid, children, proc="/proc"):
     """RSS bytes and CPU seconds of ``pid``'s tree, as ``status_collect.ProcSample`` fields."""
-    rss, cpu, denied, todo = {}, {}, 0, [pid]
+    rss, cpu, denied, todo, started = {}, {}, 0, [pid], None
     while todo:
         member = todo.pop()
         todo.extend(children.get(member, ()))
@@ -98,13 +98,37 @@ def sample(pid, children, proc="/proc"):
             continue
         rss[member] = resident * PAGE
         cpu[member] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-    return {"at": time.monotonic(), "rss": rss, "cpu": cpu, "denied": denied}
+        if member == pid:
+            started = boot_time(proc) + int(fields[19]) / CLOCK_TICKS  # starttime: ticks after boot
+    return {"at": time.monotonic(), "rss": rss, "cpu": cpu, "denied": denied, "started": started}
+
+
+def boot_time(proc="/proc"):
+    """When the machine booted, epoch seconds (``btime`` in /proc/stat)."""
+    with open(os.path.join(proc, "stat")) as fh:
+        for line in fh:
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    return 0
 
 
 def _int_file(path):
     with open(path) as fh:
         text = fh.read().strip()
     return UNLIMITED if text == "max" else int(text)
+
+
+def _counter(path, name):
+    """``name N`` from a flat-keyed cgroup file, or None."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                key, _, value = line.partition(" ")
+                if key == name:
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def memory_cgroup(pid, proc="/proc", v1="/sys/fs/cgroup/memory", v2="/sys/fs/cgroup"):
@@ -115,15 +139,18 @@ def memory_cgroup(pid, proc="/proc", v1="/sys/fs/cgroup/memory", v2="/sys/fs/cgr
         _hier, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(","):
             base, files = os.path.join(v1, path.lstrip("/")), ("memory.usage_in_bytes", "memory.limit_in_bytes")
+            events = "memory.oom_control"
         elif controllers == "":
             base, files = os.path.join(v2, path.lstrip("/")), ("memory.current", "memory.max")
+            events = "memory.events"
         else:
             continue
         try:
             usage, limit = (_int_file(os.path.join(base, f)) for f in files)
         except (OSError, ValueError):
             continue
-        return {"path": base, "usage": usage, "limit": None if limit >= UNLIMITED else limit}
+        return {"path": base, "usage": usage, "limit": None if limit >= UNLIMITED else limit,
+                "oom_kills": _counter(os.path.join(base, events), "oom_kill")}
     return None
 
 
@@ -179,7 +206,7 @@ def collect(request):
             notes.append("the cgroup of pid %d: %s" % (pid, getattr(exc, "strerror", None) or exc))
             continue
         if found is not None and (shared is None or found["path"] != shared["path"]):
-            cgroups[customer] = {"usage": found["usage"], "limit": found["limit"]}
+            cgroups[customer] = {"usage": found["usage"], "limit": found["limit"], "oom_kills": found["oom_kills"]}
     quarantined = {}
     try:
         with open(request["quarantine"]) as fh:
@@ -189,7 +216,11 @@ def collect(request):
         pass
     except (OSError, ValueError, AttributeError) as exc:
         notes.append("the quarantine record %s: %s" % (request["quarantine"], (getattr(exc, "strerror", None) or str(exc)).lower()))
-    return {"now": time.time(), "emperor": emperor, "emperor_error": emperor_error, "vassals": vassals,
+    emperor_started = None
+    if isinstance((emperor or {}).get("pid"), int):
+        emperor_started = sample(emperor["pid"], {})["started"]
+    return {"now": time.time(), "emperor": emperor, "emperor_error": emperor_error, "emperor_started": emperor_started,
+            "vassals": vassals,
             "stats_errors": stats_errors, "before": before, "after": after, "cgroups": cgroups,
             "quarantined": quarantined, "notes": notes}
 

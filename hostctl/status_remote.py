@@ -44,7 +44,8 @@ def command() -> str:
 
 def _sample(data: dict[str, Any]) -> ProcSample:
     return ProcSample(at=float(data["at"]), rss={int(k): int(v) for k, v in data["rss"].items()},
-                      cpu={int(k): float(v) for k, v in data["cpu"].items()}, denied=int(data.get("denied", 0)))
+                      cpu={int(k): float(v) for k, v in data["cpu"].items()}, denied=int(data.get("denied", 0)),
+                      started=data.get("started"))
 
 
 def parse(output: str, host: str) -> Observed:
@@ -58,11 +59,11 @@ def parse(output: str, host: str) -> Observed:
         return Observed(
             now=float(data["now"]), emperor=data["emperor"],
             emperor_error=f"the Emperor's stats socket on {host}: {data['emperor_error']}" if data["emperor_error"] else None,
-            emperor_absent=data["emperor_error"] in status_probe.NOT_RUNNING,
+            emperor_absent=data["emperor_error"] in status_probe.NOT_RUNNING, emperor_started=data.get("emperor_started"),
             vassals=data["vassals"], stats_errors=data["stats_errors"],
             before={k: _sample(v) for k, v in data["before"].items()},
             after={k: _sample(v) for k, v in data["after"].items()},
-            cgroups={k: CgroupMemory(int(v["usage"]), v["limit"]) for k, v in data["cgroups"].items()},
+            cgroups={k: CgroupMemory(int(v["usage"]), v["limit"], v.get("oom_kills")) for k, v in data["cgroups"].items()},
             quarantined=dict(data["quarantined"]), notes=[f"{host}: {n}" for n in data["notes"]],
             problems={app_id: [f"{n} process(es) of its tree: permission denied"] for app_id, n in denied.items()},
         )

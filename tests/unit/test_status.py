@@ -26,7 +26,11 @@ def _app(customer: str = "acme", name: str = "web", enabled: bool = True) -> App
 def _observed(case: dict[str, Any]) -> Observed:
     vassals = {"acme_web": case["vassal"]} if "vassal" in case else {}
     return Observed(now=NOW, emperor=case["emperor"], vassals=vassals, emperor_absent=case.get("emperor_absent", False),
-                    quarantined={"acme": case["quarantined"]} if case.get("quarantined") else {})
+                    quarantined={"acme": case["quarantined"]} if case.get("quarantined") else {},
+                    stats_errors={"acme_web": case["stats_error"]} if "stats_error" in case else {},
+                    after={"acme_web": ProcSample(at=1.0, started=case["master_started"])} if "master_started" in case else {},
+                    cgroups={"acme": CgroupMemory(*case["cgroup"])} if "cgroup" in case else {},
+                    emperor_started=case.get("emperor_started"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -118,8 +122,9 @@ def test_table_aligns_columns_and_explains_unhealthy_rows() -> None:
     text = status_format.table(rows, ["the Emperor's stats socket /run/emperor.stats: connection refused"])
     lines = text.splitlines()
     assert lines[0].split() == [t for t, _ in status_format.COLUMNS]
-    assert lines[1].split() == ["acme", "web", "down", "-", "-", "-", "-", "-", "-", "-", "-", "-", "web.acme.example"]
-    assert lines[2].split() == ["globex", "web", "running", "1", "12", "1.5ms", "0", "30.0M", "-", "50.0M/200M", "(25%)", "-", "1m00s", "web.globex.example"]
+    assert lines[1].split() == ["acme", "web", "down", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "web.acme.example"]
+    assert lines[2].split() == ["globex", "web", "running", "1", "12", "1.5ms", "0", "30.0M", "-", "50.0M/200M", "(25%)", "-", "0", "-",
+                                "1m00s", "web.globex.example"]
     assert lines[0].index("REQS") + len("REQS") == lines[2].index("12") + 2  # right-aligned numbers
     assert lines[4] == "could not read the Emperor's stats socket /run/emperor.stats: connection refused"
     assert lines[5] == "acme/web: down: the Emperor has no vassal for it (has `hostctl apply` run?)"
