@@ -9,7 +9,7 @@ EXAMPLE  = example
 DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx logrotate python3-venv python3-pip curl openssh-server openssh-client pebble wrk
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo serve test test-unit bench clean
+.PHONY: all deps venv demo serve test test-unit bench dist clean
 
 all: venv
 
@@ -49,6 +49,13 @@ test-unit: venv
 # All four benchmarks (bench/README.md); HOSTCTL_BENCH_SCALE=0.1 make bench for a quick run.
 bench: venv
 	$(BIN)/python bench/run_all.py
+
+# The sdist, and the wheel built from it (so the sdist is proven complete), in dist/: what a
+# production server installs (README "Running it in production"). `build` (PyPA's frontend) is a test extra.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build -o dist .
+	@ls -l dist
 
 clean:
 	rm -rf $(VENV) .hostctl .pytest_cache .hypothesis build dist

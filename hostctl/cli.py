@@ -36,39 +36,79 @@ def cli(ctx: click.Context, inventory: str) -> None:
     ctx.obj["inventory"] = inventory
 
 
+def _set_inventory(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj["inventory"] = value
+
+
+def _accept_inventory_after(command: click.Command) -> None:
+    """`hostctl init --production -i DIR` as well as `hostctl -i DIR init --production`."""
+    if any("-i" in p.opts for p in command.params):
+        return
+    command.params.append(click.Option(["-i", "--inventory"], default=None, expose_value=False, callback=_set_inventory,
+                                       type=click.Path(file_okay=False), help="Inventory directory (also accepted before the command)."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_inventory_after(sub)
+
+
+cli.on_add = _accept_inventory_after
+
+
 @cli.command()
 @click.option("--production", is_flag=True, help="Use system paths (/etc/hostctl, /run/hostctl, ...) and systemd's nginx.")
+@click.option("--refresh", is_flag=True, help="Existing inventory: render system/ again from hostctl.yaml and show the diff.")
 @click.pass_context
-def init(ctx: click.Context, production: bool) -> None:
-    """Create a new inventory: hostctl.yaml, customers/, and system/ (systemd unit, Emperor and nginx snippets)."""
+def init(ctx: click.Context, production: bool, refresh: bool) -> None:
+    """Create a new inventory: hostctl.yaml, customers/, and system/ (systemd units, Emperor and nginx snippets)."""
     root = _inventory_root(ctx)
-    for path in scaffold.init(root, production):
-        click.echo(f"created {path}")
-    click.echo(f"Next: hostctl -i {root} add-customer NAME --domain DOMAIN --wsgi MODULE:CALLABLE")
+    if refresh:
+        changed = scaffold.refresh(root)
+        for path, diff in changed:
+            click.echo(diff, nl=False)
+        click.echo(f"{len(changed)} file(s) written in {root / scaffold.SYSTEM_DIR}; install them as the README's "
+                   "'Running it in production' says, then `systemctl daemon-reload`" if changed
+                   else f"{root / scaffold.SYSTEM_DIR} is up to date.")
+    else:
+        for path in scaffold.init(root, production):
+            click.echo(f"created {path}")
+        click.echo(f"Next: hostctl -i {root} add-customer NAME --domain DOMAIN --wsgi MODULE:CALLABLE")
+    note = scaffold.stable_path_note() if production or refresh else None
+    if note:
+        _say(note)
 
 
 @cli.command("add-customer")
 @click.argument("name")
 @click.option("--domain", "domains", multiple=True, required=True, help="A domain the app serves (repeatable).")
-@click.option("--wsgi", required=True, help="'package.module:callable' or a path to a .py file.")
-@click.option("--chdir", help="Directory the app runs in.")
+@click.option("--wsgi", required=True, help="'package.module:callable', or a .py file ('app.py' or 'app.py:callable').")
+@click.option("--app", "app_name", default="web", show_default=True, help="The app's name.")
+@click.option("--chdir", help="Directory the app runs in (must exist).")
 @click.option("--virtualenv", help="The app's virtualenv (made with the Python uWSGI embeds).")
 @click.option("--processes", type=int, help="Worker processes.")
+@click.option("--threads", type=int, help="Threads per worker process.")
+@click.option("--static", "static", multiple=True, metavar="PREFIX=DIR", help="nginx serves DIR at URL PREFIX (repeatable).")
 @click.option("--memory", help="Memory limit for the customer, e.g. 256M.")
+@click.option("--cpu", type=float, help="CPU limit for the customer, in cores (e.g. 0.5).")
+@click.option("--pids", type=int, help="Limit on the customer's processes and threads.")
 @click.option("--env", "env", multiple=True, metavar="K=V", help="An environment variable (repeatable).")
 @click.pass_context
-def add_customer(ctx: click.Context, name: str, domains: tuple[str, ...], wsgi: str, chdir: str | None,
-                 virtualenv: str | None, processes: int | None, memory: str | None, env: tuple[str, ...]) -> None:
-    """Add customer NAME with one app 'web' (writes customers/NAME.yaml)."""
-    pairs = {}
-    for item in env:
+def add_customer(ctx: click.Context, name: str, domains: tuple[str, ...], wsgi: str, static: tuple[str, ...],
+                 env: tuple[str, ...], **options: object) -> None:
+    """Add customer NAME with one app (writes customers/NAME.yaml)."""
+    path = customers.add(_inventory_root(ctx), name, list(domains), wsgi, static=_pairs(static, "--static"),
+                         env=_pairs(env, "--env"), **options)
+    click.echo(f"created {path}; run `hostctl plan` to see what apply would do")
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="'--env'")
-        pairs[key] = value
-    path = customers.add(_inventory_root(ctx), name, list(domains), wsgi, chdir=chdir, virtualenv=virtualenv,
-                         processes=processes, memory=memory, env=pairs)
-    click.echo(f"created {path}; run `hostctl plan` to see what apply would do")
+            raise click.BadParameter(f"{item!r} is not {'KEY=VALUE' if option == '--env' else 'PREFIX=DIR'}", param_hint=f"'{option}'")
+        out[key] = value
+    return out
 
 
 @cli.command("remove-customer")

@@ -8,12 +8,13 @@ written, so a bad value or a domain already in use writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import yaml
 
-from hostctl import fsops, inventory, values
+from hostctl import checks, fsops, inventory, values
 from hostctl.errors import HostctlError, InventoryError
 
 
@@ -21,27 +22,30 @@ def customer_file(root: Path, name: str) -> Path:
     return root / inventory.CUSTOMERS_DIR / f"{name}.yaml"
 
 
-def build(name: str, domains: list[str], wsgi: str, *, chdir: str | None = None, virtualenv: str | None = None,
-          processes: int | None = None, memory: str | None = None, env: dict[str, str] | None = None) -> str:
-    """The YAML text of a new customer with one app ``web``."""
+def build(name: str, domains: list[str], wsgi: str, *, app_name: str = "web", chdir: str | None = None,
+          virtualenv: str | None = None, processes: int | None = None, threads: int | None = None,
+          static: dict[str, str] | None = None, memory: str | None = None, cpu: float | None = None,
+          pids: int | None = None, env: dict[str, str] | None = None) -> str:
+    """The YAML text of a new customer with one app (``web`` unless ``app_name`` says otherwise)."""
     app: dict[str, object] = {"domains": list(domains), "wsgi": wsgi}
-    if chdir:
-        app["chdir"] = chdir
-    if virtualenv:
-        app["virtualenv"] = virtualenv
-    if processes is not None:
-        app["processes"] = processes
+    for key, value in (("chdir", chdir), ("virtualenv", virtualenv), ("processes", processes), ("threads", threads)):
+        if value is not None:
+            app[key] = value
+    if static:
+        app["static"] = dict(static)
     if env:
         app["env"] = dict(env)
     data: dict[str, object] = {}
-    if memory:
-        data["limits"] = {"memory": memory}
-    data["apps"] = {"web": app}
+    limits = {key: value for key, value in (("memory", memory), ("cpu", cpu), ("pids", pids)) if value is not None}
+    if limits:
+        data["limits"] = limits
+    data["apps"] = {app_name: app}
     header = f"# Customer {name}: created by `hostctl add-customer`; edit freely.\n"
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def add(root: Path, name: str, domains: list[str], wsgi: str, **options: object) -> Path:
+    """Write ``customers/NAME.yaml`` once the whole inventory validates with it and its paths exist on this host."""
     try:
         values.name(name, "customer name")
     except ValueError as exc:
@@ -49,16 +53,24 @@ def add(root: Path, name: str, domains: list[str], wsgi: str, **options: object)
     path = customer_file(root, name)
     if path.exists():
         raise HostctlError(f"customer {name!r} already exists ({path}); edit that file instead")
-    current = inventory.load(root)
+    # Other customers' broken files do not stop this one (they are held back, as everywhere).
+    current = inventory.load(root, partial=True)
     for domain in domains:
         for app in current.apps():
             if domain in app.config.domains:
                 raise HostctlError(f"domain {domain!r} is already used by customer {app.customer!r} (app {app.name!r})")
     text = build(name, domains, wsgi, **options)  # type: ignore[arg-type]
+    rel = f"{inventory.CUSTOMERS_DIR}/{name}.yaml"
     try:
-        inventory.load(root, overlay={f"{inventory.CUSTOMERS_DIR}/{name}.yaml": text.encode()})
+        candidate = inventory.load(root, overlay={rel: text.encode()}, partial=True)
     except InventoryError as exc:
         raise HostctlError(f"customer {name!r} was not added:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
+    # A chdir, wsgi file or virtualenv that is missing here would hold the customer back at the next plan.
+    problems = list(candidate.held.get(name, ()))
+    if not problems:
+        problems = checks.check_host(dataclasses.replace(candidate, customers=(candidate.customer(name),)))
+    if problems:
+        raise HostctlError(f"customer {name!r} was not added:\n" + "\n".join(f"  {p}" for p in problems))
     os.makedirs(path.parent, exist_ok=True)
     fsops.write_atomic(str(path), text.encode(), 0o644)
     return path

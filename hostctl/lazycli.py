@@ -10,6 +10,7 @@ its help is shown.
 from __future__ import annotations
 
 import importlib
+from typing import Callable
 
 import click
 
@@ -20,6 +21,12 @@ class LazyGroup(click.Group):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.lazy: dict[str, str] = {}
+        self.on_add: Callable[[click.Command], None] | None = None  # called for every subcommand, lazy or not
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if self.on_add is not None:
+            self.on_add(cmd)
+        super().add_command(cmd, name)
 
     def add_lazy(self, name: str, target: str) -> None:
         self.lazy[name] = target

@@ -73,59 +73,120 @@ SYSTEM_FILES = {
     "hostctl-emperor.service": "hostctl-emperor.service.j2",
     "nginx-hostctl.conf": "nginx-include.conf.j2",
 }
+# The units run hostctl from here: the production install (README "Running it in production")
+# makes /opt/hostctl a virtualenv and links its hostctl here, so an upgrade never edits a unit.
+PRODUCTION_BIN = "/usr/local/bin/hostctl"
+SYSTEM_DIR = "system"
+# What hostctl writes beside the customer files when the inventory's paths are relative
+# (the local try-out); secrets live there (vassals hold env values, certs hold keys).
+GITIGNORE = """\
+# Written by hostctl when it runs this inventory (`apply`, `serve`): not configuration,
+# and the vassals (env values) and certs (private keys) hold secrets.
+/vassals/
+/nginx/
+/run/
+/log/
+/state/
+/certs/
+/acme-challenge/
+"""
 
 
-def render_system_files(root: Path) -> dict[str, str]:
-    """The production system files for the inventory at ``root``: {file name: content}."""
-    inv = inventory.load(root)
+def render_system_files(root: Path, hostctl_bin: str = PRODUCTION_BIN) -> dict[str, str]:
+    """The production system files for the inventory at ``root``: {file name: content}.
+
+    Only hostctl.yaml is read, so a broken customer file never stops it."""
+    inv = inventory.load_settings(root)
     env = templates.environment(inv.root)
-    return {**system_files(inv.settings, env, inventory_root=str(inv.root)), **certs_timer_files(inv.root, env),
-            **logrotate_timer_files(inv.settings, inv.root, env)}
+    return {**system_files(inv.settings, env, inventory_root=str(inv.root), hostctl_bin=hostctl_bin),
+            **unit_files(UNIT_FILES, inv.settings, env, inv.root, hostctl_bin)}
 
 
-CERTS_TIMER_FILES = {"hostctl-certs.service": "hostctl-certs.service.j2", "hostctl-certs.timer": "hostctl-certs.timer.j2"}
+# One template per unit; each runs `hostctl -i <inventory> ...` from PRODUCTION_BIN.
+UNIT_FILES = {
+    "hostctl-limits.service": "hostctl-limits.service.j2",
+    "hostctl-certs.service": "hostctl-certs.service.j2",
+    "hostctl-certs.timer": "hostctl-certs.timer.j2",
+    "hostctl-logrotate.service": "hostctl-logrotate.service.j2",
+    "hostctl-logrotate.timer": "hostctl-logrotate.timer.j2",
+}
 
-
-def certs_timer_files(inventory_root: Path, env: jinja2.Environment, hostctl_bin: str | None = None) -> dict[str, str]:
-    """The systemd service and timer that run `hostctl certs renew` for the inventory at ``inventory_root``."""
-    context = dict(inventory_root=inventory_root, hostctl_bin=hostctl_bin or os.path.join(sys.prefix, "bin", "hostctl"))
-    return {name: templates.render(templates.get(env, template), **context) for name, template in CERTS_TIMER_FILES.items()}
-
-
-LOGROTATE_TIMER_FILES = {"hostctl-logrotate.service": "hostctl-logrotate.service.j2",
-                         "hostctl-logrotate.timer": "hostctl-logrotate.timer.j2"}
-
-
-def logrotate_timer_files(settings: Settings, inventory_root: Path, env: jinja2.Environment) -> dict[str, str]:
-    """The systemd service and timer that run `hostctl rotate-logs` every logs.check_interval seconds."""
-    context = dict(settings=settings, inventory_root=inventory_root, hostctl_bin=os.path.join(sys.prefix, "bin", "hostctl"))
-    return {name: templates.render(templates.get(env, template), **context) for name, template in LOGROTATE_TIMER_FILES.items()}
+def unit_files(names: dict[str, str], settings: Settings, env: jinja2.Environment, inventory_root: Path,
+               hostctl_bin: str = PRODUCTION_BIN) -> dict[str, str]:
+    context = dict(settings=settings, inventory=inventory_root, inventory_root=inventory_root, hostctl_bin=hostctl_bin)
+    return {name: templates.render(templates.get(env, template), **context) for name, template in names.items()}
 
 
 def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini",
-                 inventory_root: str | None = None) -> dict[str, str]:
+                 inventory_root: str | None = None, hostctl_bin: str = PRODUCTION_BIN) -> dict[str, str]:
     """The system files for ``settings`` (one host's, for multi-host bootstrap): {file name: content}.
 
     ``inventory_root``: the inventory lives on this host, so the Emperor's unit
-    recreates the customers' cgroups at boot (`hostctl limits --apply`).
+    wants hostctl-limits.service, which recreates the customers' cgroups at boot.
     """
     context = dict(settings=settings, emperor_stats=layout.emperor_stats(settings),
                    pidfile=None, logto=None, emperor_ini=emperor_ini, inventory=inventory_root,
-                   hostctl_bin=os.path.join(sys.prefix, "bin", "hostctl"))
+                   hostctl_bin=hostctl_bin)
     return {name: templates.render(templates.get(env, template), **context) for name, template in SYSTEM_FILES.items()}
+
+
+def running_bin() -> str:
+    """The hostctl executable of this Python environment."""
+    return os.path.join(sys.prefix, "bin", "hostctl")
+
+
+def stable_path_note(hostctl_bin: str = PRODUCTION_BIN, running: str | None = None) -> str | None:
+    """Say so when the units' hostctl is not the one running now (missing, or another install)."""
+    running = running or running_bin()
+    if not os.path.exists(hostctl_bin):
+        return (f"note: the systemd units run {hostctl_bin}, which does not exist here; install hostctl as the README's "
+                f"'Running it in production' says (this hostctl is {running})")
+    if os.path.realpath(hostctl_bin) != os.path.realpath(running):
+        return (f"note: the systemd units run {hostctl_bin} ({os.path.realpath(hostctl_bin)}), "
+                f"not this hostctl ({running})")
+    return None
 
 
 def init(root: Path, production: bool) -> list[Path]:
     settings = root / inventory.SETTINGS_FILE
     if settings.exists():
-        raise HostctlError(f"{settings} already exists; not overwriting an inventory")
+        raise HostctlError(f"{settings} already exists; not overwriting an inventory "
+                           f"(`hostctl -i {root} init --refresh` renders {SYSTEM_DIR}/ again)")
     (root / inventory.CUSTOMERS_DIR).mkdir(parents=True, exist_ok=True)
     settings.write_text(PRODUCTION_SETTINGS if production else LOCAL_SETTINGS, encoding="utf-8")
     (root / inventory.CUSTOMERS_DIR / ".gitkeep").touch()
-    created = [settings, root / inventory.CUSTOMERS_DIR]
-    system = root / "system"
+    (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+    created = [settings, root / inventory.CUSTOMERS_DIR, root / ".gitignore"]
+    system = root / SYSTEM_DIR
     system.mkdir(exist_ok=True)
     for name, content in render_system_files(root).items():
         (system / name).write_text(content, encoding="utf-8")
         created.append(system / name)
     return created
+
+
+def refresh(root: Path) -> list[tuple[Path, str]]:
+    """Render system/ again (after a change to hostctl.yaml or an upgrade); write what changed.
+
+    Returns (path, unified diff) for every file that was created or changed; the operator
+    then installs those (the README says where each goes)."""
+    import difflib
+
+    if not (root / inventory.SETTINGS_FILE).exists():
+        raise HostctlError(f"{root / inventory.SETTINGS_FILE} does not exist; create the inventory with `hostctl init`")
+    system = root / SYSTEM_DIR
+    system.mkdir(exist_ok=True)
+    changed = []
+    targets = {system / name: content for name, content in render_system_files(root).items()}
+    if not (root / ".gitignore").exists():
+        targets[root / ".gitignore"] = GITIGNORE
+    for path, content in targets.items():
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        if old == content:
+            continue
+        rel = os.path.relpath(path, root)
+        diff = "".join(difflib.unified_diff(old.splitlines(True), content.splitlines(True),
+                                            "/dev/null" if not path.exists() else f"a/{rel}", f"b/{rel}"))
+        path.write_text(content, encoding="utf-8")
+        changed.append((path, diff))
+    return changed

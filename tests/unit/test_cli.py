@@ -129,3 +129,99 @@ def test_usage_errors_exit_1_not_2(inv: Path, capsys: pytest.CaptureFixture) -> 
     with pytest.raises(SystemExit) as exited:
         main(["-i", str(inv), "plan", "--exit-code"])
     assert exited.value.code == 0
+
+
+def test_init_refresh_renders_system_again_and_shows_the_diff(tmp_path: Path, runner: CliRunner) -> None:
+    root = tmp_path / "prod"
+    assert run(runner, root, "init", "--production")[0] == 0
+    system = root / "system"
+    customers_before = sorted(os.listdir(root / "customers"))
+    settings = (root / "hostctl.yaml").read_text()
+    (root / "hostctl.yaml").write_text(settings.replace("check_interval: 60 ", "check_interval: 30 "))
+    (system / "hostctl-limits.service").unlink()
+    (system / "emperor.ini").write_text("hand edit\n")
+    code, out, err = run(runner, root, "init", "--refresh")
+    assert code == 0, err
+    assert "-OnBootSec=60\n-OnUnitActiveSec=60\n+OnBootSec=30\n+OnUnitActiveSec=30\n" in out
+    assert "--- /dev/null\n+++ b/system/hostctl-limits.service\n" in out and "-hand edit\n" in out
+    assert out.rstrip().endswith("3 file(s) written in " + str(system) + "; install them as the README's "
+                                 "'Running it in production' says, then `systemctl daemon-reload`")
+    assert "OnUnitActiveSec=30" in (system / "hostctl-logrotate.timer").read_text()
+    assert (system / "emperor.ini").read_text().startswith("; The uWSGI Emperor")
+    assert (root / "hostctl.yaml").read_text() != settings and sorted(os.listdir(root / "customers")) == customers_before
+    code, out, _ = run(runner, root, "init", "--refresh")
+    assert code == 0 and out == f"{system} is up to date.\n"
+    # Without --refresh an existing inventory is refused, and the message says what to run.
+    code, _, err = run(runner, root, "init")
+    assert code == 1 and "init --refresh` renders system/ again" in err
+
+
+def test_inventory_option_is_accepted_after_the_subcommand(tmp_path: Path, runner: CliRunner) -> None:
+    root = tmp_path / "prod"
+    result = runner.invoke(cli, ["init", "--production", "-i", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (root / "hostctl.yaml").is_file() and not (Path("inventory") / "hostctl.yaml").exists()
+    # after any command, also a lazily imported group's subcommand; the later one wins
+    for args in (["validate", "-i", str(root)], ["--inventory", "nowhere", "validate", "--inventory", str(root)],
+                 ["certs", "-i", str(root)], ["certs", "renew", "-i", str(root)], ["rollback", "--list", "-i", str(root)]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output)
+
+
+def test_init_writes_a_gitignore_so_git_status_shows_only_configuration(tmp_path: Path, runner: CliRunner) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("git"):
+        pytest.skip("git is not installed")
+    root = tmp_path / "inv"
+    assert run(runner, root, "init")[0] == 0
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    # what apply and serve write beside the customer files with the default (relative) paths
+    for rel in ("vassals/acme_web.ini", "nginx/acme_web.conf", "state/manifest.json", "log/acme/web.log",
+                "run/acme/web.sock", "certs/acme_web/privkey.pem", "acme-challenge/token"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("secret\n")
+    (root / "customers" / "acme.yaml").write_text("apps: {}\n")
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    untracked = sorted(line[3:] for line in status if line)
+    assert untracked == [".gitignore", "customers/.gitkeep", "customers/acme.yaml", "hostctl.yaml"] + sorted(
+        f"system/{name}" for name in os.listdir(root / "system"))
+
+
+def test_add_customer_takes_static_threads_app_cpu_pids(inv: Path, runner: CliRunner, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "static").mkdir(parents=True)
+    code, _, err = run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "acme.wsgi:application",
+                       "--app", "shop", "--chdir", str(site), "--threads", "4", "--static", f"/static/={site / 'static'}",
+                       "--static", f"/media/={site}", "--cpu", "0.5", "--pids", "64", "--memory", "128M")
+    assert code == 0, err
+    data = yaml.safe_load((inv / "customers" / "acme.yaml").read_text())
+    assert data == {"limits": {"memory": "128M", "cpu": 0.5, "pids": 64}, "apps": {"shop": {
+        "domains": ["acme.example"], "wsgi": "acme.wsgi:application", "chdir": str(site), "threads": 4,
+        "static": {"/static/": str(site / "static"), "/media/": str(site)}}}}
+    assert run(runner, inv, "validate")[0] == 0
+
+
+def test_add_customer_refuses_paths_that_do_not_exist_and_writes_nothing(inv: Path, runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    cases = [
+        (["--chdir", str(missing)], f"customers/acme.yaml:7: apps.web.chdir: '{missing}' does not exist"),
+        (["--virtualenv", str(missing)], f"apps.web.virtualenv: '{missing}' does not exist"),
+        (["--static", "/static"], "'/static' is not PREFIX=DIR"),
+        (["--pids", "2"], "limits.pids"),
+        (["--app", "Web"], "'Web' is not a valid app name"),
+    ]
+    for extra, message in cases:
+        code, _, err = run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "a:b", *extra)
+        assert code != 0 and message in err, (extra, err)  # 2: click's usage error (main() makes it 1)
+        assert not (inv / "customers" / "acme.yaml").exists()
+    code, _, err = run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", str(missing / "app.py"))
+    assert code == 1 and f"apps.web.wsgi: '{missing / 'app.py'}' does not exist" in err, err
+
+
+def test_add_customer_is_not_blocked_by_another_customers_broken_file(inv: Path, runner: CliRunner) -> None:
+    (inv / "customers" / "broken.yaml").write_text("apps: {web: {domains: [b.example], wsgi: a:b, procesess: 2}}\n")
+    code, _, err = run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "a:b")
+    assert code == 0, err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,8 +88,11 @@ def test_production_unit_recreates_cgroups_before_the_emperor(tmp_path: Path) ->
     result = CliRunner().invoke(cli, ["-i", str(tmp_path / "prod"), "init", "--production"])
     assert result.exit_code == 0, result.output
     unit = (tmp_path / "prod" / "system" / "hostctl-emperor.service").read_text()
-    pre = f"ExecStartPre=-{sys.prefix}/bin/hostctl -i {tmp_path / 'prod'} limits --apply\n"
-    assert pre in unit and unit.index(pre) < unit.index("ExecStart=/usr/bin/uwsgi")
+    limits = (tmp_path / "prod" / "system" / "hostctl-limits.service").read_text()
+    # A separate unit: its failure shows in `systemctl --failed` (no hidden ExecStartPre=-), and the Emperor still starts.
+    assert "Wants=hostctl-limits.service\nAfter=hostctl-limits.service\n" in unit and "hostctl -i" not in unit
+    assert f"ExecStart=/usr/local/bin/hostctl -i {tmp_path / 'prod'} limits --apply\n" in limits
+    assert "Type=oneshot" in limits and "Before=hostctl-emperor.service" in limits
 
 
 def test_an_optional_limit_file_the_kernel_lacks_is_noted_not_fatal(tmp_path: Path) -> None:
