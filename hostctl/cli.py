@@ -150,7 +150,10 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
     _notes(prepared.owners, limits)
     if limits is not None:
         click.echo(isolation.render(limits), nl=False)
-    click.echo(render_plan(prepared.plan, show_diff=not no_diff), nl=False)
+    if prepared.plan.empty and not prepared.plan.conflicts and limits is not None and not limits.empty:
+        click.echo(isolation.summary(limits, done=False))  # not "No changes": the cgroups or users change
+    else:
+        click.echo(render_plan(prepared.plan, show_diff=not no_diff), nl=False)
     for line in tls.plan_lines(prepared.inventory, prepared.ready_certs):
         click.echo(line)
     from hostctl.history import quarantined
@@ -191,8 +194,16 @@ def _report_apply(result, what: str) -> None:
     from hostctl.plan import render_plan
     from hostctl.quarantine import report
 
+    limits = getattr(result, "isolation", None)
     if result.plan.empty:
-        click.echo("Nothing was applied." if result.rejections else result.plan.summary())
+        if result.rejections:
+            click.echo("Nothing was applied.")
+        elif limits is not None and not limits.empty:
+            from hostctl import isolation
+
+            click.echo(isolation.summary(limits, done=True))
+        else:
+            click.echo(result.plan.summary())
         for message in result.messages:
             click.echo(message)
     else:

@@ -58,7 +58,20 @@ def prepare(inv: Inventory, owners: Owners) -> IsolationPlan:
 def render(plan: IsolationPlan) -> str:
     """Users to create and cgroup changes, one line each (empty when there are none)."""
     lines = [f"+ user {u} (created by `hostctl apply --create-users`)" for u in plan.users]
+    if plan.users:
+        lines.append("note: each new customer needs its Unix user: run `hostctl apply --create-users` (the default; "
+                     "leave it off only if you create users yourself, e.g. from LDAP)")
     return "".join(line + "\n" for line in lines) + cgroups.render_changes(plan.changes)
+
+
+def summary(plan: IsolationPlan, done: bool) -> str:
+    """The last line of a plan or apply whose files did not change but whose users or cgroups did."""
+    parts = [f"{len(plan.changes)} cgroup change(s) {'made' if done else 'to make'}"] if plan.changes else []
+    if plan.users:
+        parts.append(f"{len(plan.users)} user(s) {'created' if done else 'to create'}")
+    if done:
+        return "Apply complete: no file changes; " + ", ".join(parts) + "."
+    return "Plan: no file changes; " + ", ".join(parts) + " (listed above)."
 
 
 def execute(plan: IsolationPlan) -> list[str]:

@@ -102,3 +102,38 @@ def test_an_optional_limit_file_the_kernel_lacks_is_noted_not_fatal(tmp_path: Pa
     assert message.startswith(f"{missing} is not available here")
     with pytest.raises(HostctlError, match="could not write '0' to .*; no vassal or server block was written"):
         cgroupfs.apply((cgroups.CgroupChange("write", str(missing), None, "0"),))
+
+
+def test_plan_and_apply_say_when_only_cgroup_limits_change(tmp_path: Path) -> None:
+    """A changed limit changes no file (the vassal names only the cgroup): plan must not say "No changes"."""
+    fake = tmp_path / "cg"
+    for controller in ("memory", "cpu", "pids"):
+        (fake / controller).mkdir(parents=True)
+    root = _inventory(tmp_path, isolation={"users": "invoker"}, cgroup={"mode": "v1", "v1_root": str(fake), "parent": "hc"})
+    runner = CliRunner()
+    first = runner.invoke(cli, ["-i", str(root), "apply"])
+    assert first.exit_code == 0, first.output
+    assert runner.invoke(cli, ["-i", str(root), "plan", "--exit-code"]).exit_code == 0
+    (root / "customers" / "acme.yaml").write_text(yaml.safe_dump({**CUSTOMER, "limits": {"memory": "128M", "pids": 32}}))
+    planned = runner.invoke(cli, ["-i", str(root), "plan", "--exit-code"])
+    assert planned.exit_code == 2, planned.output
+    assert f"~ cgroup {fake}/memory/hc/acme/memory.limit_in_bytes" in planned.stdout, planned.stdout
+    assert "No changes" not in planned.stdout
+    assert planned.stdout.rstrip().endswith("Plan: no file changes; 1 cgroup change(s) to make (listed above).")
+    applied = runner.invoke(cli, ["-i", str(root), "apply"])
+    assert applied.exit_code == 0 and "No changes" not in applied.stdout, applied.output
+    assert applied.stdout.rstrip().endswith("Apply complete: no file changes; 1 cgroup change(s) made.")
+    assert (fake / "memory/hc/acme/memory.limit_in_bytes").read_text() == str(128 << 20)
+    again = runner.invoke(cli, ["-i", str(root), "plan", "--exit-code"])
+    assert again.exit_code == 0 and "No changes. The live files match the inventory." in again.stdout
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="per-customer users need root")
+def test_plan_lists_missing_users_and_says_to_apply_with_create_users(tmp_path: Path) -> None:
+    root = _inventory(tmp_path, isolation={"users": "per-customer", "user_prefix": "hcz-"}, cgroup={"mode": "off"})
+    planned = CliRunner().invoke(cli, ["-i", str(root), "plan", "--no-diff"])
+    assert planned.exit_code == 0, planned.output
+    lines = planned.stdout.splitlines()
+    assert lines[:2] == ["+ user hcz-acme (created by `hostctl apply --create-users`)",
+                         "note: each new customer needs its Unix user: run `hostctl apply --create-users` (the default; "
+                         "leave it off only if you create users yourself, e.g. from LDAP)"], lines
