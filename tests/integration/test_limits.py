@@ -257,8 +257,9 @@ def test_changing_a_limit_changes_the_live_cgroup_without_a_reload(iso: Isolated
     plan = iso.box.hostctl("plan", "--exit-code", check=False)
     assert plan.returncode == 2
     assert f"~ cgroup {limit_file}: 67108864 -> 100663296" in plan.stdout
-    assert "No changes. The live files match the inventory." in plan.stdout  # no vassal or server block changes
-    iso.box.hostctl("apply")
+    # no vassal or server block changes, and the plan says so without claiming "No changes"
+    assert plan.stdout.rstrip().endswith("Plan: no file changes; 1 cgroup change(s) to make (listed above).")
+    assert "Apply complete: no file changes; 1 cgroup change(s) made." in iso.box.hostctl("apply").stdout
     assert Path(limit_file).read_text().strip() == str(96 << 20)
     assert os.stat(vassal).st_mtime == mtime
     assert iso.get("alpha")["ppid"] in before
