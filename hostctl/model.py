@@ -166,6 +166,9 @@ class NginxSettings(Strict):
     listen: Listen = "127.0.0.1:8080"
     binary: SettingsPath = "nginx"
     uwsgi_params: SettingsPath = "/etc/nginx/uwsgi_params"
+    # `hostctl serve` and the nginx -t scaffold include it (the system nginx.conf already does):
+    # static files get their type (text/css, not application/octet-stream).
+    mime_types: SettingsPath = "/etc/nginx/mime.types"
     # Group of the nginx worker processes: sockets are made reachable to it alone.
     group: Name | None = None
     # Production: how to check and reload the system nginx. Unset: hostctl checks
