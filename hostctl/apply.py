@@ -218,7 +218,8 @@ def apply(root: str, lock_timeout: float, say: Say = lambda _: None, create_user
 def _apply(root: str, lock_timeout: float, say: Say, create_users: bool) -> ApplyResult:
     inv, owners = pipeline.load_checked(root, missing_users_ok=create_users)
     with lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
-        created = users.create(owners.missing_users, inv.settings.isolation.home_dir) if owners.missing_users else []
+        created = users.create(owners.missing_users, inv.settings.isolation.home_dir,
+                               inv.settings.isolation.uid_min, inv.settings.isolation.uid_max) if owners.missing_users else []
         if created:
             inv, owners = pipeline.load_checked(root)
         prepared = pipeline.prepare_loaded(inv, owners)

@@ -13,6 +13,7 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
+from hostctl import accounts
 from hostctl.errors import Problem
 from hostctl.inventory import Inventory
 from hostctl.render import Identity
@@ -71,6 +72,7 @@ def resolve(inventory: Inventory, euid: int | None = None, allow_missing: bool =
                                           "'per-customer' needs root (vassals switch to each customer's user); run as root or use 'invoker'"))
     customers: dict[str, tuple[int, int]] = {}
     missing: list[str] = []
+    iso = inventory.settings.isolation
     if per_customer:
         for customer in inventory.customers:
             try:
@@ -80,10 +82,37 @@ def resolve(inventory: Inventory, euid: int | None = None, allow_missing: bool =
                     missing.append(customer.user)
                     continue
                 problems.append(inventory.problem(customer.file, ("user",) if "user" in inventory.sources[customer.file].data else (),
-                                                  f"Unix user {customer.user!r} does not exist (run `hostctl apply --create-users`, or create it, e.g. `useradd --system --no-create-home {customer.user}`)"))
+                                                  f"Unix user {customer.user!r} does not exist (run `hostctl apply --create-users`, or create it, e.g. "
+                                                  f"`useradd --system --no-create-home -K SYS_UID_MIN={iso.uid_min} -K SYS_UID_MAX={iso.uid_max} {customer.user}`)"))
                 continue
-            if entry.pw_uid == 0:
-                problems.append(inventory.problem(customer.file, ("user",), f"Unix user {customer.user!r} is root; vassals never run as root"))
             customers[customer.name] = (entry.pw_uid, entry.pw_gid)
+        problems += account_problems(inventory, group)
     identity = Identity(per_customer=per_customer, nginx_group=group)
     return Owners(identity, root, nginx_gid, customers, tuple(missing)), problems
+
+
+def user_database(names: set[str]) -> tuple[dict[str, accounts.Passwd], dict[int, accounts.Group]]:
+    """The entries of ``names`` and every group, from this host's user database (the edge of ``accounts``)."""
+    passwd = {}
+    for name in names:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        passwd[name] = accounts.Passwd(name, entry.pw_uid, entry.pw_gid)
+    groups = {g.gr_gid: accounts.Group(g.gr_name, g.gr_gid, tuple(g.gr_mem)) for g in grp.getgrall()}
+    return passwd, groups
+
+
+def account_problems(inventory: Inventory, nginx_group: str | None) -> list[Problem]:
+    """``accounts``' rule for every customer's user, as problems at its file and ``user`` field."""
+    iso = inventory.settings.isolation
+    wanted = [accounts.Wanted(c.name, c.user) for c in inventory.customers]
+    passwd, groups = user_database({w.user for w in wanted} | {DEFAULT_NGINX_USER})
+    found = accounts.account_problems(wanted, passwd, groups, iso.uid_min, iso.uid_max, DEFAULT_NGINX_USER, nginx_group)
+    out = []
+    for customer in inventory.customers:
+        if customer.name in found:
+            field = ("user",) if "user" in inventory.sources[customer.file].data else ()
+            out.append(inventory.problem(customer.file, field, found[customer.name]))
+    return out

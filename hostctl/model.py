@@ -195,6 +195,16 @@ class IsolationSettings(Strict):
     user_prefix: str = Field(default="hc-", pattern=r"^[a-z][a-z0-9-]{0,8}$")
     # `apply --create-users`: None makes users without a home; a directory gives each one <home_dir>/<user>.
     home_dir: SettingsPath | None = None
+    # The uids (and gids) of customer accounts: `user:` must name an account inside, and
+    # --create-users makes them there. Below are system accounts (www-data, postgres, ...).
+    uid_min: int = Field(default=20000, ge=1000, le=2**31 - 2)
+    uid_max: int = Field(default=29999, ge=1000, le=2**31 - 2)
+
+    @model_validator(mode="after")
+    def _range(self) -> "IsolationSettings":
+        if self.uid_min > self.uid_max:
+            raise ValueError(f"uid_min ({self.uid_min}) is above uid_max ({self.uid_max})")
+        return self
 
 
 class CgroupSettings(Strict):

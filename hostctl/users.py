@@ -16,8 +16,11 @@ NOLOGIN = "/usr/sbin/nologin"
 NO_HOME = "/nonexistent"
 
 
-def useradd_argv(user: str, home_dir: str | None) -> list[str]:
+def useradd_argv(user: str, home_dir: str | None, uid_min: int, uid_max: int) -> list[str]:
+    """System users (no aging, no mail spool) whose uid and gid come from ``isolation.uid_min..uid_max``
+    (the range ``accounts`` accepts for customers), not from the system range below it."""
     argv = ["useradd", "--system", "--user-group", "--shell", NOLOGIN, "--comment", "hostctl customer"]
+    argv += [f"-KSYS_UID_MIN={uid_min}", f"-KSYS_UID_MAX={uid_max}", f"-KSYS_GID_MIN={uid_min}", f"-KSYS_GID_MAX={uid_max}"]
     if home_dir:
         argv += ["--home-dir", os.path.join(home_dir, user), "--create-home"]
     else:
@@ -25,13 +28,13 @@ def useradd_argv(user: str, home_dir: str | None) -> list[str]:
     return argv + [user]
 
 
-def create(users: tuple[str, ...], home_dir: str | None) -> list[str]:
+def create(users: tuple[str, ...], home_dir: str | None, uid_min: int, uid_max: int) -> list[str]:
     """Run useradd for each user; return what was done. Raise on the first failure."""
     done = []
     if home_dir:
         os.makedirs(home_dir, mode=0o755, exist_ok=True)
     for user in users:
-        result = subprocess.run(useradd_argv(user, home_dir), capture_output=True, text=True)
+        result = subprocess.run(useradd_argv(user, home_dir, uid_min, uid_max), capture_output=True, text=True)
         if result.returncode != 0:
             raise HostctlError(f"useradd {user} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()}")
         if home_dir:

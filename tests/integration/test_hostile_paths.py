@@ -251,3 +251,18 @@ def test_upgrade_takes_back_a_log_directory_the_customer_owned(tenants: Tenants)
     assert tenants.server.request("acme.example")[0] == 200  # type: ignore[union-attr]
     tenants.canary.assert_untouched("nginx reload after the upgrade")
     assert not plant_symlink(tenants.user, tenants.canary.path, logs[0]), "the customer can still plant in its old log directory"
+
+
+def test_accounts_are_made_in_the_customer_range_and_no_customer_gets_anothers_or_nginxs(tenants: Tenants) -> None:
+    """Class 2: `user:` may only name an account hostctl may give to a customer (README: Security model)."""
+    for user in tenants.users.values():
+        assert 20000 <= pwd.getpwnam(user).pw_uid <= 29999, "apply --create-users makes customers in isolation.uid_min..uid_max"
+    app = tenants.box.echo_app(["evil.example"])
+    for user, why in ((tenants.user, "customer 'acme'"), ("www-data", "is nginx's user"),
+                      ("root", "is root"), ("daemon", "outside isolation.uid_min..uid_max")):
+        tenants.box.write_customer("evil", {"user": user, "apps": {"web": app}})
+        out = tenants.box.hostctl("apply", check=False)
+        assert out.returncode == 1 and f"customers/evil.yaml:1: user: Unix user {user!r}" in out.stderr and why in out.stderr, out
+        assert not (tenants.box.path("vassals") / "evil_web.ini").exists()
+        assert not (tenants.box.path("nginx") / "evil_web.conf").exists()
+    tenants.server.wait_json("acme.example")  # type: ignore[union-attr]

@@ -26,10 +26,11 @@ def _inventory(tmp_path: Path, **settings: object) -> Path:
 
 
 def test_useradd_argv() -> None:
-    assert users.useradd_argv("hc-acme", None) == [
+    assert users.useradd_argv("hc-acme", None, 20000, 29999) == [
         "useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", "--comment", "hostctl customer",
+        "-KSYS_UID_MIN=20000", "-KSYS_UID_MAX=29999", "-KSYS_GID_MIN=20000", "-KSYS_GID_MAX=29999",
         "--home-dir", "/nonexistent", "--no-create-home", "hc-acme"]
-    assert users.useradd_argv("hc-acme", "/srv/home")[-4:] == ["--home-dir", "/srv/home/hc-acme", "--create-home", "hc-acme"]
+    assert users.useradd_argv("hc-acme", "/srv/home", 20000, 29999)[-4:] == ["--home-dir", "/srv/home/hc-acme", "--create-home", "hc-acme"]
 
 
 def test_missing_users_are_listed_for_create_users_or_refused(tmp_path: Path) -> None:
@@ -39,7 +40,7 @@ def test_missing_users_are_listed_for_create_users_or_refused(tmp_path: Path) ->
     _, problems = identity.resolve(inv, euid=0)
     assert [str(p) for p in problems] == [
         "customers/acme.yaml:1: Unix user 'hcz-acme' does not exist (run `hostctl apply --create-users`, "
-        "or create it, e.g. `useradd --system --no-create-home hcz-acme`)"]
+        "or create it, e.g. `useradd --system --no-create-home -K SYS_UID_MIN=20000 -K SYS_UID_MAX=29999 hcz-acme`)"]
 
 
 def test_cgroup_edge_on_a_fake_v1_tree(tmp_path: Path) -> None:

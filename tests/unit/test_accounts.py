@@ -1,0 +1,90 @@
+"""accounts.account_problems: the accounts hostctl may give to customers, decided from user-database data."""
+
+from __future__ import annotations
+
+from hostctl.accounts import Group, Passwd, Wanted, account_problems, parse_group, parse_passwd
+
+PASSWD = parse_passwd("""root:x:0:0:root:/root:/bin/bash
+www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
+postgres:x:105:111::/var/lib/postgresql:/bin/bash
+hc-acme:x:29999:29999:hostctl customer:/nonexistent:/usr/sbin/nologin
+hc-globex:x:29998:29998:hostctl customer:/nonexistent:/usr/sbin/nologin
+alias:x:29999:29999::/nonexistent:/usr/sbin/nologin
+hc-sneaky:x:29997:29997::/nonexistent:/usr/sbin/nologin
+hc-webby:x:29996:33::/nonexistent:/usr/sbin/nologin
+hc-member:x:29995:29995::/nonexistent:/usr/sbin/nologin
+hc-high:x:40000:40000::/nonexistent:/usr/sbin/nologin
+""")
+GROUPS = parse_group("""root:x:0:
+www-data:x:33:hc-member
+hc-acme:x:29999:hc-sneaky
+hc-globex:x:29998:
+hc-sneaky:x:29997:
+hc-member:x:29995:
+""")
+
+
+def _check(*pairs: tuple[str, str]) -> dict[str, str]:
+    return account_problems([Wanted(c, u) for c, u in pairs], PASSWD, GROUPS, 20000, 29999, "www-data", "www-data")
+
+
+def test_a_customer_account_inside_the_range_is_fine() -> None:
+    assert _check(("acme", "hc-acme"), ("globex", "hc-globex")) == {}
+
+
+def test_root_nginx_and_system_accounts_are_refused() -> None:
+    problems = _check(("a", "root"), ("b", "www-data"), ("c", "postgres"), ("d", "hc-high"))
+    assert "is root" in problems["a"]
+    assert "nginx's user" in problems["b"]
+    assert "uid 105, outside isolation.uid_min..uid_max (20000..29999)" in problems["c"]
+    assert "uid 40000" in problems["d"]
+
+
+def test_an_account_of_nginx_group_is_refused() -> None:
+    problems = _check(("w", "hc-webby"), ("m", "hc-member"))
+    assert "nginx's group as its primary group" in problems["w"]
+    assert "member of nginx's group 'www-data'" in problems["m"]
+
+
+def test_two_customers_never_share_an_account_by_name_uid_or_group() -> None:
+    assert "already the account of customer 'acme'" in _check(("acme", "hc-acme"), ("other", "hc-acme"))["other"]
+    assert "already the account of customer 'acme'" in _check(("acme", "hc-acme"), ("other", "alias"))["other"]  # same uid, other name
+    problems = _check(("acme", "hc-acme"), ("sneaky", "hc-sneaky"))  # hc-sneaky is in hc-acme's group
+    assert problems == {"sneaky": "Unix user 'hc-sneaky' is a member of group 'hc-acme' of customer 'acme', whose vassals and logs that group may read"}
+
+
+def test_missing_accounts_are_left_to_the_caller() -> None:
+    assert _check(("acme", "hc-nobody-here")) == {}
+
+
+def test_parsers_skip_malformed_lines() -> None:
+    assert parse_passwd("bad\nx:x:notanumber:1::/:/bin/sh\nok:x:1:2::/:/bin/sh") == {"ok": Passwd("ok", 1, 2)}
+    assert parse_group("g:x:5:a,b\nbad") == {5: Group("g", 5, ("a", "b"))}
+
+
+def _inventory(tmp_path, customers: dict[str, dict]):
+    import yaml
+
+    from hostctl import inventory
+
+    root = tmp_path / "inv"
+    (root / "customers").mkdir(parents=True)
+    (root / "hostctl.yaml").write_text(yaml.safe_dump({"isolation": {"users": "per-customer"}}))
+    for name, data in customers.items():
+        (root / "customers" / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return inventory.load(root)
+
+
+def test_resolve_refuses_root_nginx_and_system_accounts_naming_file_line_and_field(tmp_path) -> None:
+    """On this host's real user database: root, www-data (nginx's user) and daemon (a system account)."""
+    from hostctl import identity
+
+    app = {"web": {"domains": ["x.example"], "wsgi": "app:application"}}
+    inv = _inventory(tmp_path, {"a": {"apps": app, "user": "root"},
+                                "b": {"apps": {"web": {**app["web"], "domains": ["b.example"]}}, "user": "www-data"},
+                                "c": {"apps": {"web": {**app["web"], "domains": ["c.example"]}}, "user": "daemon"}})
+    _, problems = identity.resolve(inv, euid=0)
+    text = sorted(str(p) for p in problems)
+    assert text[0].startswith("customers/a.yaml:6: user: Unix user 'root' is root"), text
+    assert text[1].startswith("customers/b.yaml:6: user: Unix user 'www-data' is nginx's user"), text
+    assert text[2].startswith("customers/c.yaml:6: user: Unix user 'daemon' has uid 1, outside isolation.uid_min..uid_max (20000..29999)"), text
