@@ -394,10 +394,12 @@ def build_venv(req: dict, release_dir: str, env: dict) -> str:
 def import_check(req: dict, release_dir: str, env: dict) -> str:
     """The command that loads the app the way a worker will (module:callable, or the wsgi file)."""
     wsgi = req["wsgi"]
-    if wsgi.endswith(".py"):
+    file, sep, attr = wsgi.rpartition(":")
+    if wsgi.endswith(".py") or (sep and file.endswith(".py")):  # 'app.py' or 'app.py:callable' (values.wsgi_file)
+        file, attr = (wsgi, "application") if wsgi.endswith(".py") else (file, attr)
         live = os.path.join(req["root"], CURRENT) + "/"
-        path = os.path.join(release_dir, wsgi[len(live):]) if wsgi.startswith(live) else wsgi
-        code = f"import runpy; g = runpy.run_path({path!r}); g['application']"
+        path = os.path.join(release_dir, file[len(live):]) if file.startswith(live) else file
+        code = f"import runpy; g = runpy.run_path({path!r}); g[{attr!r}]"
     else:
         module, _, attr = wsgi.partition(":")
         code = f"import importlib; getattr(importlib.import_module({module!r}), {attr or 'application'!r})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from hostctl import values
 from hostctl.errors import Problem
 from hostctl.inventory import Inventory
 
@@ -57,6 +58,7 @@ def check_host(inventory: Inventory) -> list[Problem]:
                     problems.append(inventory.problem(customer.file, base + ("virtualenv",), why))
             if cfg.chdir and not os.path.isdir(cfg.chdir):
                 problems.append(inventory.problem(customer.file, base + ("chdir",), f"{cfg.chdir!r} does not exist"))
-            if cfg.wsgi.endswith(".py") and not os.path.isfile(cfg.wsgi):
-                problems.append(inventory.problem(customer.file, base + ("wsgi",), f"{cfg.wsgi!r} does not exist"))
+            entry = values.wsgi_file(cfg.wsgi)
+            if entry and not os.path.isfile(entry[0]):
+                problems.append(inventory.problem(customer.file, base + ("wsgi",), f"{entry[0]!r} does not exist"))
     return problems

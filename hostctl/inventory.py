@@ -236,9 +236,11 @@ def _resolve_app(root: Path, app: App, defaults: Any) -> App:
         updates["virtualenv"] = _absolute(root, app.virtualenv)
     if app.root:
         updates["root"] = _absolute(root, app.root)
-    if app.wsgi.endswith(".py"):  # a released app's file is in its live release
+    entry = values.wsgi_file(app.wsgi)
+    if entry:  # a released app's file is in its live release
         base = os.path.join(updates["root"], "current") if app.root else chdir
-        updates["wsgi"] = _absolute(Path(base) if base else root, app.wsgi)
+        file = _absolute(Path(base) if base else root, entry[0])
+        updates["wsgi"] = file if entry[1] is None else f"{file}:{entry[1]}"
     updates["static"] = {prefix: _absolute(root, target) for prefix, target in app.static.items()}
     if app.tls is not None and app.tls.certificate and app.tls.key:
         updates["tls"] = app.tls.model_copy(update={"certificate": _absolute(root, app.tls.certificate),
@@ -255,7 +257,10 @@ def _check_resolved_paths(app: App, source: Source, base: tuple) -> list[Problem
     candidates = [("chdir",), ("virtualenv",), ("root",), ("wsgi",)] + [("static", prefix) for prefix in app.static]
     for key in candidates:
         value = getattr(app, key[0]) if len(key) == 1 else app.static[key[1]]
-        if value is None or (key == ("wsgi",) and not value.startswith("/")):
+        if key == ("wsgi",):
+            entry = values.wsgi_file(value)
+            value = entry[0] if entry else None  # a module name is no path
+        if value is None:
             continue
         try:
             values.path(value)

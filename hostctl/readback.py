@@ -17,7 +17,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from hostctl import lifecycle
+from hostctl import lifecycle, values
 from hostctl.layout import AppPaths
 
 SECTION = "uwsgi"
@@ -99,12 +99,14 @@ def values_of(directives: list[Directive], key: str) -> list[str]:
 
 def intended(cfg, paths: AppPaths, user: str | None) -> dict[str, list[str]]:
     """The directives that carry inventory values, as they must read back (``cfg``: a model.App)."""
+    entry = values.wsgi_file(cfg.wsgi)
     want: dict[str, list[str]] = {
         "env": [f"{k}={v}" for k, v in cfg.env.items()],
         "chdir": [cfg.chdir] if cfg.chdir else [],
         "virtualenv": [cfg.virtualenv] if cfg.virtualenv else [],
-        "wsgi-file": [cfg.wsgi] if cfg.wsgi.endswith(".py") else [],
-        "module": [] if cfg.wsgi.endswith(".py") else [cfg.wsgi],
+        "wsgi-file": [entry[0]] if entry else [],
+        "callable": [entry[1]] if entry and entry[1] else [],
+        "module": [] if entry else [cfg.wsgi],
         "uid": [user] if user else [],
         "gid": [user] if user else [],
         "stats": [paths.stats],
@@ -141,7 +143,8 @@ def path_problems(cfg, paths: AppPaths, run_dir: str, log_dir: str) -> list[str]
     """Paths that are not absolute and normalised, or runtime files outside the customer's directories."""
     problems = []
     mine = [paths.socket, paths.ondemand_socket, paths.stats, paths.log, paths.access_log, paths.error_log]
-    theirs = [p for p in (cfg.chdir, cfg.virtualenv, cfg.wsgi if cfg.wsgi.endswith(".py") else None, *cfg.static.values()) if p]
+    entry = values.wsgi_file(cfg.wsgi)
+    theirs = [p for p in (cfg.chdir, cfg.virtualenv, entry[0] if entry else None, *cfg.static.values()) if p]
     for path in mine + theirs:
         if not path.startswith("/") or posixpath.normpath(path) != path:
             problems.append(f"{path!r} is not an absolute, normalised path")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import jinja2
 
-from hostctl import cgroups, layout, lifecycle, ondemand, templates, tls
+from hostctl import cgroups, layout, lifecycle, ondemand, templates, tls, values
 from hostctl.escape import INI_PLACEHOLDERS
 from hostctl.inventory import Inventory
 
@@ -55,7 +55,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
             context = dict(
                 settings=settings, customer=customer, app=app, cfg=cfg, paths=paths,
                 user=user, group=user, placeholders=INI_PLACEHOLDERS,
-                wsgi_file=cfg.wsgi if cfg.wsgi.endswith(".py") else None,
+                wsgi_file=values.wsgi_file(cfg.wsgi),
                 cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
                 lifecycle_lines=lifecycle.vassal_lines(cfg),
                 tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,

@@ -19,6 +19,7 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # quotes, ';', '{', '}', '$', '%', '#', '(' or control characters.
 PATH_RE = re.compile(r"^[A-Za-z0-9._/+@-]+$")
 URL_PREFIX_RE = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*(?::[A-Za-z_][A-Za-z0-9_]*)?$")
 SIZE_RE = re.compile(r"^([0-9]+)([KMGT]?)$")
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -83,11 +84,27 @@ def url_prefix(value: str) -> str:
     return value
 
 
-def wsgi(value: str) -> str:
+def wsgi_file(value: str) -> tuple[str, str | None] | None:
+    """A .py entry point as (file, callable or None: uWSGI's default ``application``); None for a module."""
     if value.endswith(".py"):
-        return path(value)
+        return value, None
+    file, sep, attr = value.rpartition(":")
+    if sep and file.endswith(".py"):
+        return file, attr
+    return None
+
+
+def wsgi(value: str) -> str:
+    """'package.module[:callable]', or a .py file: 'app.py' (calls ``application``) or 'app.py:callable'."""
+    found = wsgi_file(value)
+    if found:
+        path(found[0])
+        if found[1] is not None and not IDENTIFIER_RE.fullmatch(found[1]):
+            raise ValueError(f"{found[1]!r} in {value!r} is not a Python name (use 'app.py:callable')")
+        return value
     if not MODULE_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a WSGI entry point (use 'package.module:callable' or a path to a .py file)")
+        raise ValueError(f"{value!r} is not a WSGI entry point (use 'package.module:callable', or a .py file: "
+                         "'app.py' calls its 'application', 'app.py:app' calls 'app')")
     return value
 
 

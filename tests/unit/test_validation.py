@@ -85,3 +85,19 @@ def test_symlink_loop_and_directory(tmp_path: Path) -> None:
         "customers/dir.yaml: is a directory, not a customer file",
         "customers/loop.yaml: is a symbolic link that loops",
     ]
+
+
+@pytest.mark.parametrize("wsgi, ok", [
+    ("app.py", True), ("app.py:app", True), ("/srv/a/wsgi.py:application", True), ("pkg.mod:app", True), ("pkg.mod", True),
+    ("app.py:", False), ("app.py:1app", False), ("app.py:a.b", False), ("app py:app", False), ("app.py:app:x", False),
+])
+def test_wsgi_entry_points(wsgi: str, ok: bool) -> None:
+    from hostctl import values
+
+    if ok:
+        assert values.wsgi(wsgi) == wsgi
+    else:
+        with pytest.raises(ValueError):
+            values.wsgi(wsgi)
+    assert values.wsgi_file("app.py:app") == ("app.py", "app") and values.wsgi_file("app.py") == ("app.py", None)
+    assert values.wsgi_file("pkg.mod:app") is None
