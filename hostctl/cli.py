@@ -227,10 +227,13 @@ def rollback(ctx: click.Context, customer: str | None, list_: bool, lock_timeout
     from hostctl import history, inventory, rollback as rollback_mod
 
     if list_:
+        from hostctl import layout, state
+
         inv = inventory.load_settings(_inventory_root(ctx))  # works while a customer file is broken
-        for number in history.numbers(inv.settings):
-            gen = history.load(inv.settings, number)
-            click.echo(f"{gen.number:6d}  {gen.time}  {gen.source:8s}  {len(gen.files)} files  {gen.note}")
+        gens = [history.load(inv.settings, number) for number in history.numbers(inv.settings)]
+        live = {p: e.sha256 for p, e in state.read_manifest(layout.manifest(inv.settings)).files.items()}
+        for line in history.listing(gens, live, first_kept=bool(gens) and gens[0].number == 1):
+            click.echo(line)
         return
     result, target, where = rollback_mod.rollback(_inventory_root(ctx), customer, lock_timeout, _say)
     _report_apply(result, f"Rollback to generation {target.number}")

@@ -210,3 +210,35 @@ def prune(settings: Settings, keep: int = KEEP) -> None:
     for name in names:
         if name not in used and not name.startswith("."):
             fsops.remove(os.path.join(_blobs(settings), name))
+
+
+# --- the listing of `rollback --list` -------------------------------------------------
+
+
+def changed_customers(before: Generation | None, after: Generation) -> list[str]:
+    """Customers whose files differ between two generations (added, changed or removed)."""
+    old = {p: (f.sha256, f.customer) for p, f in (before.files if before else {}).items()}
+    new = {p: (f.sha256, f.customer) for p, f in after.files.items()}
+    return sorted({c for p, (_, c) in old.items() if new.get(p) != old[p]} | {c for p, (_, c) in new.items() if old.get(p) != new[p]})
+
+
+def listing(gens: list[Generation], live: Mapping[str, str], first_kept: bool) -> list[str]:
+    """One line per generation: number, time, source, files, note, the customers it changed, and
+    ``<- live`` on the one whose files are the live ones (``live``: path -> sha256 from the manifest).
+    ``first_kept``: the oldest one is the first ever (nothing was pruned before it), so it changed
+    every customer it has."""
+    live = dict(live)
+    lines, matched = [], False
+    for i, gen in enumerate(gens):
+        if i == 0 and not first_kept:
+            changed = "? (the generation before it was pruned)"
+        else:
+            names = changed_customers(gens[i - 1] if i else None, gen)
+            changed = ", ".join(names) or "none"
+        is_live = {p: f.sha256 for p, f in gen.files.items()} == live
+        matched = matched or is_live
+        lines.append(f"{gen.number:6d}  {gen.time}  {gen.source:8s}  {len(gen.files)} files  {gen.note}  changed: {changed}"
+                     + ("  <- live" if is_live else ""))
+    if gens and not matched:
+        lines.append("no kept generation matches the live files (an apply was interrupted, or files changed since)")
+    return lines

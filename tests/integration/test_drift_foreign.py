@@ -89,4 +89,4 @@ def test_rollback_works_while_a_customer_file_is_broken(sandbox: Sandbox) -> Non
     assert "www.acme.example" not in (sandbox.path("nginx") / "acme_web.conf").read_text()
     listing = sandbox.hostctl("rollback", "--list").stdout.splitlines()
     assert [line.split()[2] for line in listing] == ["apply", "apply", "rollback"]
-    assert listing[-1].endswith("rollback to generation 1")
+    assert listing[-1].endswith("rollback to generation 1  changed: acme  <- live"), listing  # the one now live

@@ -93,3 +93,23 @@ def test_quarantine_record(tmp_path: Path) -> None:
     assert history.read_quarantine(settings)["a"]["since"] == "1970-01-01T00:00:00Z"
     history.save_quarantine(settings, [], when=0)
     assert history.quarantined(settings) == {}
+
+
+def test_listing_says_which_customers_each_generation_changed_and_which_is_live(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    g1 = _apply(settings, {"/e/a.ini": ("a", "A1"), "/e/b.ini": ("b", "B1")}, "one")
+    g2 = _apply(settings, {"/e/a.ini": ("a", "A2"), "/e/b.ini": ("b", "B1")}, "two")
+    g3 = _apply(settings, {"/e/a.ini": ("a", "A2"), "/e/b.ini": ("b", "B1"), "/e/c.ini": ("c", "C1")}, "three")
+    g4 = _apply(settings, {"/e/a.ini": ("a", "A2"), "/e/c.ini": ("c", "C1")}, "four")  # b left
+    gens = [g1, g2, g3, g4]
+    live = {p: f.sha256 for p, f in g2.files.items()}  # e.g. after a rollback whose record was lost
+    lines = history.listing(gens, live, first_kept=True)
+    assert [line.split("  changed: ")[1].removesuffix("  <- live") for line in lines] == ["a, b", "a", "c", "b"]
+    assert [line.endswith("  <- live") for line in lines] == [False, True, False, False]
+    assert lines[0].split()[:3] == ["1", "1970-01-01T00:00:00Z", "apply"]
+    # after pruning, the oldest kept one cannot say what it changed
+    assert history.listing(gens[2:], {p: f.sha256 for p, f in g4.files.items()}, first_kept=False)[0].endswith(
+        "changed: ? (the generation before it was pruned)")
+    # live files that match no generation (an interrupted apply, hand edits) are said too
+    assert history.listing(gens, {"/e/a.ini": "x"}, first_kept=True)[-1] == (
+        "no kept generation matches the live files (an apply was interrupted, or files changed since)")
