@@ -72,7 +72,7 @@ def add(root: Path, name: str, domains: list[str], wsgi: str, **options: object)
     if problems:
         raise HostctlError(f"customer {name!r} was not added:\n" + "\n".join(f"  {p}" for p in problems))
     os.makedirs(path.parent, exist_ok=True)
-    fsops.write_atomic(str(path), text.encode(), 0o644)
+    fsops.write_atomic(str(path), text.encode(), 0o600)  # may hold env values: root only, from creation on
     return path
 
 

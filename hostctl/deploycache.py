@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,20 @@ def inputs(root: str) -> Inputs:
         if path.suffix in (".py", ".j2") and "__pycache__" not in path.parts:
             shared.update(f"\0code/{path.relative_to(_CODE)}\0".encode())
             shared.update(path.read_bytes())
-    return Inputs(shared.hexdigest(), dict(_files(os.path.join(root, CUSTOMERS), CUSTOMERS)))
+    customers = dict(_files(os.path.join(root, CUSTOMERS), CUSTOMERS))
+    return Inputs(shared.hexdigest(), {rel: _with_env_file(root, rel, digest) for rel, digest in customers.items()})
+
+
+_ENV_FILE = re.compile(rb"^env_file:[ \t]*['\"]?([^'\"\n#]+?)['\"]?[ \t]*(?:#.*)?$", re.M)
+
+
+def _with_env_file(root: str, rel: str, digest: str) -> str:
+    """A customer file's digest, with the bytes of the ``env_file:`` it names mixed in (its secrets render too)."""
+    match = _ENV_FILE.search(_bytes(os.path.join(root, rel)))
+    if not match:
+        return digest
+    path = os.path.join(root, os.fsdecode(match.group(1)))
+    return hashlib.sha256(f"{digest}\0{hashlib.sha256(_bytes(path)).hexdigest()}".encode()).hexdigest()
 
 
 def fingerprint(root: str) -> str:

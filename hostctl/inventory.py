@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pydantic
 
-from hostctl import placement, tls, values
+from hostctl import envfile, placement, tls, values
 from hostctl.errors import InventoryError, Problem
 from hostctl.model import TUNING_FIELDS, App, Customer, Limits, Settings
 from hostctl.yamlsource import Source, format_path, parse
@@ -223,13 +223,13 @@ def _resolve_settings(root: Path, settings: Settings, source: Source) -> tuple[S
     return settings.model_copy(update=updates), problems
 
 
-def _resolve_app(root: Path, app: App, defaults: Any) -> App:
+def _resolve_app(root: Path, app: App, defaults: Any, secrets: Mapping[str, str] | None = None) -> App:
     updates: dict[str, Any] = {}
     for key in TUNING_FIELDS:
         default = getattr(defaults, key)
         if key not in app.model_fields_set and default is not None:
             updates[key] = default
-    updates["env"] = {**defaults.env, **app.env}
+    updates["env"] = {**defaults.env, **(secrets or {}), **app.env}
     chdir = _absolute(root, app.chdir) if app.chdir else None
     updates["chdir"] = chdir
     if app.virtualenv:
@@ -371,9 +371,16 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
         user = customer.user or settings.isolation.user_prefix + name
         if len(user) > MAX_USER_NAME:
             problems.append(source.problem((), f"the derived Unix user {user!r} is longer than {MAX_USER_NAME} characters; set 'user:'"))
+        secrets: dict[str, str] = {}
+        if customer.env_file:
+            env_path = _absolute(root, customer.env_file)
+            try:
+                secrets = envfile.read(env_path)
+            except envfile.EnvFileError as exc:
+                problems.append(source.problem(("env_file",), f"{env_path} {exc}"))
         apps = []
         for app_name, app in customer.apps.items():
-            resolved = _resolve_app(root, app, settings.defaults)
+            resolved = _resolve_app(root, app, settings.defaults, secrets)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
             problems += tls.check_app(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))

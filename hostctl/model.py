@@ -143,6 +143,8 @@ class Customer(Strict):
     user: UserName | None = None  # Unix user the vassals run as; derived from the name if absent
     host: Name | None = None  # multi-host: the server in hostctl.yaml's hosts: that serves it
     limits: Limits = Field(default_factory=Limits)
+    # KEY=VALUE secrets merged into every app's env (an app's own env wins); root-only (envfile.py)
+    env_file: PathStr | None = None
     apps: dict[AppName, App] = Field(min_length=1)
 
 

@@ -18,6 +18,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.harness import Sandbox, Server
 
 # Run as the customer: replace PATH by a symlink to TARGET (atomically, the way an attacker would).
 PLANT_SYMLINK = r"""
@@ -124,3 +129,67 @@ def nginx_values(text: str, *keys: str) -> list[str]:
         if len(parts) >= 2 and parts[0] in keys:
             out.append(parts[1])
     return sorted(set(out))
+
+
+class Tenants:
+    """Two customers with their own Unix users, served by a real Emperor and nginx."""
+
+    def __init__(self, acme_app: dict | None = None) -> None:
+        tag = secrets.token_hex(3)
+        self.users = {"acme": f"hct-h{tag}", "globex": f"hct-g{tag}"}
+        self.box = Sandbox({"isolation": {"users": "per-customer"}})
+        (self.box.root / "static").mkdir()
+        os.chmod(self.box.root / "static", 0o755)
+        self.acme_app = acme_app or {}
+        self.server: Server | None = None
+        self.canary = Canary()
+
+    def write(self, name: str, domains: list[str], **extra) -> None:
+        app = self.box.echo_app(domains, env={"CUSTOMER": name}, **extra)
+        self.box.write_customer(name, {"user": self.users[name], "apps": {"web": app}})
+
+    def start(self) -> None:
+        self.write("acme", ["acme.example"], static={"/static/": str(self.box.root / "static")}, **self.acme_app)
+        self.write("globex", ["globex.example"])
+        self.box.hostctl("apply", "--create-users")
+        self.server = Server(self.box)
+        if not self.acme_app.get("on_demand"):
+            self.server.wait_json("acme.example", timeout=30)
+        self.server.wait_json("globex.example", timeout=30)
+
+    @property
+    def user(self) -> str:
+        return self.users["acme"]
+
+    def vassal(self) -> str:
+        return (self.box.path("vassals") / "acme_web.ini").read_text()
+
+    def server_block(self) -> str:
+        return (self.box.path("nginx") / "acme_web.conf").read_text()
+
+    def uwsgi_logs(self) -> list[str]:
+        return ini_values(self.vassal(), "logto", "logto2", "logfile")
+
+    def nginx_logs(self) -> list[str]:
+        return nginx_values(self.server_block(), "access_log", "error_log")
+
+    def teardown(self) -> None:
+        try:
+            if self.server is not None:
+                self.server.stop()
+        finally:
+            for user in self.users.values():
+                subprocess.run(["userdel", user], capture_output=True)
+            self.box.cleanup()
+            self.canary.cleanup()
+
+
+def tenants_running(acme_app: dict | None = None) -> Iterator[Tenants]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (creates users; the attacks need a root Emperor and nginx)")
+    setup = Tenants(acme_app)
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.teardown()

@@ -28,79 +28,15 @@ import psutil
 import pytest
 
 from hostctl import emperor
-from tests.harness import Sandbox, Server, wait_for
-from tests.hostile import Canary, as_user, ini_values, nginx_values, plant_fifo, plant_symlink
+from tests.harness import wait_for
+from tests.hostile import Tenants, as_user, plant_fifo, plant_symlink, tenants_running
 
 pytestmark = pytest.mark.integration
 
 
-class Tenants:
-    """Two customers with their own Unix users, served by a real Emperor and nginx."""
-
-    def __init__(self, acme_app: dict | None = None) -> None:
-        tag = secrets.token_hex(3)
-        self.users = {"acme": f"hct-h{tag}", "globex": f"hct-g{tag}"}
-        self.box = Sandbox({"isolation": {"users": "per-customer"}})
-        (self.box.root / "static").mkdir()
-        os.chmod(self.box.root / "static", 0o755)
-        self.acme_app = acme_app or {}
-        self.server: Server | None = None
-        self.canary = Canary()
-
-    def write(self, name: str, domains: list[str], **extra) -> None:
-        app = self.box.echo_app(domains, env={"CUSTOMER": name}, **extra)
-        self.box.write_customer(name, {"user": self.users[name], "apps": {"web": app}})
-
-    def start(self) -> None:
-        self.write("acme", ["acme.example"], static={"/static/": str(self.box.root / "static")}, **self.acme_app)
-        self.write("globex", ["globex.example"])
-        self.box.hostctl("apply", "--create-users")
-        self.server = Server(self.box)
-        if not self.acme_app.get("on_demand"):
-            self.server.wait_json("acme.example", timeout=30)
-        self.server.wait_json("globex.example", timeout=30)
-
-    @property
-    def user(self) -> str:
-        return self.users["acme"]
-
-    def vassal(self) -> str:
-        return (self.box.path("vassals") / "acme_web.ini").read_text()
-
-    def server_block(self) -> str:
-        return (self.box.path("nginx") / "acme_web.conf").read_text()
-
-    def uwsgi_logs(self) -> list[str]:
-        return ini_values(self.vassal(), "logto", "logto2", "logfile")
-
-    def nginx_logs(self) -> list[str]:
-        return nginx_values(self.server_block(), "access_log", "error_log")
-
-    def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            for user in self.users.values():
-                subprocess.run(["userdel", user], capture_output=True)
-            self.box.cleanup()
-            self.canary.cleanup()
-
-
-def _tenants(acme_app: dict | None = None) -> Iterator[Tenants]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates users; the attacks need a root Emperor and nginx)")
-    setup = Tenants(acme_app)
-    try:
-        setup.start()
-        yield setup
-    finally:
-        setup.teardown()
-
-
 @pytest.fixture
 def tenants() -> Iterator[Tenants]:
-    yield from _tenants()
+    yield from tenants_running()
 
 
 def _master_of(worker: int) -> int:
@@ -193,7 +129,7 @@ print("raced", n, flush=True)
 
 @pytest.fixture
 def on_demand_tenants() -> Iterator[Tenants]:
-    yield from _tenants({"on_demand": True, "idle": 2})
+    yield from tenants_running({"on_demand": True, "idle": 2})
 
 
 def test_on_demand_socket_is_bound_and_chmodded_where_the_customer_cannot_plant(on_demand_tenants: Tenants) -> None:
