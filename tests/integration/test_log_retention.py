@@ -8,6 +8,8 @@ by logrotate, which `hostctl serve` runs every logs.check_interval seconds.
 from __future__ import annotations
 
 import os
+import pwd
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -40,19 +42,32 @@ def _write_past_the_limit(server, host: str) -> int:
     return written
 
 
-def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server) -> None:
-    box = Sandbox({"logs": {"max_size": f"{MAX_SIZE // 1024}K", "keep": KEEP, "check_interval": 1}})
+@pytest.mark.parametrize("users", ["invoker", "per-customer"])
+def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server, users: str) -> None:
+    """per-customer (as root): the app runs as its own Unix user and writes its log as that user; uWSGI
+    rotates it as that user, logrotate (root) rotates nginx's logs in root's directory only."""
+    if users == "per-customer" and os.geteuid() != 0:
+        pytest.skip("per-customer users need root")
+    box = Sandbox({"logs": {"max_size": f"{MAX_SIZE // 1024}K", "keep": KEEP, "check_interval": 1},
+                   "isolation": {"users": users}})
+    user = f"hct-l{secrets.token_hex(3)}"
+    server = None
     try:
-        box.write_customer("acme", {"apps": {"web": box.echo_app(["acme.example"])}})
+        customer = {"apps": {"web": box.echo_app(["acme.example"])}}
+        if users == "per-customer":
+            customer["user"] = user
+        box.write_customer("acme", customer)
         server = make_server(box)
-        box.hostctl("apply")
+        box.hostctl("apply", "--create-users")
         server.wait_json("acme.example")
         written = _write_past_the_limit(server, "acme.example")
         logs = box.path("log") / "acme"
         app_logs = logs / "uwsgi"  # the customer's own directory (README: Security model)
 
         # The last overflow is rotated by the next check (uWSGI: about a second; logrotate: check_interval).
-        wait_for(lambda: _files(app_logs, "web.log").get("web.log", 0) <= MAX_SIZE, timeout=30, what="uWSGI to rotate its log")
+        # (between its rename and its reopen, uWSGI's live log does not exist for a moment)
+        wait_for(lambda: _files(app_logs, "web.log").get("web.log", MAX_SIZE + 1) <= MAX_SIZE, timeout=30,
+                 what="uWSGI to rotate its log")
         wait_for(lambda: _files(logs, "web.access.log").get("web.access.log", 0) <= MAX_SIZE, timeout=30,
                  what="logrotate to rotate nginx's access log")
         app_log = _files(app_logs, "web.log")
@@ -72,7 +87,17 @@ def test_app_and_nginx_logs_keep_a_bounded_number_of_files(make_server) -> None:
         server.request("acme.example", marker)
         wait_for(lambda: marker in (app_logs / "web.log").read_text(errors="replace"), timeout=10, what="the app's line")
         wait_for(lambda: marker in (logs / "web.access.log").read_text(errors="replace"), timeout=10, what="nginx's line")
+        if users == "per-customer":
+            uid = pwd.getpwnam(user).pw_uid
+            # the customer's own process rotated its log; root's logrotate only touched root's directory
+            assert {(app_logs / n).stat().st_uid for n in app_log} == {uid}
+            assert {(logs / n).stat().st_uid for n in access} == {0} and logs.stat().st_uid == 0
+            rotated = box.hostctl("rotate-logs", check=False)
+            assert rotated.returncode == 0 and rotated.stderr == "", rotated.stderr  # no directory refused
     finally:
+        if server is not None:
+            server.stop()  # before userdel: a user with running processes is not removed
+        subprocess.run(["userdel", user], capture_output=True)
         box.cleanup()
 
 
