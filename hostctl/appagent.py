@@ -204,7 +204,10 @@ def check_parents(root: str) -> None:
     path = "/"
     for part in [p for p in os.path.dirname(root).split("/") if p]:
         path = os.path.join(path, part)
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return  # created by root below
         if not os.path.isdir(path) or os.path.islink(path) or st.st_uid != 0 or st.st_mode & 0o022 and not st.st_mode & 0o1000:
             raise AgentError(f"{path!r} (above the app root {root!r}) must be a directory owned by root and not writable by others")
 
@@ -216,6 +219,7 @@ def ensure_root(root: str, user: dict | None, group: int) -> None:
     try:
         st = os.lstat(root)
     except FileNotFoundError:
+        os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)  # root's, like the parents checked above
         os.mkdir(root, 0o700)
         if user is not None:
             os.chown(root, user["uid"], group if group >= 0 else user["gid"], follow_symlinks=False)
@@ -361,6 +365,16 @@ def requirements_key(release_dir: str, python: str) -> tuple[str | None, str]:
     return None, digest.hexdigest()[:16]
 
 
+def system_pip(python: str, env: dict) -> bool:
+    """Whether ``python -m pip`` exists and knows ``--python`` (pip 22.3 and later)."""
+    try:
+        found = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    match = re.match(r"pip (\d+)\.(\d+)", found.stdout)
+    return found.returncode == 0 and match is not None and (int(match[1]), int(match[2])) >= (22, 3)
+
+
 def build_venv(req: dict, release_dir: str, env: dict) -> str:
     """As the customer: the release's virtualenv, reused when Python and requirements are the same."""
     root, python, timeout = req["root"], req["python"], req.get("timeout", 1800)
@@ -374,11 +388,14 @@ def build_venv(req: dict, release_dir: str, env: dict) -> str:
         say(f"virtualenv {VENVS}/{key}: building from {spec or 'nothing'} with {python}")
         build_env = {**env, "PIP_CACHE_DIR": os.path.join(root, ".cache", "pip"), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                      "PIP_NO_INPUT": "1", "VIRTUAL_ENV": venv, "PATH": f"{venv}/bin:{STANDARD_PATH}"}
-        steps = [f"{python} -m venv {venv}"]
+        if system_pip(python, build_env):  # ensurepip costs seconds per virtualenv; the host's pip can install into it
+            steps, pip = [f"{python} -m venv --without-pip {venv}"], f"{python} -m pip --python {venv}/bin/python"
+        else:
+            steps, pip = [f"{python} -m venv {venv}"], f"{venv}/bin/pip"
         if spec == "requirements.txt":
-            steps.append(f"{venv}/bin/pip install -q -r requirements.txt")
+            steps.append(f"{pip} install -q -r requirements.txt")
         elif spec == "pyproject.toml":
-            steps.append(f"{venv}/bin/pip install -q .")
+            steps.append(f"{pip} install -q .")
         for step in steps:
             if shell(step, build_env, release_dir, timeout) != 0:
                 raise AgentError(f"building the virtualenv failed: {step}")
@@ -575,6 +592,9 @@ def release_release(req: dict, stdin) -> tuple[int, dict]:
         except KeyError:
             group = -1
     root = req["root"]
+    if not os.path.isfile(req["vassal"]):
+        raise AgentError(f"{req['vassal']} does not exist: the app is not applied on this host (run `hostctl apply` "
+                         "or `hostctl deploy` first; an app with enabled: false is not released)")
     ensure_root(root, user, group)
     previous = read_current(root)
     rid = new_release_id(root, req["release_id"])

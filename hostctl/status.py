@@ -84,6 +84,8 @@ class Row:
     domains: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
     host: str | None = None  # multi-host: the server it runs on (None: this machine)
+    # the app's workers and cron jobs (lifecycle.py): {"workers": {name: pid or None}, "cron": [{schedule, pid, started_at}]}
+    background: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,7 +265,23 @@ def row(app: AppSpec, observed: Observed, host: str | None = None,
         domains=list(app.config.domains),
         problems=problems,
         host=host,
+        background=_background(app, vstats),
     )
+
+
+def _background(app: AppSpec, vstats: dict[str, Any] | None) -> dict[str, Any]:
+    """Workers and cron jobs as the vassal's stats list them (uWSGI keeps the order of the vassal's lines)."""
+    cfg = app.config
+    if not cfg.workers and not cfg.cron:
+        return {}
+    daemons = [d for d in (vstats or {}).get("daemons") or [] if isinstance(d, dict)]
+    crons = [c for c in (vstats or {}).get("crons") or [] if isinstance(c, dict)]
+    workers = {name: (_positive(daemons[i].get("pid")) if i < len(daemons) else None) for i, name in enumerate(cfg.workers)}
+    cron = [{"schedule": job.schedule, "pid": _positive(crons[i].get("pid")) if i < len(crons) else None,
+             "started_at": _positive(crons[i].get("started_at")) if i < len(crons) else None}
+            for i, job in enumerate(cfg.cron)]
+    return {"workers": workers, "cron": cron}
+
 
 
 def rows(apps: Iterable[AppSpec], observed: Observed, host: str | None = None) -> list[Row]:

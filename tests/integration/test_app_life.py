@@ -8,6 +8,7 @@ every second and a cron job every minute.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -215,6 +216,9 @@ def _beat_pid(life: Life) -> int:
 def test_worker_runs_as_the_customer_in_its_cgroup_and_restarts_with_the_app(life: Life) -> None:
     pid = _beat_pid(life)
     assert os.stat(f"/proc/{pid}").st_uid == life.uid
+    shown = json.loads(life.box.hostctl("status", "life", "--json", "--cpu-interval", "0").stdout)
+    assert shown["apps"][0]["background"]["workers"] == {"beat": pid}
+    assert shown["apps"][0]["background"]["cron"][0]["schedule"] == "* * * * *"
     cgroup = Path(f"/proc/{pid}/cgroup").read_text()
     for controller in CONTROLLERS:
         assert f":{controller}:/{life.parent}/life\n" in cgroup

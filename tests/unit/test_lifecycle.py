@@ -165,3 +165,61 @@ def test_the_commands_environment_has_nothing_of_roots() -> None:
     env = appagent.environment({"X": "1", "PATH": "/custom"}, user, "/srv/a", "/srv/a/.venv")
     assert env == {"PATH": "/custom", "LANG": "C.UTF-8", "HOME": "/srv/a", "USER": "hc-a", "LOGNAME": "hc-a",
                    "VIRTUAL_ENV": "/srv/a/.venv", "X": "1"}
+
+
+def test_status_shows_each_worker_and_cron_job_from_the_vassals_stats() -> None:
+    from hostctl import status
+    from hostctl.inventory import AppSpec
+    from hostctl.status_collect import Observed
+
+    cfg = app(chdir="/srv/a", workers={"celery": "celery worker", "rq": "rq worker"},
+              cron=[{"schedule": "*/15 * * * *", "command": "python manage.py clearsessions"}])
+    spec = AppSpec("acme", "web", cfg)
+    vstats = {"workers": [], "daemons": [{"cmd": "x", "pid": 4242, "respawns": 0}, {"cmd": "y", "pid": 0, "respawns": 0}],
+              "crons": [{"command": "z", "pid": -1, "started_at": 1796020000}]}
+    observed = Observed(now=0.0, emperor={"vassals": [], "blacklist": []}, vassals={"acme_web": vstats})
+    row = status.row(spec, observed)
+    assert row.background == {"workers": {"celery": 4242, "rq": None},
+                              "cron": [{"schedule": "*/15 * * * *", "pid": None, "started_at": 1796020000}]}
+    assert status.row(AppSpec("acme", "plain", app()), observed).background == {}
+
+
+def test_release_sources_a_directory_or_a_git_ref(tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import tarfile
+
+    from hostctl import apps
+
+    code = tmp_path / "code"
+    (code / ".git").mkdir(parents=True)
+    (code / "pkg" / "__pycache__").mkdir(parents=True)
+    (code / "app.py").write_text("v1")
+    (code / "pkg" / "__pycache__" / "x.pyc").write_text("")
+    (code / ".venv").mkdir()
+    assert apps.split_source("ssh://git@host/x.git") == ("ssh://git@host/x.git", None, True)
+    assert apps.split_source("git@github.com:org/repo.git@v1.2") == ("git@github.com:org/repo.git", "v1.2", True)
+    assert apps.split_source("https://git.example/shop.git@feature/x") == ("https://git.example/shop.git", "feature/x", True)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for version in ("one", "two"):
+        (repo / "app.py").write_text(version)
+        subprocess.run(git + ["add", "app.py"], check=True)
+        subprocess.run(git + ["commit", "-qm", version], check=True)
+    subprocess.run(git + ["tag", "first", "HEAD~1"], check=True)
+
+    def names_and_app(payload: bytes) -> tuple[list[str], str]:
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            return sorted(tar.getnames()), tar.extractfile("app.py").read().decode()
+
+    # a checkout with .git is released from its repository (HEAD), a plain directory as it is
+    shutil.rmtree(code / ".git")
+    payload, origin = apps.package(str(code))
+    assert names_and_app(payload) == (["app.py", "pkg"], "v1") and origin.startswith("directory ")
+    payload, origin = apps.package(f"{repo}@first")
+    assert names_and_app(payload)[1] == "one" and origin.startswith(f"git {repo} first (")
+    assert names_and_app(apps.package(str(repo))[0])[1] == "two"
+    with pytest.raises(Exception, match="git archive nope"):
+        apps.package(f"{repo}@nope")
