@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import jinja2
 
-from hostctl import placement, remote, scaffold, ssh, templates
+from hostctl import logrotate, placement, remote, scaffold, ssh, templates
 from hostctl.errors import HostctlError
 from hostctl.inventory import Inventory
 
-PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3")
+PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "logrotate")
+LOGROTATE_UNITS = {name: t for name, t in scaffold.UNIT_FILES.items() if name.startswith("hostctl-logrotate.")}
 SCRIPT_TEMPLATE = "bootstrap.sh.j2"
 STAGE = ".hostctl-bootstrap"
 
@@ -41,10 +42,17 @@ def build(inv: Inventory, name: str, env: jinja2.Environment, *, packages: bool 
     host = inv.settings.hosts[name]
     settings = placement.host_settings(inv.settings, host)
     rendered = scaffold.system_files(settings, env, emperor_ini=host.emperor_ini)
+    # Log retention without hostctl on the server: logrotate itself, on a timer (see logrotate.py).
+    logrotate_conf = os.path.join(os.path.dirname(host.emperor_ini), logrotate.CONFIG_NAME)
+    rendered[logrotate.CONFIG_NAME] = logrotate.render(settings, env, logrotate.host_patterns(settings))
+    rendered.update(scaffold.unit_files(LOGROTATE_UNITS, settings, env, None, logrotate_conf=logrotate_conf,
+                                        logrotate_status=os.path.join(settings.state_dir, logrotate.STATUS_NAME)))
     targets = {
         "emperor.ini": host.emperor_ini,
         "hostctl-emperor.service": os.path.join(host.systemd_dir, "hostctl-emperor.service"),
         "nginx-hostctl.conf": host.nginx_include,
+        logrotate.CONFIG_NAME: logrotate_conf,
+        **{unit: os.path.join(host.systemd_dir, unit) for unit in LOGROTATE_UNITS},
     }
     stage = os.path.join(settings.state_dir, STAGE)
     files = [dict(name=n, target=t, dir=os.path.dirname(t),

@@ -58,6 +58,13 @@ def patterns(settings: Settings, nginx_dirs: list[str], *, serve: bool) -> list[
     return out
 
 
+def host_patterns(settings: Settings) -> list[str]:
+    """A deployed server's patterns: globs over every customer's directory, expanded by logrotate
+    itself (the server runs logrotate, not hostctl). Deploy keeps those directories root's
+    (README "Security model"), and logrotate refuses any a group or others may write."""
+    return [quote(p) for p in nginx_log_patterns(settings)]
+
+
 def render(settings: Settings, env: jinja2.Environment, items: list[str]) -> str:
     return templates.render(templates.get(env, TEMPLATE), logs=settings.logs, patterns=items)
 

@@ -111,9 +111,11 @@ UNIT_FILES = {
     "hostctl-logrotate.timer": "hostctl-logrotate.timer.j2",
 }
 
-def unit_files(names: dict[str, str], settings: Settings, env: jinja2.Environment, inventory_root: Path,
-               hostctl_bin: str = PRODUCTION_BIN) -> dict[str, str]:
-    context = dict(settings=settings, inventory=inventory_root, inventory_root=inventory_root, hostctl_bin=hostctl_bin)
+def unit_files(names: dict[str, str], settings: Settings, env: jinja2.Environment, inventory_root: Path | None,
+               hostctl_bin: str = PRODUCTION_BIN, **extra: object) -> dict[str, str]:
+    context = dict(settings=settings, inventory=inventory_root, inventory_root=inventory_root, hostctl_bin=hostctl_bin,
+                   logrotate_conf=None)
+    context.update(extra)
     return {name: templates.render(templates.get(env, template), **context) for name, template in names.items()}
 
 

@@ -121,6 +121,13 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     assert oct(run_acme.stat().st_mode & 0o7777) == "0o2750"
     assert sorted(_events(fleet)) == ["a-reload", "b-reload"]
     assert not any(".hostctl-" in p.name for p in fleet.root("a").rglob("*")), "staging files were left behind"
+    # log retention on a server: bootstrap's logrotate.conf, run by the real logrotate, on the deployed layout
+    access = fleet.root("a") / "log" / "acme" / "web.access.log"
+    access.write_bytes(b"GET /\n" * (2 << 20))  # 12 MiB, past the default logs.max_size (10M)
+    rotated = subprocess.run(["logrotate", "-s", str(fleet.root("a") / "state" / "logrotate.status"), str(etc / "logrotate.conf")],
+                             capture_output=True, text=True)
+    assert rotated.returncode == 0, rotated.stderr
+    assert access.stat().st_size == 0 and (access.parent / "web.access.log.1").stat().st_size == 12 << 20
 
     # no-op: nothing is uploaded, nothing touched, nothing reloaded (through the Python API to see the uploads)
     stat_before = {h: {p: os.stat(p) for p in fleet.manifest(h)} for h in ("a", "b")}

@@ -255,12 +255,21 @@ def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
              "systemctl enable --now hostctl-emperor", "nginx -t -q", "systemctl reload nginx"]
     positions = [full.script.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
-    assert sorted(full.files) == ["/srv/two/emperor.ini", "/srv/two/nginx-include.conf", "/srv/two/systemd/hostctl-emperor.service"]
+    assert sorted(full.files) == ["/srv/two/emperor.ini", "/srv/two/logrotate.conf", "/srv/two/nginx-include.conf",
+                                  "/srv/two/systemd/hostctl-emperor.service", "/srv/two/systemd/hostctl-logrotate.service",
+                                  "/srv/two/systemd/hostctl-logrotate.timer"]
+    # Log retention on a server without hostctl: logrotate on a timer, over every customer's nginx logs.
+    assert '"/srv/two/log/*/*.access.log" "/srv/two/log/*/*.error.log" {' in full.files["/srv/two/logrotate.conf"]
+    assert ("ExecStart=/usr/sbin/logrotate -s /srv/two/state/logrotate.status /srv/two/logrotate.conf\n"
+            in full.files["/srv/two/systemd/hostctl-logrotate.service"])
+    assert "OnUnitActiveSec=60\n" in full.files["/srv/two/systemd/hostctl-logrotate.timer"]
+    assert full.script.index("systemctl enable --now hostctl-logrotate.timer") > full.script.index("mv -f -- /srv/two/.logrotate.conf")
     assert "emperor = /srv/two/vassals" in full.files["/srv/two/emperor.ini"]
     assert "ExecStart=/usr/bin/uwsgi --ini /srv/two/emperor.ini" in full.files["/srv/two/systemd/hostctl-emperor.service"]
     assert "include /srv/two/nginx/*.conf;" in full.files["/srv/two/nginx-include.conf"]
     assert sorted(_members(full.payload)) == [f"srv/two/state/.hostctl-bootstrap/{n}" for n in
-                                               ("bootstrap.sh", "emperor.ini", "hostctl-emperor.service", "nginx-hostctl.conf")]
+                                               ("bootstrap.sh", "emperor.ini", "hostctl-emperor.service", "hostctl-logrotate.service",
+                                                "hostctl-logrotate.timer", "logrotate.conf", "nginx-hostctl.conf")]
     files_only = bootstrap.build(inv, "web2", env, packages=False, services=False)
     assert "apt-get" not in files_only.script and "systemctl" not in files_only.script
     assert files_only.files == full.files
