@@ -19,10 +19,11 @@ Order matters, and is chosen so that nothing half-done is ever live:
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl import emperor, fsops, isolation, layout, lock, nginx, ondemand, quarantine, safeapply, securefs, state, users, vetting
+from hostctl import cgroups, emperor, fsops, isolation, layout, lock, nginx, ondemand, quarantine, safeapply, securefs, state, stopping, users, vetting
 from hostctl.errors import HostctlError
 from hostctl.identity import Owners
 from hostctl.manifest import Entry, Manifest, sha256
@@ -109,7 +110,13 @@ def _save_manifest(settings: Settings, manifest: Manifest) -> None:
 
 def execute(prepared: Prepared, say: Say = lambda _: None,
             provenance: safeapply.Provenance = safeapply.Provenance()) -> ApplyResult:
-    """Apply ``prepared.plan``. The caller holds the apply lock."""
+    """Apply ``prepared.plan``, then finish what ``remove-customer --purge`` asked for. The caller holds the apply lock."""
+    result = _execute(prepared, say, provenance)
+    result.messages += _purge(prepared, result)
+    return result
+
+
+def _execute(prepared: Prepared, say: Say, provenance: safeapply.Provenance) -> ApplyResult:
     plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
     result = ApplyResult(plan, owners=owners, isolation=prepared.isolation)
     held = quarantine.held_back(prepared.inventory.held)  # broken inventory files: their live files stay
@@ -171,6 +178,7 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
         fsops.remove(change.path)
     if vassal_removals:
         _poke(stats, settings, result)
+        _stop_departed(prepared, plan, vassal_removals, stats, result)
 
     for directory in (settings.emperor_dir, settings.nginx_dir):
         fsops.fsync_dir(directory)
@@ -187,6 +195,108 @@ def execute(prepared: Prepared, say: Say = lambda _: None,
         safeapply.record(prepared, after.plan, result.rejections, provenance)
     safeapply.save_quarantine(prepared, result.rejections)
     return result
+
+
+def _account(prepared: Prepared, customer: str, user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) whose processes may all be killed for ``customer``: its own account, never root, nginx's,
+    a system account or a current customer's (``accounts.py``'s range)."""
+    owners, iso = prepared.owners, prepared.inventory.settings.isolation
+    if customer in owners.customers:
+        return owners.of(customer)
+    if not user:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    others = {uid for uid, _ in owners.customers.values()}
+    if not iso.uid_min <= entry.pw_uid <= iso.uid_max or entry.pw_uid in others:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _leaves(prepared: Prepared, customer: str) -> tuple[list[str], bool]:
+    h = prepared.owners.identity.cgroup
+    if h is None or h.version is None:
+        return [], False
+    names = cgroups.V1_CONTROLLERS if h.version == "v1" else ("memory",)
+    leaves = [leaf for leaf in (h.leaf(customer, c) for c in names) if leaf and os.path.isdir(leaf)]
+    return leaves, h.version == "v2"
+
+
+def _kill_all(prepared: Prepared, customer: str, user: str | None, remove_cgroup: bool) -> list[str]:
+    """Kill every process ``customer`` left (its cgroup, its uid); remove its cgroup when it left the inventory."""
+    leaves, v2 = _leaves(prepared, customer)
+    done = []
+    before = set().union(*(stopping.cgroup_members(leaf) for leaf in leaves)) if leaves else set()
+    account = _account(prepared, customer, user)
+    if account is not None:
+        before |= set(stopping.processes_of(account[0]))
+    if leaves and not stopping.kill_cgroup(leaves, v2):
+        done.append(f"{customer}: processes are left in {', '.join(leaves)} after {stopping.KILL_TIMEOUT:.0f} s of SIGKILL")
+    if account is not None and not stopping.kill_user(*account):
+        done.append(f"{customer}: processes of uid {account[0]} are left after {stopping.KILL_TIMEOUT:.0f} s of SIGKILL")
+    if before:
+        done.append(f"{customer}: killed {len(before)} process(es) it left running")
+    if remove_cgroup:
+        for leaf in leaves:
+            try:
+                os.rmdir(leaf)
+            except OSError as exc:
+                done.append(f"cgroup {leaf} was not removed ({exc.strerror}); a later apply retries")
+    return done
+
+
+def _stop_departed(prepared: Prepared, plan: Plan, removals: list[Change], stats: str, result: ApplyResult) -> None:
+    """Customers that no longer run any app: wait until the Emperor let their vassals go, then kill what is left."""
+    still = {e.customer for e in plan.manifest.files.values() if e.kind == "vassal"}
+    gone = sorted({c.customer for c in removals} - still - set(prepared.inventory.held))
+    if not gone:
+        return
+    ondemand.wait_released(emperor.read_stats, stats, [c.path for c in removals if c.customer in gone], timeout=20.0)
+    present = {c.name for c in prepared.inventory.customers}
+    for customer in gone:
+        user = next((stopping.user_of_vassal(c.before) for c in removals if c.customer == customer and c.before), None)
+        notes = _kill_all(prepared, customer, user, remove_cgroup=customer not in present)
+        if customer not in present:  # its cgroup went now: drop isolation's "not removed yet" notes about it
+            result.messages = [m for m in result.messages if not (f"/{customer} was not removed" in m and "later apply" in m)]
+        result.messages += notes
+
+
+def _purge(prepared: Prepared, result: ApplyResult) -> list[str]:
+    """Customers removed with ``--purge`` whose apps are gone: their processes, cgroups, directories and user."""
+    settings = prepared.inventory.settings
+    purges = stopping.read_purges(settings.state_dir)
+    if not purges:
+        return []
+    present = {c.name for c in prepared.inventory.customers} | set(prepared.inventory.held)
+    running = {e.customer for e in result.plan.manifest.files.values() if e.kind == "vassal"}
+    messages, left = [], dict(purges)
+    for customer, user in sorted(purges.items()):
+        if customer in present:  # it came back: nothing to purge
+            del left[customer]
+            continue
+        if customer in running or "/" in customer or customer in ("", ".", ".."):
+            continue
+        notes = _kill_all(prepared, customer, user, remove_cgroup=True)
+        messages += notes
+        if any("are left" in n or "not removed" in n for n in notes):
+            continue  # retried by the next apply
+        removed = [d for d in (settings.run_dir, settings.log_dir) if stopping.remove_tree(d, customer)]
+        home = settings.isolation.home_dir
+        account = _account(prepared, customer, user)
+        if home and user and account is not None and stopping.remove_tree(home, user):
+            removed.append(home)
+        problem = stopping.delete_user(user) if user and account is not None else None
+        if problem:
+            messages.append(f"{customer}: {problem}")
+            continue
+        gone_user = f", Unix user {user}" if user and account is not None else ""
+        messages.append(f"purged customer {customer}: {', '.join(os.path.join(d, customer if d != home else user) for d in removed) or 'no directories'}{gone_user}")
+        del left[customer]
+    if left != purges:
+        stopping.save_purges(settings.state_dir, left)
+    return messages
 
 
 def _poke(stats: str, settings: Settings, result: ApplyResult) -> None:

@@ -113,10 +113,18 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 
 @cli.command("remove-customer")
 @click.argument("name")
+@click.option("--purge", is_flag=True, help="Also remove its Unix user, logs and socket directories at the next apply.")
 @click.pass_context
-def remove_customer(ctx: click.Context, name: str) -> None:
-    """Remove customer NAME's file; the next apply stops its apps."""
-    path = customers.remove(_inventory_root(ctx), name)
+def remove_customer(ctx: click.Context, name: str, purge: bool) -> None:
+    """Remove customer NAME's file; the next apply stops its apps and kills every process it left."""
+    root = _inventory_root(ctx)
+    user = customers.user_of(root, name) if purge else None
+    path = customers.remove(root, name)
+    if purge:
+        customers.request_purge(root, name, user)
+        click.echo(f"removed {path}; the next `hostctl apply` stops its apps, kills its processes and removes "
+                   f"its Unix user {user}, its log and socket directories")
+        return
     click.echo(f"removed {path}; run `hostctl apply` to stop its apps")
 
 

@@ -82,3 +82,20 @@ def remove(root: Path, name: str) -> Path:
         raise HostctlError(f"customer {name!r} does not exist (no {path})")
     path.unlink()
     return path
+
+
+def user_of(root: Path, name: str) -> str:
+    """The Unix user customer ``name`` runs as (``user:``, or derived from its name), read before its file goes."""
+    inv = inventory.load(root, partial=True)
+    spec = inv.customer(name)
+    return spec.user if spec is not None else inv.settings.isolation.user_prefix + name
+
+
+def request_purge(root: Path, name: str, user: str) -> None:
+    """Record that the next apply removes ``name``'s user and directories (``stopping.py``)."""
+    from hostctl import stopping
+
+    settings = inventory.load_settings(root).settings
+    purges = stopping.read_purges(settings.state_dir)
+    purges[name] = user
+    stopping.save_purges(settings.state_dir, purges)
