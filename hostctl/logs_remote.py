@@ -21,14 +21,20 @@ from hostctl.errors import HostctlError
 from hostctl.inventory import Inventory
 
 
-def command(paths: list[str], lines: int, follow: bool) -> str:
+def command(paths: list[str], lines: int, follow: bool, as_user: str | None = None) -> str:
     """The shell command run on the server (pure).
 
     Following, the tail runs in the background while the shell waits for the
     channel's stdin to close: when hostctl goes (Ctrl-C, killed, connection
     lost), sshd closes it and the tail is stopped instead of lingering there.
+
+    ``as_user``: the customer's own Unix user (per-customer hosts). The app's log
+    lies in a directory the customer writes, and tail follows symlinks, so it runs
+    as the customer (``runuser``): a symlink it planted reaches only what the
+    customer could read anyway, never root's files (README: Security model).
     """
-    tail = " ".join(["tail", *(["-F"] if follow else []), "-n", str(lines), "--", *map(shlex.quote, paths)])
+    prefix = ["runuser", "-u", shlex.quote(as_user), "--"] if as_user else []
+    tail = " ".join([*prefix, "tail", *(["-F"] if follow else []), "-n", str(lines), "--", *map(shlex.quote, paths)])
     return f"{tail} & read _; kill $! 2>/dev/null" if follow else tail
 
 
@@ -47,6 +53,9 @@ def run(inv: Inventory, customer: str, app: str | None, nginx: bool, lines: int,
     """Show (and follow) the customer's logs on its host; the remote tail's exit status."""
     host = host_of(inv, customer)
     files = logs.log_files(placement.host_inventory(inv, host), customer, app, nginx)
+    spec = inv.customer(customer)
+    per_customer = placement.host_identity(inv.settings, inv.settings.hosts[host]).per_customer
+    as_user = spec.user if spec is not None and per_customer else None
     conn = ssh.connect(inv.settings.hosts[host], str(inv.root))
     try:
         conn.open()
@@ -57,7 +66,7 @@ def run(inv: Inventory, customer: str, app: str | None, nginx: bool, lines: int,
     try:
         with channel:
             channel.set_combine_stderr(True)
-            channel.exec_command(command([f.path for f in files], lines, follow))
+            channel.exec_command(command([f.path for f in files], lines, follow, as_user))
             if not follow:
                 channel.shutdown_write()
             while True:

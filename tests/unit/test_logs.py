@@ -107,3 +107,12 @@ def test_remote_tail_command(follow: bool, want: str) -> None:
     from hostctl import logs_remote
 
     assert logs_remote.command(["/var/log/hostctl/acme/web.log", "/odd path/x.log"], 5, follow) == want
+
+
+def test_remote_logs_run_as_the_customer_on_per_customer_hosts() -> None:
+    """tail follows symlinks; as the customer's own user, a planted one reaches nothing root could read."""
+    from hostctl import logs_remote
+
+    assert logs_remote.command(["/var/log/hostctl/acme/uwsgi/web.log"], 5, False, "hc-acme") == \
+        "runuser -u hc-acme -- tail -n 5 -- /var/log/hostctl/acme/uwsgi/web.log"
+    assert logs_remote.command(["/x.log"], 0, True, "hc-acme").startswith("runuser -u hc-acme -- tail -F -n 0 -- /x.log & read _;")
