@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hostctl import inventory, issuance  # noqa: E402
+from hostctl.acme import issuance
+from hostctl.inventory import loader as inventory  # noqa: E402
 from tests.harness import Sandbox, Server, free_port  # noqa: E402
 from tests.pebble import Pebble  # noqa: E402
 

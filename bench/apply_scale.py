@@ -3,7 +3,7 @@
 For 1,000 and 10,000 generated customers (1 app, 2 domains each, invoker
 mode, no Emperor or nginx running): first apply, no-change apply and
 one-customer-changed apply, as CLI wall time (a fresh `python -m hostctl`,
-imports included) and in-process (``hostctl.apply.apply`` called in this
+imports included) and in-process (``hostctl.engine.apply.apply`` called in this
 process). The floor is Jinja2 rendering the same two templates for every app
 with the contexts prepared beforehand, and nothing else. A one-customer change
 is checked to write exactly that customer's vassal (plus the manifest) and to
@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, files_state, median, raise_fd_limit, save, scaled, table, timed  # noqa: E402
-from hostctl import apply as apply_mod, pipeline, templates  # noqa: E402
+from hostctl.engine import apply as apply_mod, pipeline  # noqa: E402
+from hostctl.render import templates
 
 
 def floor(root: Path, runs: int) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
-from hostctl import isolation, pipeline  # noqa: E402
+from hostctl.engine import isolation, pipeline  # noqa: E402
 
 LIMITS = {"memory": "256M", "cpu": 0.5, "pids": 128}
 RUNS = 5

@@ -26,7 +26,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, median, raise_fd_limit, request, save, scaled, table  # noqa: E402
-from hostctl import emperor, layout, pipeline, serve as serve_mod, templates  # noqa: E402
+from hostctl.cli import serve as serve_mod
+from hostctl.engine import emperor, pipeline  # noqa: E402
+from hostctl.render import layout, templates
 from tests.harness import Server, free_port, wait_for  # noqa: E402
 
 IDLE = 5  # seconds: short, so that the bench sees vassals go back to sleep

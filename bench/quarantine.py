@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
-from hostctl import apply, nginx, pipeline, vetting  # noqa: E402
-from hostctl.manifest import Manifest  # noqa: E402
+from hostctl.engine import apply, nginx, pipeline, vetting  # noqa: E402
+from hostctl.plan.manifest import Manifest  # noqa: E402
 
 RUNS = 3
 LONG = ".".join(["a" * 60] * 3) + ".example"

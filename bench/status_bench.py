@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
-from hostctl import inventory as inventory_mod, status, status_snapshot  # noqa: E402
+from hostctl.inventory import loader as inventory_mod  # noqa: E402
+from hostctl.status import rows as status, snapshot as status_snapshot
 from tests.harness import Server, free_port, wait_for  # noqa: E402
 
 RUNS = 5

@@ -4,7 +4,7 @@ From the start of `hostctl apply` that adds one customer to its first 200
 through nginx; median of 10, on a server with a handful of customers and on
 one with 1,000 (on-demand, so that they fit in memory; the nginx check and
 reload over 1,000 server blocks dominate there). Both the CLI (a fresh Python
-process: ~0.2 s of start-up and imports) and in-process (``hostctl.apply.apply``)
+process: ~0.2 s of start-up and imports) and in-process (``hostctl.engine.apply.apply``)
 are measured, alternately.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, Inventory, median, save, scaled, table, until_ok  # noqa: E402
-from hostctl import apply as apply_mod  # noqa: E402
+from hostctl.engine import apply as apply_mod  # noqa: E402
 from tests.harness import Server, free_port  # noqa: E402
 
 NEW_APP = {"processes": 1}

@@ -1,5 +1,5 @@
 """Allow ``python -m hostctl``."""
 
-from hostctl.cli import main
+from hostctl.cli.main import main
 
 main()

@@ -222,7 +222,7 @@ def run_cli(inventory: Path, *args: str) -> subprocess.CompletedProcess:
     process start is not (a subprocess per call costs about a second on a loaded machine)."""
     from click.testing import CliRunner
 
-    from hostctl.cli import cli
+    from hostctl.cli.main import cli
 
     result = CliRunner().invoke(cli, ["-i", str(inventory), *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

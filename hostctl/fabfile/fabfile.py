@@ -13,8 +13,9 @@ import os
 from fabric import task
 from invoke.exceptions import Exit
 
-from hostctl import bootstrap as bootstrap_mod, deploy as deploy_mod, inventory as inventory_mod
 from hostctl.errors import HostctlError
+from hostctl.inventory import loader as inventory_mod
+from hostctl.targets import bootstrap as bootstrap_mod, deploy as deploy_mod
 
 HELP = {
     "inventory": "Inventory directory (default: $HOSTCTL_INVENTORY or ./inventory).",
@@ -76,7 +77,7 @@ def release(c, customer, source=None, app=None, rollback=None, inventory=None, h
     """Release new code (or roll back) on every server the customer is placed on, like `hostctl release`."""
     import click
 
-    from hostctl.cli import cli
+    from hostctl.cli.main import cli
 
     args = ["-i", _inventory(inventory), "release", customer] + (["--app", app] if app else [])
     args += ["--source", source] if source else ["--rollback", "" if rollback == "previous" else rollback] if rollback else []

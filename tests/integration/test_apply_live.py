@@ -16,7 +16,7 @@ import json
 import pytest
 import yaml
 
-from hostctl import apply as apply_mod
+from hostctl.engine import apply as apply_mod
 from tests.harness import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import cli, pipeline
+from hostctl.cli import main as cli
+from hostctl.engine import pipeline
 from tests.harness import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -187,7 +188,9 @@ def test_kill_9_during_apply(shm_sandbox: Sandbox, make_server) -> None:
 
 def test_two_applies_at_once(sandbox: Sandbox) -> None:
     """The second apply waits on the lock (or fails at once with --lock-timeout 0); writes never interleave."""
-    from hostctl import inventory, layout, lock
+    from hostctl.inventory import loader as inventory
+    from hostctl.render import layout
+    from hostctl.engine import lock
 
     _write(sandbox, "A", 20)
     settings = inventory.load(sandbox.inventory).settings

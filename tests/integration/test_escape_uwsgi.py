@@ -15,7 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from hostctl import values
+from hostctl.inventory import values
 from tests.harness import Sandbox, Server
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from typing import Iterator
 import psutil
 import pytest
 
-from hostctl import emperor
+from hostctl.engine import emperor
 from tests.harness import wait_for
 from tests.hostile import Tenants, as_user, plant_fifo, plant_symlink, tenants_running
 

@@ -104,7 +104,7 @@ def test_the_customer_reads_none_of_the_files_hostctl_writes_with_env_values(ten
     t = tenants
     secret = "s3cr3t-" + secrets.token_hex(6)
     # add-customer writes a customer file with an env value, under the widest umask
-    code = ("import os, sys; os.umask(0); from hostctl.cli import main; "
+    code = ("import os, sys; os.umask(0); from hostctl.cli.main import main; "
             "sys.argv = ['hostctl', '-i', sys.argv[1], 'add-customer', 'initech', '--domain', 'initech.example', "
             "'--wsgi', 'app:application', '--env', 'T_TOKEN=' + sys.argv[2]]; main()")
     added = subprocess.run([sys.executable, "-c", code, str(t.box.inventory), secret], capture_output=True, text=True)

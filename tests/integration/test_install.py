@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import scaffold
+from hostctl.targets import scaffold
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,12 @@ from typing import Iterator
 import pytest
 import yaml
 
-from hostctl import deploy, nginx, placement, templates
-from hostctl.manifest import sha256
-from hostctl.model import Settings
+from hostctl.engine import nginx
+from hostctl.inventory.schema import Settings
+from hostctl.plan.manifest import sha256
+from hostctl.render import templates
+from hostctl.render.identity import host_identity
+from hostctl.targets import deploy
 from tests.harness import Sandbox
 from tests.sshd import SshHosts, hosts_for
 
@@ -275,8 +278,8 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
 
 def test_large_output_and_input_arrive_whole(fleet: Fleet) -> None:
     """A host's state listing can be megabytes; none of it may be lost when the exit status comes first."""
-    from hostctl import ssh
-    from hostctl.model import Host
+    from hostctl.targets import ssh
+    from hostctl.inventory.schema import Host
 
     fleet.add_host("x")
     host = Host.model_validate(fleet.settings["hosts"]["x"])
@@ -307,7 +310,8 @@ def test_missing_customer_users_stop_that_host(fleet: Fleet) -> None:
 
 def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """The script holds the host's deploy lock and applies only onto the state its plan was made from."""
-    from hostctl import inventory, remote, ssh
+    from hostctl.inventory import loader as inventory
+    from hostctl.targets import remote, ssh
 
     fleet.add_host("a")
     fleet.customer("acme", "a")
@@ -320,7 +324,7 @@ def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, 
         view = deployment.views["a"]
 
         def send() -> ssh.Completed:
-            bundle = remote.bundle("a", view.settings, plan, actual.manifest, placement.host_identity(view.settings, view.settings.hosts["a"]),
+            bundle = remote.bundle("a", view.settings, plan, actual.manifest, host_identity(view.settings, view.settings.hosts["a"]),
                                    {}, deployment.script_env, deployment.basis["a"])
             return ssh.execute(deployment.connections["a"], bundle.command, bundle.payload)
 

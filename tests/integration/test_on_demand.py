@@ -17,7 +17,7 @@ import uuid
 import psutil
 import pytest
 
-from hostctl import emperor
+from hostctl.engine import emperor
 from tests.harness import Sandbox, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from hostctl import history, inventory
+from hostctl.engine import history
+from hostctl.inventory import loader as inventory
 from tests.harness import Sandbox, free_port
 from tests.pki import CA
 

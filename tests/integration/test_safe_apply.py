@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hostctl import history, inventory
+from hostctl.engine import history
+from hostctl.inventory import loader as inventory
 from tests.harness import Sandbox
 
 pytestmark = pytest.mark.integration

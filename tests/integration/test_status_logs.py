@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from hostctl import logs, status
+from hostctl.status import logs, rows as status
 from tests.harness import APPS, REPO, Sandbox, Server, free_port, http_status, run_cli, wait_for
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hostctl.accounts import Group, Passwd, Wanted, account_problems, parse_group, parse_passwd
+from hostctl.engine.accounts import Group, Passwd, Wanted, account_problems, parse_group, parse_passwd
 
 PASSWD = parse_passwd("""root:x:0:0:root:/root:/bin/bash
 www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
@@ -65,7 +65,7 @@ def test_parsers_skip_malformed_lines() -> None:
 def _inventory(tmp_path, customers: dict[str, dict]):
     import yaml
 
-    from hostctl import inventory
+    from hostctl.inventory import loader as inventory
 
     root = tmp_path / "inv"
     (root / "customers").mkdir(parents=True)
@@ -77,7 +77,7 @@ def _inventory(tmp_path, customers: dict[str, dict]):
 
 def test_resolve_refuses_root_nginx_and_system_accounts_naming_file_line_and_field(tmp_path) -> None:
     """On this host's real user database: root, www-data (nginx's user) and daemon (a system account)."""
-    from hostctl import identity
+    from hostctl.engine import owners as identity
 
     app = {"web": {"domains": ["x.example"], "wsgi": "app:application"}}
     inv = _inventory(tmp_path, {"a": {"apps": app, "user": "root"},

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from hostctl.acme_schedule import Failure, History, Order, backoff_until, need, record, registered_domain, schedule
-from hostctl.model import AcmeSettings
-from hostctl.tls import CertSpec
+from hostctl.acme.schedule import Failure, History, Order, backoff_until, need, record, registered_domain, schedule
+from hostctl.inventory.schema import AcmeSettings
+from hostctl.render.tls import CertSpec
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 

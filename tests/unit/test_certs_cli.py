@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from hostctl import acme_history, inventory
-from hostctl.acme_schedule import Failure, History
-from hostctl.cli import cli
+from hostctl.acme import history as acme_history
+from hostctl.acme.schedule import Failure, History
+from hostctl.cli.main import cli
+from hostctl.inventory import loader as inventory
 from tests.harness import free_port
 from tests.pki import CA
 

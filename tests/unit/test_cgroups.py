@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import cgroups
-from hostctl.cgroups import CgroupChange, Facts, Hierarchy, Write
-from hostctl.model import CgroupSettings, Limits
+from hostctl.inventory.schema import CgroupSettings, Limits
+from hostctl.render import cgroups
+from hostctl.render.cgroups import CgroupChange, Facts, Hierarchy, Write
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases" / "cgroups.yaml").read_text())
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hostctl.checks import virtualenv_problem
+from hostctl.engine.checks import virtualenv_problem
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hostctl.cli import cli, main
+from hostctl.cli.main import cli, main
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import deploycache, envfile
+from hostctl.inventory import envfile
+from hostctl.targets import deploycache
 
 
 def test_parse_takes_values_literally_and_skips_comments() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostctl.escape import EscapeError, ini, nginx
+from hostctl.render.escape import EscapeError, ini, nginx
 
 
 @pytest.mark.parametrize(("value", "written"), [

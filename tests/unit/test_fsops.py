@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from hostctl import fsops
+from hostctl.engine import fsops
 
 
 def test_rewrite_within_the_same_second_gets_a_later_mtime_second(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_blocked_ancestor_finds_a_directory_nginx_cannot_enter() -> None:
     import shutil
     import tempfile
 
-    from hostctl.serve import blocked_ancestor
+    from hostctl.cli.serve import blocked_ancestor
 
     base = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp is 1777, so only our own dirs decide
     try:

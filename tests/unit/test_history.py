@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import history
+from hostctl.engine import history
+from hostctl.engine.rollback import choose, desired_files
 from hostctl.errors import HostctlError
-from hostctl.manifest import Entry, Manifest, sha256
-from hostctl.model import Settings
-from hostctl.quarantine import Rejection
-from hostctl.rollback import choose, desired_files
+from hostctl.inventory.schema import Settings
+from hostctl.plan.manifest import Entry, Manifest, sha256
+from hostctl.plan.quarantine import Rejection
 
 
 def _settings(tmp_path: Path) -> Settings:

@@ -29,9 +29,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, event, given, settings, strategies as st
 
-from hostctl import inventory, layout, readback, templates
 from hostctl.errors import InventoryError
-from hostctl.render import Identity, render
+from hostctl.inventory import loader as inventory
+from hostctl.render import layout, readback, templates
+from hostctl.render.files import render
+from hostctl.render.identity import Identity
 
 EXAMPLES = 500
 FRAGMENTS = ["\n", "\r", ";", "{", "}", "#", " ", "\t", "'", '"', "$", "$(HOME)", "@(/etc/passwd)", "%(socket)", "%d", "%%",

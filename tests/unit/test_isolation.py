@@ -8,10 +8,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hostctl import cgroupfs, cgroups, identity, inventory, users
-from hostctl.cli import cli
+from hostctl.cli.main import cli
+from hostctl.engine import cgroupfs, owners as identity, users
 from hostctl.errors import HostctlError
-from hostctl.model import Limits
+from hostctl.inventory import loader as inventory
+from hostctl.inventory.schema import Limits
+from hostctl.render import cgroups
 
 SETTINGS = {"emperor_dir": "v", "nginx_dir": "n", "run_dir": "r", "log_dir": "l", "state_dir": "s"}
 CUSTOMER = {"limits": {"memory": "64M", "pids": 32}, "apps": {"web": {"domains": ["acme.example"], "wsgi": "a:b"}}}
@@ -44,7 +46,7 @@ def test_missing_users_are_listed_for_create_users_or_refused(tmp_path: Path) ->
 
 
 def test_cgroup_edge_on_a_fake_v1_tree(tmp_path: Path) -> None:
-    """probe -> decide -> plan -> apply -> plan again is empty; usage and cgroup_memory read it back."""
+    """probe -> decide -> plan -> apply -> plan again is empty; usage and cgroupfs.memory read it back."""
     fake = tmp_path / "cg"
     for controller in ("memory", "cpu", "pids"):
         (fake / controller).mkdir(parents=True)
@@ -64,8 +66,8 @@ def test_cgroup_edge_on_a_fake_v1_tree(tmp_path: Path) -> None:
     (fake / "pids/hc/acme/pids.current").write_text("3\n")
     usage = cgroupfs.usage(h, "acme")
     assert (usage.memory, usage.memory_limit, usage.oom_kills, usage.pids, usage.pids_limit, usage.cpu) == (1 << 20, 64 << 20, 2, 3, 32, None)
-    assert cgroups.cgroup_memory(inv.settings, "acme") == (1 << 20, 64 << 20)
-    assert cgroups.cgroup_memory(inv.settings, "nobody") is None
+    assert cgroupfs.memory(inv.settings, "acme") == (1 << 20, 64 << 20)
+    assert cgroupfs.memory(inv.settings, "nobody") is None
     table = cgroups.usage_table([("acme", usage), ("other", None)]).splitlines()
     assert table[1].split() == ["acme", "1.0M", "64.0M", "2%", "2", "3/32", "max"]
     assert table[2].startswith("other") and "no cgroup yet" in table[2]

@@ -7,13 +7,13 @@ import sys
 
 from click.testing import CliRunner
 
-from hostctl.cli import cli
+from hostctl.cli.main import cli
 
 HEAVY = ("paramiko", "fabric", "invoke", "cryptography", "acme")
 
 
 def test_apply_and_plan_do_not_import_ssh_or_tls_libraries() -> None:
-    code = ("import sys; import hostctl.cli, hostctl.apply, hostctl.pipeline; "
+    code = ("import sys; import hostctl.cli.main, hostctl.engine.apply, hostctl.engine.pipeline; "
             f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""

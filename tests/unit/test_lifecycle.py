@@ -9,10 +9,13 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from hostctl import appagent, inventory, lifecycle, readback, templates, values
+from hostctl.engine import appagent
 from hostctl.errors import InventoryError
-from hostctl.model import App
-from hostctl.render import Identity, render
+from hostctl.inventory import loader as inventory, values
+from hostctl.inventory.schema import App
+from hostctl.render import lifecycle, readback, templates
+from hostctl.render.files import render
+from hostctl.render.identity import Identity
 
 CASES = Path(__file__).parent / "render"
 
@@ -106,9 +109,9 @@ def test_any_valid_command_reads_back_exactly_as_one_line(worker: str, job: str)
 
 
 def _context(cfg: App) -> dict:
-    from hostctl.escape import INI_PLACEHOLDERS
-    from hostctl.layout import app_paths
-    from hostctl.model import Settings
+    from hostctl.render.escape import INI_PLACEHOLDERS
+    from hostctl.render.layout import app_paths
+    from hostctl.inventory.schema import Settings
 
     settings = Settings(emperor_dir="/v", nginx_dir="/n", run_dir="/r", log_dir="/l", state_dir="/s")
     return dict(settings=settings, customer=type("C", (), {"name": "c"}), app=type("A", (), {"name": "web"}), cfg=cfg,
@@ -122,7 +125,7 @@ def test_the_apps_golden_case_reads_back_as_intended(tmp_path: Path) -> None:
     inv = inventory.load(root)
     files = render(inv, Identity(per_customer=True), templates.environment(inv.root))
     for spec in inv.apps():
-        from hostctl.layout import app_paths
+        from hostctl.render.layout import app_paths
 
         paths = app_paths(inv.settings, spec.customer, spec.name)
         want = readback.intended(spec.config, paths, inv.customers[0].user)
@@ -168,9 +171,9 @@ def test_the_commands_environment_has_nothing_of_roots() -> None:
 
 
 def test_status_shows_each_worker_and_cron_job_from_the_vassals_stats() -> None:
-    from hostctl import status
-    from hostctl.inventory import AppSpec
-    from hostctl.status_collect import Observed
+    from hostctl.status import rows as status
+    from hostctl.inventory.spec import AppSpec
+    from hostctl.status.collect import Observed
 
     cfg = app(chdir="/srv/a", workers={"celery": "celery worker", "rq": "rq worker"},
               cron=[{"schedule": "*/15 * * * *", "command": "python manage.py clearsessions"}])
@@ -189,7 +192,7 @@ def test_release_sources_a_directory_or_a_git_ref(tmp_path: Path) -> None:
     import subprocess
     import tarfile
 
-    from hostctl import apps
+    from hostctl.targets import apps
 
     code = tmp_path / "code"
     (code / ".git").mkdir(parents=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import logrotate, templates
-from hostctl.model import Settings
+from hostctl.engine import logrotate
+from hostctl.inventory.schema import Settings
+from hostctl.render import templates
 
 
 def _settings(tmp_path: Path, **logs: object) -> Settings:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import inventory, logs
 from hostctl.errors import HostctlError
+from hostctl.inventory import loader as inventory
+from hostctl.status import logs
 
 
 @pytest.fixture
@@ -104,14 +105,14 @@ def test_show_and_follow_prefix_lines_of_several_files(tmp_path: Path) -> None:
     (True, "tail -F -n 5 -- /var/log/hostctl/acme/web.log '/odd path/x.log' & read _; kill $! 2>/dev/null"),
 ])
 def test_remote_tail_command(follow: bool, want: str) -> None:
-    from hostctl import logs_remote
+    from hostctl.status import logs_remote
 
     assert logs_remote.command(["/var/log/hostctl/acme/web.log", "/odd path/x.log"], 5, follow) == want
 
 
 def test_remote_logs_run_as_the_customer_on_per_customer_hosts() -> None:
     """tail follows symlinks; as the customer's own user, a planted one reaches nothing root could read."""
-    from hostctl import logs_remote
+    from hostctl.status import logs_remote
 
     assert logs_remote.command(["/var/log/hostctl/acme/uwsgi/web.log"], 5, False, "hc-acme") == \
         "runuser -u hc-acme -- tail -n 5 -- /var/log/hostctl/acme/uwsgi/web.log"

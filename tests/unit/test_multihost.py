@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import bootstrap, deploy, inventory, placement, remote, templates
 from hostctl.errors import HostctlError, InventoryError
-from hostctl.manifest import Entry, Manifest, sha256
-from hostctl.plan import make_plan
-from hostctl.render import render
+from hostctl.inventory import loader as inventory, placement
+from hostctl.plan.diff import make_plan
+from hostctl.plan.manifest import Entry, Manifest, sha256
+from hostctl.render import templates
+from hostctl.render.files import render
+from hostctl.render.identity import host_identity
+from hostctl.targets import bootstrap, deploy, remote
 from tests.unit.test_validation import write_inventory
 
 # Placement errors (cases/multihost_validation.yaml) run in tests/unit/test_validation.py.
@@ -78,8 +81,8 @@ def test_host_views_render_each_host_with_its_own_paths(inv: inventory.Inventory
     assert [c.name for c in one.customers] == ["acme"] and [c.name for c in two.customers] == ["globex", "initech"]
     assert one.settings.nginx.listen == "8081" and two.settings.nginx.listen == inv.settings.nginx.listen
     assert one.settings.nginx.reload_command == "kill -HUP $(cat /srv/one/nginx.pid)"
-    files_one = render(one, placement.host_identity(inv.settings, inv.settings.hosts["web1"]), env)
-    files_two = render(two, placement.host_identity(inv.settings, inv.settings.hosts["web2"]), env)
+    files_one = render(one, host_identity(inv.settings, inv.settings.hosts["web1"]), env)
+    files_two = render(two, host_identity(inv.settings, inv.settings.hosts["web2"]), env)
     assert sorted(files_one) == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
     assert sorted(files_two) == ["/srv/two/nginx/globex_web.conf", "/srv/two/nginx/initech_web.conf",
                                  "/srv/two/vassals/globex_web.ini", "/srv/two/vassals/initech_web.ini",
@@ -109,7 +112,7 @@ def _answer(manifest: Manifest, files: dict[str, tuple[str, int]]) -> str:
 def test_plan_from_hashes(inv: inventory.Inventory) -> None:
     """The remote answer parsed back compares by hash: unchanged, changed, hand-edited, foreign, departed."""
     view = placement.host_inventory(inv, "web2")
-    desired = render(view, placement.host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
+    desired = render(view, host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
     globex_ini, globex_conf = "/srv/two/vassals/globex_web.ini", "/srv/two/nginx/globex_web.conf"
     initech_ini = "/srv/two/vassals/initech_web.ini"
     gone = "/srv/two/vassals/oldco_web.ini"
@@ -162,7 +165,7 @@ def test_read_command_lists_only_hostctl_kinds(inv: inventory.Inventory) -> None
 def test_a_move_is_held_back_on_the_old_host(inv: inventory.Inventory) -> None:
     """globex moved from web1 to web2: web1's plan removes it, but only after web2 serves it."""
     view = placement.host_inventory(inv, "web1")
-    desired = render(view, placement.host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
+    desired = render(view, host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
     old = Manifest({p: Entry(sha256(f.content), f.kind, f.customer, f.app) for p, f in desired.items()})
     moved = {"/srv/one/vassals/globex_web.ini": "vassal", "/srv/one/nginx/globex_web.conf": "nginx",
              "/srv/one/vassals/gone_web.ini": "vassal"}
@@ -189,7 +192,7 @@ def _members(payload: bytes) -> dict[str, tarfile.TarInfo]:
 def _host(inv: inventory.Inventory, name: str) -> tuple:
     """One host's inventory view, identity, template environment and rendered files."""
     view = placement.host_inventory(inv, name)
-    identity = placement.host_identity(inv.settings, inv.settings.hosts[name])
+    identity = host_identity(inv.settings, inv.settings.hosts[name])
     env = templates.environment(inv.root)
     return view, identity, env, render(view, identity, env)
 
@@ -303,7 +306,7 @@ def test_the_digest_of_a_host_in_sync_is_known_without_asking(tmp_path: Path) ->
 
 
 def test_deploy_cache_is_keyed_by_the_inventorys_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hostctl import deploycache
+    from hostctl.targets import deploycache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = write_inventory(tmp_path / "inv", HOSTS, {"acme.yaml": customer("acme.example")})
@@ -329,7 +332,7 @@ def test_cli_deploy_and_bootstrap_messages(inv: inventory.Inventory, tmp_path: P
     """No SSH is needed to refuse: an inventory without hosts, an unknown host, and `bootstrap --print`."""
     from click.testing import CliRunner
 
-    from hostctl.cli import cli
+    from hostctl.cli.main import cli
 
     runner = CliRunner()
     local = write_inventory(tmp_path / "local", "emperor_dir: vassals\n", {"acme.yaml": customer("acme.example")})
@@ -345,7 +348,7 @@ def test_cli_deploy_and_bootstrap_messages(inv: inventory.Inventory, tmp_path: P
 
 
 def test_host_fingerprints_cover_only_that_hosts_customers(tmp_path: Path) -> None:
-    from hostctl import deploycache
+    from hostctl.targets import deploycache
 
     root = write_inventory(tmp_path / "inv", HOSTS, {"acme.yaml": customer("acme.example"),
                                                        "globex.yaml": customer("globex.example", "web2")})

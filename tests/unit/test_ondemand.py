@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hostctl import ondemand
-from hostctl.plan import Change, Plan
-from hostctl.manifest import Manifest
+from hostctl.plan.diff import Change, Plan
+from hostctl.plan.manifest import Manifest
+from hostctl.render import ondemand
 
 V = "/e/acme_web.ini"
 S = V + ".socket"

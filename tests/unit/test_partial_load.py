@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import inventory, pipeline, quarantine
+from hostctl.engine import pipeline
 from hostctl.errors import InventoryError
-from hostctl.manifest import Entry, Manifest
-from hostctl.plan import Change, Plan
+from hostctl.inventory import loader as inventory
+from hostctl.plan import quarantine
+from hostctl.plan.diff import Change, Plan
+from hostctl.plan.manifest import Entry, Manifest
 from tests.unit.test_validation import write_inventory
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases" / "partial_load.yaml").read_text())

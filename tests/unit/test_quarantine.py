@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hostctl.manifest import Entry, Manifest, sha256
-from hostctl.plan import Change, Plan
-from hostctl.quarantine import Rejection, admit, changed_customers, find_culprits, report, restrict
+from hostctl.plan.diff import Change, Plan
+from hostctl.plan.manifest import Entry, Manifest, sha256
+from hostctl.plan.quarantine import Rejection, admit, changed_customers, find_culprits, report, restrict
 
 
 @pytest.mark.parametrize(("count", "bad", "max_calls"), [

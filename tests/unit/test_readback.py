@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import inventory, layout, templates
-from hostctl.escape import INI_PLACEHOLDERS, ini
-from hostctl.readback import expand, intended, parse_ini, path_problems, server_names, vassal_problems
-from hostctl.render import Identity, render
+from hostctl.inventory import loader as inventory
+from hostctl.render import layout, templates
+from hostctl.render.escape import INI_PLACEHOLDERS, ini
+from hostctl.render.files import render
+from hostctl.render.identity import Identity
+from hostctl.render.readback import expand, intended, parse_ini, path_problems, server_names, vassal_problems
 
 
 @pytest.mark.parametrize(("raw", "value", "expanded"), [

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import inventory, templates
-from hostctl.render import Identity, render
+from hostctl.inventory import loader as inventory
+from hostctl.render import templates
+from hostctl.render.files import render
+from hostctl.render.identity import Identity
 
 CASES = Path(__file__).parent / "render"
 IDENTITIES = {"invoker": Identity(per_customer=False), "per-customer": Identity(per_customer=True, nginx_group="www-data")}

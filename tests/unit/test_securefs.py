@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import securefs
+from hostctl.engine import securefs
 from hostctl.errors import HostctlError
 
 CUSTOMER = 65534

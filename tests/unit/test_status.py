@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from hostctl import status, status_format
 from hostctl.errors import HostctlError
-from hostctl.inventory import AppSpec
-from hostctl.model import App
-from hostctl.status_collect import CgroupMemory, Observed, ProcSample
+from hostctl.inventory.schema import App
+from hostctl.inventory.spec import AppSpec
+from hostctl.status import formatting as status_format, rows as status
+from hostctl.status.collect import CgroupMemory, Observed, ProcSample
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases" / "status.yaml").read_text())
 NOW = 1500.0
@@ -88,7 +88,7 @@ def test_sort(by: str, order: str) -> None:
 
 
 def test_select_apps_refuses_unknown_customers(tmp_path: Path) -> None:
-    from hostctl import inventory
+    from hostctl.inventory import loader as inventory
 
     (tmp_path / "customers").mkdir()
     (tmp_path / "hostctl.yaml").write_text("{}\n")
@@ -140,7 +140,7 @@ def test_json_has_the_documented_keys() -> None:
 
 
 def test_watch_screen_sorts_and_counts_unhealthy_rows() -> None:
-    from hostctl import status_watch
+    from hostctl.status import watch as status_watch
 
     rows = _rows()
     bad = status.Row(**{**rows[2].as_dict(), "customer": "d", "state": "down", "healthy": False, "detail": "gone"})

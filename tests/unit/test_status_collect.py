@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hostctl import status, status_probe
-from hostctl.status_collect import sample_tree
+from hostctl.engine import status_probe
+from hostctl.status import rows as status
+from hostctl.status.collect import sample_tree
 
 
 def test_sample_tree_covers_children_and_survives_a_vanished_pid() -> None:
@@ -75,8 +76,8 @@ def test_fetch_stats_missing_socket(tmp_path: Path) -> None:
 
 
 def test_unreadable_quarantine_record_is_a_note_not_a_crash(tmp_path: Path) -> None:
-    from hostctl import inventory
-    from hostctl.status_collect import read_quarantine, unread, Observed
+    from hostctl.inventory import loader as inventory
+    from hostctl.status.collect import read_quarantine, unread, Observed
 
     (tmp_path / "customers").mkdir()
     (tmp_path / "hostctl.yaml").write_text("state_dir: state\n")
@@ -92,7 +93,7 @@ def test_unreadable_quarantine_record_is_a_note_not_a_crash(tmp_path: Path) -> N
 
 def test_the_probe_runs_standalone_and_its_answer_parses(tmp_path: Path) -> None:
     """status_probe as the server runs it (python3 -c SOURCE, request on stdin): a stats socket, this process tree."""
-    from hostctl import status_remote
+    from hostctl.status import remote as status_remote
 
     stats = str(tmp_path / "web.stats")
     thread = _serve_once(stats, json.dumps({"pid": os.getpid(), "workers": [{"pid": os.getpid(), "requests": 3}]}).encode())
@@ -117,15 +118,15 @@ def test_the_probe_runs_standalone_and_its_answer_parses(tmp_path: Path) -> None
 
 
 def _spec():
-    from hostctl.inventory import AppSpec
-    from hostctl.model import App
+    from hostctl.inventory.spec import AppSpec
+    from hostctl.inventory.schema import App
 
     return AppSpec("acme", "web", App(domains=["acme.example"], wsgi="a:b"))
 
 
 @pytest.mark.parametrize("output", ["", "Traceback ...", "@@hostctl-status@@{not json", '@@hostctl-status@@{"now": 1}'])
 def test_unusable_probe_answers_are_errors(output: str) -> None:
-    from hostctl import status_remote
+    from hostctl.status import remote as status_remote
     from hostctl.errors import HostctlError
 
     with pytest.raises(HostctlError, match="host 'web1': the status probe gave no usable answer"):
@@ -133,14 +134,15 @@ def test_unusable_probe_answers_are_errors(output: str) -> None:
 
 
 def test_local_status_does_not_load_ssh_libraries() -> None:
-    code = ("import sys; import hostctl.cli, hostctl.status_snapshot, hostctl.status_watch, hostctl.logs; "
+    code = ("import sys; import hostctl.cli.main, hostctl.status.snapshot, hostctl.status.watch, hostctl.status.logs; "
             "print(','.join(m for m in ('paramiko', 'fabric', 'invoke', 'cryptography') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 
 
 def test_remote_request_uses_the_hosts_paths(tmp_path: Path) -> None:
-    from hostctl import inventory, status_remote
+    from hostctl.inventory import loader as inventory
+    from hostctl.status import remote as status_remote
 
     (tmp_path / "customers").mkdir()
     (tmp_path / "hostctl.yaml").write_text(

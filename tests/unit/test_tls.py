@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import certs, inventory, tls
+from hostctl.engine import certs
+from hostctl.engine.pipeline import load_checked
 from hostctl.errors import InventoryError
-from hostctl.pipeline import load_checked
+from hostctl.inventory import loader as inventory
+from hostctl.render import tls
 from tests.pki import CA
 
 
@@ -169,7 +171,7 @@ def test_ready_lists_only_usable_certificates(tmp_path: Path, ca: CA) -> None:
 
 
 def test_production_init_renders_the_renewal_timer(tmp_path: Path) -> None:
-    from hostctl import scaffold
+    from hostctl.targets import scaffold
 
     root = tmp_path / "inv"
     created = {p.name for p in scaffold.init(root, production=True)}
@@ -187,6 +189,6 @@ def test_production_init_renders_the_renewal_timer(tmp_path: Path) -> None:
     ("[::]:80", ("::1", 80)), ("[::1]:8080", ("::1", 8080)), ("10.0.0.5:80", ("10.0.0.5", 80)),
 ])
 def test_probe_address(listen: str, expected: tuple[str, int]) -> None:
-    from hostctl.issuance import probe_address
+    from hostctl.acme.issuance import probe_address
 
     assert probe_address(listen) == expected

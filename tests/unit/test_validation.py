@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl import inventory
 from hostctl.errors import InventoryError
+from hostctl.inventory import loader as inventory
 
 # Every cases/*validation.yaml file (core, multi-host placement, ...) runs through the same test.
 CASES = [dict(case, name=f"{path.stem}: {case['name']}")
@@ -92,7 +92,7 @@ def test_symlink_loop_and_directory(tmp_path: Path) -> None:
     ("app.py:", False), ("app.py:1app", False), ("app.py:a.b", False), ("app py:app", False), ("app.py:app:x", False),
 ])
 def test_wsgi_entry_points(wsgi: str, ok: bool) -> None:
-    from hostctl import values
+    from hostctl.inventory import values
 
     if ok:
         assert values.wsgi(wsgi) == wsgi

@@ -6,11 +6,11 @@ from typing import Iterator, Mapping
 
 import pytest
 
-from hostctl import pipeline, probe
+from hostctl.engine import pipeline, probe
+from hostctl.engine.nginx import CheckResult
+from hostctl.engine.vetting import vet
 from hostctl.errors import HostctlError
-from hostctl.manifest import Manifest
-from hostctl.nginx import CheckResult
-from hostctl.vetting import vet
+from hostctl.plan.manifest import Manifest
 from tests.harness import Sandbox
 
 

@@ -21,7 +21,7 @@ def test_wheel_contains_and_uses_templates(tmp_path: Path) -> None:
     assert {f"hostctl/templates/{name}" for name in shipped} <= names
     assert "hostctl/fabfile/fabfile.py" in names  # multi-host: `fab -r <hostctl/fabfile> deploy`
     # Import hostctl from the unpacked wheel only, and render from its own templates.
-    code = ("import hostctl.templates as t; p = t.packaged_templates(); "
+    code = ("import hostctl.render.templates as t; p = t.packaged_templates(); "
             "print(p); print(t.environment().get_template('vassal.ini.j2').filename)")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); {code}"],
                          check=True, capture_output=True, text=True).stdout.split()

@@ -1,0 +1,101 @@
+"""Multi-host placement: which server serves which customer, and each server's view.
+
+An inventory with ``hosts:`` in hostctl.yaml places every customer on one host
+(``host:`` in its file, else ``default_host``). This module checks that
+placement (unknown hosts, customers left without one) and derives, for one
+host, the inventory that host serves: only its customers, with that host's
+paths and nginx commands, so ``render.render`` produces exactly the files that
+belong there. Pure: data in, data out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterable, Mapping
+
+from hostctl.errors import HostctlError, Problem
+from hostctl.inventory.schema import Host, Settings
+
+from hostctl.inventory.spec import CustomerSpec, Inventory
+from hostctl.inventory.yamlsource import Source, parse
+
+SETTINGS_FILE = "hostctl.yaml"
+HOST_PATHS = ("emperor_dir", "nginx_dir", "run_dir", "log_dir", "state_dir")
+
+
+def check(settings: Settings, customers: Iterable["CustomerSpec"], sources: Mapping[str, "Source"]) -> list[Problem]:
+    """Problems with where customers are placed, each with file and line."""
+    problems: list[Problem] = []
+    hosts = settings.hosts
+    known = ", ".join(sorted(hosts)) or "none"
+    settings_source = sources.get(SETTINGS_FILE)
+    if settings.default_host is not None and settings.default_host not in hosts and settings_source is not None:
+        problems.append(settings_source.problem(("default_host",), f"{settings.default_host!r} is not a host in 'hosts:' (known hosts: {known})"))
+    for customer in customers:
+        source = sources[customer.file]
+        written = isinstance(source.data, dict) and "host" in source.data
+        if customer.host is None:
+            if hosts:
+                problems.append(source.problem((), f"customer {customer.name!r} has no host; set 'host:' (one of: {known}) "
+                                                    "or 'default_host' in hostctl.yaml"))
+            continue
+        if customer.host not in hosts:
+            if written:
+                problems.append(source.problem(("host",), f"{customer.host!r} is not a host in hostctl.yaml (known hosts: {known})"))
+            # a bad default_host is reported once, against hostctl.yaml
+    return problems
+
+
+def host_settings(settings: Settings, host: Host) -> Settings:
+    """The inventory's settings with ``host``'s paths and nginx commands."""
+    nginx = settings.nginx.model_copy(update={
+        "test_command": host.nginx.test_command,
+        "reload_command": host.nginx.reload_command,
+        "listen": host.nginx.listen or settings.nginx.listen,
+    })
+    return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx})
+
+
+def host_inventory(inventory: "Inventory", name: str) -> "Inventory":
+    """What host ``name`` serves: its customers only, rendered with its paths."""
+    host = inventory.settings.hosts[name]
+    customers = tuple(c for c in inventory.customers if c.host == name)
+    return dataclasses.replace(inventory, settings=host_settings(inventory.settings, host), customers=customers)
+
+
+def placed(inventory: "Inventory") -> dict[str, str]:
+    """``{customer: host}`` for every customer of a multi-host inventory."""
+    return {c.name: c.host for c in inventory.customers if c.host is not None}
+
+
+def select_hosts(inventory: "Inventory", wanted: Iterable[str]) -> list[str]:
+    """The hosts to act on: ``wanted`` (checked), or all hosts when it is empty."""
+    hosts = inventory.settings.hosts
+    chosen = list(dict.fromkeys(wanted)) or sorted(hosts)
+    unknown = [name for name in chosen if name not in hosts]
+    if unknown:
+        raise HostctlError(f"unknown host {', '.join(map(repr, unknown))}; hosts in hostctl.yaml: {', '.join(sorted(hosts)) or 'none'}.")
+    return chosen
+
+
+def peek_settings(root: str) -> Settings | None:
+    """hostctl.yaml alone, quickly, so SSH can start while the customers load; None when it is not valid.
+
+    Only a head start: ``inventory.load`` reads and checks it again, with every error reported there.
+    """
+    try:
+        with open(os.path.join(root, SETTINGS_FILE), "rb") as fh:
+            source, problems = parse(fh.read(), SETTINGS_FILE)
+        if source is None or problems:
+            return None
+        return Settings.model_validate(source.data or {})
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_multi_host(inventory: "Inventory") -> None:
+    """The local commands (validate, plan, apply, serve) act on this machine's paths; a multi-host inventory is deployed."""
+    if inventory.settings.hosts:
+        raise HostctlError("this inventory places customers on hosts ('hosts:' in hostctl.yaml); "
+                           "use `hostctl deploy` (`hostctl deploy --dry-run` shows each host's plan).")

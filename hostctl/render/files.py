@@ -1,0 +1,49 @@
+"""Render the inventory into file contents: pure, no I/O beyond loading templates.
+
+``render(inventory, identity, env)`` returns ``{path: RenderedFile}`` for every
+vassal ini and nginx server block the inventory asks for. Nothing here looks at
+the disk's current state; ``hostctl.plan.diff`` compares, ``hostctl.engine.apply`` writes.
+"""
+
+from __future__ import annotations
+
+import jinja2
+
+from hostctl.inventory import values
+from hostctl.inventory.spec import Inventory
+from hostctl.plan.files import RenderedFile
+from hostctl.render import cgroups, layout, lifecycle, ondemand, templates, tls
+from hostctl.render.escape import INI_PLACEHOLDERS
+from hostctl.render.identity import Identity
+
+VASSAL_TEMPLATE = "vassal.ini.j2"
+SERVER_TEMPLATE = "server.conf.j2"
+
+
+def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
+           ready_certs: tls.ReadyCerts | None = None) -> dict[str, RenderedFile]:
+    """``ready_certs``: the certificates usable now (read at the edge, ``certs.ready``); none when omitted."""
+    vassal_t = templates.get(env, VASSAL_TEMPLATE)
+    server_t = templates.get(env, SERVER_TEMPLATE)
+    settings = inventory.settings
+    out: dict[str, RenderedFile] = {}
+    for customer in inventory.customers:
+        user = customer.user if identity.per_customer else None
+        for app in customer.apps:
+            cfg = app.config
+            paths = layout.app_paths(settings, customer.name, app.name)
+            context = dict(
+                settings=settings, customer=customer, app=app, cfg=cfg, paths=paths,
+                user=user, group=user, placeholders=INI_PLACEHOLDERS,
+                wsgi_file=values.wsgi_file(cfg.wsgi),
+                cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
+                lifecycle_lines=lifecycle.vassal_lines(cfg),
+                tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,
+            )
+            if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
+                out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
+            out[paths.server_block] = RenderedFile(paths.server_block, templates.render(server_t, **context), "nginx", customer.name, app.name, 0o644)
+            if cfg.on_demand and cfg.enabled:
+                path = ondemand.companion(paths.vassal)
+                out[path] = RenderedFile(path, ondemand.content(paths.ondemand_socket), ondemand.KIND, customer.name, app.name, 0o640)
+    return out

@@ -1,0 +1,203 @@
+"""The package layout holds: no import cycles between modules, and no package imports a package above it.
+
+Every ``import`` in ``hostctl/**/*.py`` counts, wherever it is written: at the top,
+inside a function, under ``if TYPE_CHECKING:``. The rules are the "May import:"
+lines of each subpackage's ``__init__`` docstring, restated in ``MAY_IMPORT`` (a
+test checks that both say the same). Standard library only.
+
+Run as a script (``python tests/unit/test_architecture.py [REPO]``) to print the
+graph's size: modules, import arrows, modules caught in cycles.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Which part of hostctl may import which. A part is a subpackage (hostctl/engine/...)
+# or a top-level module (hostctl/errors.py, hostctl/__main__.py). Importing the package root ``hostctl``
+# itself (for ``__version__``) is allowed everywhere.
+FOUNDATION = {"errors"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "errors": set(),
+    "inventory": FOUNDATION,
+    "plan": {"errors", "inventory"},
+    "render": FOUNDATION | {"inventory", "plan"},
+    "engine": FOUNDATION | {"inventory", "plan", "render"},
+    "acme": FOUNDATION | {"inventory", "plan", "render", "engine"},
+    "targets": FOUNDATION | {"inventory", "plan", "render", "engine", "acme"},
+    "status": FOUNDATION | {"inventory", "plan", "render", "engine", "acme", "targets"},
+    "cli": FOUNDATION | {"inventory", "plan", "render", "engine", "acme", "targets", "status"},
+    "fabfile": FOUNDATION | {"inventory", "plan", "render", "engine", "acme", "targets", "status", "cli"},
+    "__main__": {"cli"},
+}
+
+
+def modules(repo: Path) -> dict[str, Path]:
+    """``{dotted name: file}`` for every module of the hostctl package (a package is its ``__init__``)."""
+    found = {}
+    for path in sorted((repo / "hostctl").rglob("*.py")):
+        parts = list(path.relative_to(repo).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The hostctl modules that module ``name`` imports, anywhere in its file."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            # ``from pkg import mod`` imports the module pkg.mod; ``from mod import name`` imports mod
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # import a.b.c where only a.b is ours: a.b
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def graph(repo: Path = REPO) -> dict[str, set[str]]:
+    known = modules(repo)
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def part(module: str) -> str:
+    """The part of hostctl a module belongs to: its subpackage, or itself for a top-level module."""
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else "hostctl"
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Imports the layering forbids, as ``a -> b (part_a may not import part_b)``."""
+    bad = []
+    for source, targets in sorted(edges.items()):
+        mine = part(source)
+        for target in sorted(targets):
+            theirs = part(target)
+            if theirs in (mine, "hostctl"):
+                continue
+            if theirs not in MAY_IMPORT.get(mine, set()):
+                bad.append(f"{source} -> {target} ({mine} may not import {theirs})")
+    return bad
+
+
+def size(edges: dict[str, set[str]]) -> str:
+    return (f"{len(edges)} modules, {sum(len(t) for t in edges.values())} import arrows, "
+            f"{len(cycles(edges))} cycles ({sum(len(c) for c in cycles(edges))} modules in them)")
+
+
+def test_no_import_cycles() -> None:
+    edges = graph()
+    print(size(edges))
+    found = cycles(edges)
+    assert not found, "import cycles (each line: modules that import each other, directly or not):\n" + "\n".join(
+        " <-> ".join(c) for c in found)
+
+
+def test_no_upward_imports() -> None:
+    bad = upward(graph())
+    assert not bad, "imports against the layering (see each package's __init__ docstring):\n" + "\n".join(bad)
+
+
+def test_every_part_has_a_rule() -> None:
+    parts = {part(m) for m in graph()} - {"hostctl"}
+    assert parts <= set(MAY_IMPORT), f"no layering rule for {sorted(parts - set(MAY_IMPORT))}: add one to MAY_IMPORT"
+
+
+def test_init_docstrings_state_the_rules() -> None:
+    """Each subpackage's docstring says what it may import, the same as MAY_IMPORT."""
+    for init in sorted((REPO / "hostctl").glob("*/__init__.py")):
+        name = init.parent.name
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "May import" in doc, f"{init}: the docstring does not say what {name} may import"
+        said = doc.split("May import", 1)[1].split(".\n", 1)[0].split("Never", 1)[0]
+        if said.lstrip(": ").startswith("anything"):
+            stated = set(MAY_IMPORT) - {name, "__main__"} - ({"fabfile"} if name == "cli" else set())
+        else:
+            stated = set(re.findall(r"hostctl\.(\w+)", said))
+        assert stated == MAY_IMPORT[name], f"{init}: docstring says {sorted(stated)}, MAY_IMPORT says {sorted(MAY_IMPORT[name])}"
+
+
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """Function-level, TYPE_CHECKING and ``import a.b`` imports are arrows too; a cycle and an upward import are caught."""
+    pkg = tmp_path / "hostctl"
+    (pkg / "render").mkdir(parents=True)
+    (pkg / "engine").mkdir()
+    for init in (pkg / "__init__.py", pkg / "render" / "__init__.py", pkg / "engine" / "__init__.py"):
+        init.write_text("")
+    (pkg / "render" / "files.py").write_text("def f():\n    from hostctl.engine import apply\n")
+    (pkg / "engine" / "apply.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import hostctl.render.files\n")
+    edges = graph(tmp_path)
+    assert edges["hostctl.render.files"] == {"hostctl.engine.apply"}
+    assert edges["hostctl.engine.apply"] == {"hostctl.render.files"}
+    assert cycles(edges) == [["hostctl.engine.apply", "hostctl.render.files"]]
+    assert upward(edges) == ["hostctl.render.files -> hostctl.engine.apply (render may not import engine)"]
+
+
+if __name__ == "__main__":
+    repo = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else REPO
+    edges = graph(repo)
+    print(size(edges))
+    for component in cycles(edges):
+        print("cycle:", " <-> ".join(component))
