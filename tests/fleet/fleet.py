@@ -1,0 +1,121 @@
+"""Helpers of the fleet tests: boot guests, install hostctl on them, talk HTTP through their forwarded ports,
+and build the control machine's multi-host inventory for them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shlex
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tests.fleet.image import GUEST_VENV, Image
+from tests.fleet.vm import Guest
+from tests.harness import APPS, REPO, Sandbox, wait_for
+
+FIGURES: dict[str, str] = {}  # printed at the end of the session (conftest.pytest_terminal_summary)
+HOSTCTL = f"{GUEST_VENV}/bin/hostctl"
+APP_DIR = "/srv/fleet"  # the test apps, on every guest
+SERVER_PATHS = {"emperor_dir": "/etc/hostctl/vassals", "nginx_dir": "/etc/hostctl/nginx", "run_dir": "/run/hostctl",
+                "log_dir": "/var/log/hostctl", "state_dir": "/var/lib/hostctl"}
+
+
+def figure(name: str, value: str) -> None:
+    FIGURES[name] = value if name not in FIGURES else f"{FIGURES[name]}; {value}"
+
+
+def build_wheel(out: Path, source: Path = REPO) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+                   check=True, capture_output=True)
+    [wheel] = out.glob("hostctl-*.whl")
+    return wheel
+
+
+@contextmanager
+def booted(image: Image, names: list[str], kind: str = "served") -> Iterator[list[Guest]]:
+    """Boot guests in parallel (one qemu each); every one is stopped and its overlay removed afterwards."""
+    guests: list[Guest] = []
+    try:
+        for name in names:
+            guests.append(Guest(image, name, kind))
+        started = time.monotonic()
+        for guest in guests:
+            guest.power_on()
+        for guest in guests:
+            guest.wait_ssh()
+        figure(f"boot to SSH ({len(guests)} guest(s) at once)", f"{time.monotonic() - started:.1f} s")
+        for guest in guests:
+            put_apps(guest)
+        yield guests
+    finally:
+        for guest in guests:
+            guest.stop()
+
+
+def put_apps(guest: Guest) -> None:
+    for app in ("probe.py", "echo.py"):
+        guest.put(APPS / app, f"{APP_DIR}/{app}")
+    guest.run(f"chmod 755 {APP_DIR}")
+
+
+def install_hostctl(guest: Guest, wheel: Path) -> str:
+    """Install (or upgrade/downgrade to) ``wheel`` in the guest's hostctl virtualenv; return its version."""
+    remote = f"/tmp/{wheel.name}"
+    guest.put(wheel, remote)
+    guest.run(f"{GUEST_VENV}/bin/pip install -q --no-index --no-deps --force-reinstall {shlex.quote(remote)} && rm -f {shlex.quote(remote)}",
+              timeout=600)
+    return guest.run(f"{GUEST_VENV}/bin/python -c 'import importlib.metadata as m; print(m.version(\"hostctl\"))'").stdout.strip()
+
+
+def request(port: int, host: str, path: str = "/", timeout: float = 10.0) -> tuple[int, bytes]:
+    """One HTTP request to 127.0.0.1:``port`` (a guest's forwarded port) with ``host`` as the Host header."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def get_json(guest: Guest, host: str, path: str = "/", timeout: float = 60.0) -> dict[str, Any]:
+    status, body = request(guest.http_port, host, path, timeout=timeout)
+    assert status == 200, f"{guest.name} {host}{path}: HTTP {status}: {body[:300]!r}"
+    return json.loads(body)
+
+
+def wait_served(guest: Guest, host: str, timeout: float = 120.0, predicate: Callable[[dict], bool] = lambda _: True) -> dict:
+    """Wait until ``host`` answers 200 with JSON (from its own app) through the guest's forwarded HTTP port."""
+    def attempt() -> dict | None:
+        status, body = request(guest.http_port, host, timeout=10)
+        if status != 200:
+            return None
+        data = json.loads(body)
+        return data if predicate(data) else None
+    return wait_for(attempt, timeout=timeout, interval=0.5, what=f"{host} to be served by {guest.name}")
+
+
+def host_entry(guest: Guest, **extra: Any) -> dict[str, Any]:
+    """The guest's entry in hostctl.yaml's ``hosts:`` (production paths; systemd's nginx)."""
+    return {"address": "127.0.0.1", "port": guest.ssh_port, "user": "root", "key_file": str(guest.key),
+            "known_hosts": str(guest.known_hosts), **SERVER_PATHS, **extra}
+
+
+def deploy_inventory(guests: list[Guest], **settings: Any) -> Sandbox:
+    """The control machine's inventory for ``guests`` (hosts named after them), per-customer users, cgroups auto."""
+    box = Sandbox({"isolation": {"users": "auto"}, "cgroup": {"mode": "auto"}, "nginx": {"listen": "80"},
+                   "hosts": {g.name: host_entry(g) for g in guests}, **settings})
+    return box
+
+
+def probe_app(domain: str, **extra: Any) -> dict[str, Any]:
+    return {"domains": [domain], "wsgi": f"{APP_DIR}/probe.py", **extra}
+
+
+def procs_of(guest: Guest, user: str) -> list[int]:
+    out = guest.run(f"pgrep -u {shlex.quote(user)} || true").stdout.split()
+    return [int(p) for p in out]
