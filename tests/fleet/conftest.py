@@ -1,6 +1,6 @@
 """Fixtures of the fleet tier: the cached image, hostctl's wheel, booted guests, and the leftover check.
 
-Every test under tests/fleet/ is marked ``fleet`` (``make test-fleet``). Guests
+Every test module here sets ``pytestmark = pytest.mark.fleet`` (``make test-fleet``). Guests
 are module-scoped where the tests of a module build on one another's state, and
 always stopped by their finalizers; the session ends by checking that no qemu of
 this session is alive.
@@ -23,12 +23,6 @@ from tests.fleet.fleet import FIGURES, build_wheel
 from tests.fleet.image import Image, get_image
 
 HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest hook
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(HERE):
-            item.add_marker(pytest.mark.fleet)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest hook

@@ -18,6 +18,8 @@ from tests.fleet.image import SERVER_PACKAGES
 from tests.fleet.vm import Guest
 from tests.harness import Sandbox
 
+pytestmark = pytest.mark.fleet
+
 
 @pytest.fixture(scope="module")
 def fresh(fleet_image) -> Iterator[Guest]:
@@ -65,3 +67,21 @@ def test_a_deploy_serves_the_customer_as_its_own_user(fresh: Guest, control: San
     assert served["uid"] == int(fresh.run("id -u hc-acme").stdout)
     again = control.hostctl("deploy")
     assert "fresh1: no changes" in again.stdout, again.stdout
+
+
+def test_stopping_the_emperor_stops_its_vassals_without_systemd_killing_them(fresh: Guest, control: Sandbox) -> None:
+    """`systemctl stop hostctl-emperor` (and so every reboot): the Emperor stops its vassals; systemd must not
+    signal them behind its back (a SIGTERM reloads a uWSGI master, and the Emperor then waits 30 s: NO MERCY)."""
+    assert fresh.run("pgrep -u hc-acme").stdout.split(), "acme runs before the stop"
+    unit_cgroup = fresh.run("systemctl show -p ControlGroup --value hostctl-emperor").stdout.strip()
+    master = fresh.run("pgrep -o -u hc-acme").stdout.strip()
+    assert fresh.run(f"cat /proc/{master}/cgroup").stdout.strip() == f"0::{unit_cgroup}", "vassals in the unit's cgroup"
+    since = fresh.run("date +%s").stdout.strip()
+    started = time.monotonic()
+    fresh.run("systemctl stop hostctl-emperor", timeout=180)
+    figure("systemctl stop hostctl-emperor (1 vassal, in its unit)", f"{time.monotonic() - started:.1f} s")
+    journal = fresh.run(f"journalctl -u hostctl-emperor --since @{since} --no-pager -o cat").stdout
+    assert "NO MERCY" not in journal, journal[-3000:]
+    assert not fresh.run("pgrep -u hc-acme || true").stdout.strip(), "the vassal outlived the Emperor"
+    fresh.run("systemctl start hostctl-emperor")
+    wait_served(fresh, "acme.example")
