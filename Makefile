@@ -7,9 +7,11 @@ BIN      = $(VENV)/bin
 HOSTCTL  = $(BIN)/hostctl
 EXAMPLE  = example
 DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx logrotate python3-venv python3-pip curl openssh-server openssh-client pebble wrk
+# The test fleet (tests/fleet): Debian 12 guests built with mmdebstrap + mke2fs -d, booted under QEMU.
+DEB_PACKAGES += qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo serve test test-unit bench dist clean
+.PHONY: all deps venv demo serve test test-unit test-local test-fleet bench dist clean
 
 all: venv
 
@@ -40,11 +42,19 @@ serve: venv
 	$(HOSTCTL) -i $(EXAMPLE) apply
 	$(HOSTCTL) -i $(EXAMPLE) serve
 
+# Three tiers (pytest markers; README "Development" has their times): unit (pure), local (+ a real Emperor,
+# nginx and sshd on this machine), fleet (Debian 12 VMs with systemd and cgroup v2). `make test` runs all three.
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not integration and not fleet" $(PYTEST_ARGS)
+
+test-local: venv
+	$(BIN)/python -m pytest -q -m "not fleet" $(PYTEST_ARGS)
+
+test-fleet: venv
+	$(BIN)/python -m pytest -q -m fleet $(PYTEST_ARGS)
 
 # All four benchmarks (bench/README.md); HOSTCTL_BENCH_SCALE=0.1 make bench for a quick run.
 bench: venv
