@@ -23,7 +23,7 @@ import pwd
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl.engine import emperor, fsops, isolation, lock, nginx, pipeline, safeapply, securefs, state, stopping, users, vetting
+from hostctl.engine import emperor, fsops, isolation, lock, nginx, pipeline, reload_wait, safeapply, securefs, state, stopping, users, vetting
 from hostctl.engine.owners import Owners
 from hostctl.engine.pipeline import Prepared
 from hostctl.errors import HostctlError
@@ -167,10 +167,15 @@ def _execute(prepared: Prepared, say: Say, provenance: safeapply.Provenance) -> 
         result.messages.append(f"restarted (on-demand mode changed): {', '.join(toggled)}")
     for change in socket_changes:  # before the vassals, so a new vassal is seen with its companion
         _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
+    reloaded = [c for c in vassal_writes if c.action == "update" and not c.mode_only and c.path not in toggled]
+    old_workers = _running_workers(stats, reloaded)
     for change in vassal_writes:
         _write(change, owners)
-    if vassal_writes:
-        _poke(stats, settings, result)
+    if vassal_writes and _poke(stats, settings, result):
+        _wait_new_vassals(settings, stats, [c for c in vassal_writes if c.action == "create" or c.path in toggled], result)
+        late = reload_wait.wait_exited(old_workers, nudge=lambda: emperor.poke(stats))
+        if late:
+            result.messages.append(f"still finishing requests on workers with the previous code or settings: {', '.join(late)}")
 
     if server_changes:
         result.messages.append(nginx.reload(settings))
@@ -300,11 +305,45 @@ def _purge(prepared: Prepared, result: ApplyResult) -> list[str]:
     return messages
 
 
-def _poke(stats: str, settings: Settings, result: ApplyResult) -> None:
-    if not emperor.poke(stats):
-        note = f"the Emperor did not answer on {stats}; it picks the changes up within {settings.emperor.freq} s of starting or polling"
-        if note not in result.messages:
-            result.messages.append(note)
+def _poke(stats: str, settings: Settings, result: ApplyResult) -> bool:
+    if emperor.poke(stats):
+        return True
+    note = f"the Emperor did not answer on {stats}; it picks the changes up within {settings.emperor.freq} s of starting or polling"
+    if note not in result.messages:
+        result.messages.append(note)
+    return False
+
+
+def _running_workers(stats: str, changes: list[Change]) -> dict[str, set[int]]:
+    """The worker pids of the running vassals that ``changes`` rewrite (the Emperor reloads those gracefully).
+
+    The master's pid comes from the Emperor, the workers from /proc (not from the customer's stats socket)."""
+    if not changes:
+        return {}
+    found = emperor.read_stats(stats) or {}
+    masters = {v.get("id"): v.get("pid") for v in found.get("vassals") or [] if isinstance(v, dict)}
+    out: dict[str, set[int]] = {}
+    for change in changes:
+        name = os.path.basename(change.path)
+        master = masters.get(name)
+        if isinstance(master, int) and master > 0:
+            out[name] = reload_wait.uwsgi_workers(master)
+    return out
+
+
+def _wait_new_vassals(settings: Settings, stats: str, created: list[Change], result: ApplyResult) -> None:
+    """New vassals bind their sockets before nginx is reloaded to route to them (no 502 after apply returns)."""
+    if not created:
+        return
+    sockets = {layout.app_paths(settings, c.customer, c.app).socket: os.path.basename(c.path) for c in created}
+
+    def blacklisted() -> set[str]:
+        found = emperor.read_stats(stats) or {}
+        return {b.get("id") for b in found.get("blacklist") or [] if isinstance(b, dict)}
+
+    late = reload_wait.wait_listening(sockets, blacklisted)
+    if late:
+        result.messages.append(f"not listening yet (see `hostctl status` and the app's log): {', '.join(late)}")
 
 
 def _restore(changes: list[Change], owners: Owners) -> None:

@@ -1,4 +1,14 @@
-"""Wait until a graceful nginx reload has really taken over: standard library only (runs on every host).
+"""Wait until what apply wrote is really live: standard library only (runs on every host).
+
+Three waits. ``reload_and_wait``: a graceful nginx reload has taken over.
+``wait_listening``: new vassals have bound their sockets, so nginx, reloaded
+next, never routes to a socket nobody listens on (measured on a loaded machine:
+5 of 50 requests for a just-added customer got 502 without it).
+``wait_exited``: the workers of a vassal the Emperor reloads gracefully have
+left, so no request is accepted by a worker still running the old code or
+environment (measured under load: 1 of 50 requests right after an env change
+got the old answer). Reading the stats socket only makes the Emperor rescan
+after it has answered, and the vassal's master signals its workers after that.
 
 ``nginx -s reload`` (SIGHUP) returns at once. The master then starts new
 workers and tells the old ones to quit; an old worker closes its listening
@@ -42,6 +52,95 @@ def children(pid: int) -> set[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def listening_unix_paths() -> set[str]:
+    """Paths of the UNIX sockets in LISTEN state in this network namespace."""
+    paths: set[str] = set()
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split(None, 7)
+                if len(fields) == 8 and int(fields[3], 16) & 0x10000:  # __SO_ACCEPTCON: listening
+                    paths.add(fields[7].rstrip("\n"))
+    except (OSError, ValueError):
+        pass
+    return paths
+
+
+def wait_listening(sockets: dict[str, str], failed: Callable[[], set[str]], timeout: float = 30.0,
+                   clock: Callable[[], float] = time.monotonic) -> list[str]:
+    """Wait until every socket path in ``sockets`` (path -> the vassal it belongs to) is listening.
+
+    ``failed()`` names vassals that will not come up (the Emperor's blacklist; calling it
+    also makes the Emperor rescan); they are not waited for. Returns the vassals still
+    not listening after ``timeout`` seconds, or that failed.
+    """
+    deadline = clock() + timeout
+    waiting = dict(sockets)
+    given_up: list[str] = []
+    while waiting:
+        live = listening_unix_paths()
+        waiting = {path: vassal for path, vassal in waiting.items() if path not in live}
+        if not waiting:
+            break
+        dead = failed()
+        given_up += [vassal for vassal in waiting.values() if vassal in dead]
+        waiting = {path: vassal for path, vassal in waiting.items() if vassal not in dead}
+        if waiting and clock() > deadline:
+            return sorted(given_up + list(waiting.values()))
+        time.sleep(POLL * 2)
+    return sorted(given_up)
+
+
+def alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def uwsgi_workers(master: int) -> set[int]:
+    """The worker processes of a uWSGI master: its children running the same command line
+    (attached daemons and cron jobs run other commands). Read from /proc, never from the
+    vassal's own stats socket, which the customer could answer in its place."""
+    try:
+        with open(f"/proc/{master}/cmdline", "rb") as fh:
+            own = fh.read(65536)
+    except OSError:
+        return set()
+    found = set()
+    for pid in children(master):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if fh.read(65536) == own:
+                    found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def wait_exited(workers: dict[str, set[int]], timeout: float = 3.0, clock: Callable[[], float] = time.monotonic,
+                nudge: Callable[[], None] | None = None) -> list[str]:
+    """Wait until none of the pids in ``workers`` (name -> old worker pids) is alive; the names still waiting
+    after ``timeout``. An idle worker leaves within milliseconds of its master's signal; a busy one
+    finishes its request first but accepts no new one, so the wait is short and bounded (a customer's
+    slow request cannot hold up an apply for long)."""
+    deadline = clock() + timeout
+    waiting = {name: set(pids) for name, pids in workers.items() if pids}
+    while waiting:
+        waiting = {name: live for name, pids in waiting.items() if (live := {p for p in pids if alive(p)})}
+        if not waiting:
+            break
+        if clock() > deadline:
+            return sorted(waiting)
+        if nudge is not None:
+            nudge()
+        time.sleep(POLL * 2)
+    return []
 
 
 def listening_inodes() -> set[str]:

@@ -144,3 +144,54 @@ def _parent(box: Sandbox) -> str:
     import yaml
 
     return yaml.safe_load((box.inventory / "hostctl.yaml").read_text())["cgroup"]["parent"]
+
+
+CHAIN_APP = """import os
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("%s %d" % (open("version").read().strip(), os.getpid())).encode()]
+"""
+
+
+def test_a_chain_reload_keeps_serving_and_is_not_counted_as_a_reload(box: Sandbox, make_server) -> None:
+    """A released app (``root:``, lazy-apps) chain-reloads on its reload trigger: one worker at a time,
+    so with two processes one always accepts. Status stays healthy and counts neither a reload nor a respawn."""
+    import subprocess
+
+    root = box.path("srv") / "chain"
+    release = root / "releases" / "r1"
+    release.mkdir(parents=True)
+    (release / "app.py").write_text(CHAIN_APP)
+    (release / "version").write_text("r1\n")
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(release / ".venv")], check=True)
+    (root / "current").symlink_to("releases/r1")
+    box.write_customer("chain", {"apps": {"web": {"domains": ["chain.example"], "wsgi": "app:application",
+                                                  "root": str(root), "processes": 2}}})
+    server = make_server(box)
+    box.hostctl("apply")
+    row = _wait_state(box, "chain", "running", lambda r: r["workers"] == 2)
+    pids = {w for w in _worker_pids(server, "chain.example")}
+    (release / "version").write_text("r2\n")
+    (root / "reload.touch").touch()
+    states = set()
+
+    def chained() -> bool:
+        states.add((now := _row(box, "chain"))["state"])
+        status, body = server.request("chain.example")
+        return now["state"] == "running" and status == 200 and body.startswith(b"r2") and \
+            not (pids & set(_worker_pids(server, "chain.example")))
+
+    wait_for(chained, timeout=60, interval=0.1, what="every worker to be replaced by the chain reload")
+    after = _row(box, "chain")
+    assert states <= {"running", "reloading"}, states
+    assert (after["reloads"], after["respawns"], after["pid"]) == (row["reloads"], 0, row["pid"]), (row, after)
+
+
+def _worker_pids(server: Server, host: str) -> list[int]:
+    found = set()
+    for _ in range(6):
+        status, body = server.request(host)
+        if status == 200:
+            found.add(int(body.split()[1]))
+    return sorted(found)
