@@ -19,6 +19,7 @@ import paramiko
 from hostctl.errors import HostctlError
 from hostctl.inventory import placement
 from hostctl.inventory.spec import Inventory
+from hostctl.render.identity import host_identity
 from hostctl.status import logs
 from hostctl.targets import ssh
 
@@ -56,7 +57,7 @@ def run(inv: Inventory, customer: str, app: str | None, nginx: bool, lines: int,
     host = host_of(inv, customer)
     files = logs.log_files(placement.host_inventory(inv, host), customer, app, nginx)
     spec = inv.customer(customer)
-    per_customer = placement.host_identity(inv.settings, inv.settings.hosts[host]).per_customer
+    per_customer = host_identity(inv.settings, inv.settings.hosts[host]).per_customer
     as_user = spec.user if spec is not None and per_customer else None
     conn = ssh.connect(inv.settings.hosts[host], str(inv.root))
     try:

@@ -24,6 +24,7 @@ from hostctl.inventory import placement
 from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import AppSpec, CustomerSpec, Inventory
 from hostctl.render import layout, lifecycle
+from hostctl.render.identity import host_identity
 
 RUN_TIMEOUT = 24 * 3600
 
@@ -66,7 +67,7 @@ def host_settings(inv: Inventory, host: str | None) -> Settings:
 
 def per_customer(inv: Inventory, host: str | None, euid: int | None = None) -> bool:
     if host is not None:
-        return placement.host_identity(inv.settings, inv.settings.hosts[host]).per_customer
+        return host_identity(inv.settings, inv.settings.hosts[host]).per_customer
     mode = inv.settings.isolation.users
     return mode == "per-customer" or (mode == "auto" and (os.geteuid() if euid is None else euid) == 0)
 
