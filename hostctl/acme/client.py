@@ -4,7 +4,7 @@ The protocol is certbot's ``acme`` library; this module only wires it to
 hostctl's files: the account key in ``cert_dir/accounts/``, challenge tokens in
 ``webroot/.well-known/acme-challenge/`` (which every server block serves over
 plain HTTP), and the new key and chain handed back to the caller. Which
-certificates to order, and when, is decided in ``acme_schedule.py``.
+certificates to order, and when, is decided in ``schedule.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Remember ACME orders between runs: ``state_dir/acme.json`` (read and written here only).
 
-The pacing decisions in ``acme_schedule.py`` need the recent orders (rate
+The pacing decisions in ``schedule.py`` need the recent orders (rate
 windows) and the failures per certificate (backoff); this module turns that
 ``History`` into JSON and back.
 """

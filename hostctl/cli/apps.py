@@ -1,4 +1,4 @@
-"""The app commands: `hostctl restart`, `hostctl run`, `hostctl release` (see apps.py and releases.py)."""
+"""The app commands: `hostctl restart`, `hostctl run`, `hostctl release` (see targets/apps.py and releases.py)."""
 
 from __future__ import annotations
 

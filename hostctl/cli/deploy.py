@@ -1,7 +1,7 @@
 """The multi-host commands, `hostctl deploy` and `hostctl bootstrap`: click only.
 
-Registered on the main group in ``cli.py``; the work is in ``deploy.py`` and
-``bootstrap.py``. ``deploy`` exits 0 when every host succeeded and 1 when any
+Registered on the main group in ``main.py``; the work is in ``targets/deploy.py`` and
+``targets/bootstrap.py``. ``deploy`` exits 0 when every host succeeded and 1 when any
 failed (each host's outcome is printed either way).
 """
 

@@ -393,7 +393,7 @@ def _notes(owners, limits) -> None:
         _say(f"note: {note}")
 
 
-# Imported when used (lazycli.py): paramiko/fabric and cryptography cost every other command time.
+# Imported when used (lazy.py): paramiko/fabric and cryptography cost every other command time.
 cli.add_lazy("deploy", "hostctl.cli.deploy:deploy")  # multi-host commands
 cli.add_lazy("bootstrap", "hostctl.cli.deploy:bootstrap")
 cli.add_lazy("certs", "hostctl.cli.certs:certs_group")  # TLS certificates

@@ -1,6 +1,6 @@
 """Act on one customer's app on the server it runs on, as that customer: standard library only.
 
-`hostctl run`, `restart` and `release` build a request (``apps.py``) and hand it
+`hostctl run`, `restart` and `release` build a request (``targets/apps.py``) and hand it
 to ``handle`` here: imported in-process on this host, or, for a multi-host
 inventory, this module's whole source is run by the server's ``python3 -c``
 (as ``status_probe`` is), so every host runs the same code.

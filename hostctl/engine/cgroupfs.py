@@ -1,6 +1,6 @@
 """The cgroup effects, kept thin: probe the host, read live values, create cgroups and write limits.
 
-Every decision is made in ``cgroups.py``; this module only looks at and
+Every decision is made in ``render/cgroups.py``; this module only looks at and
 touches the cgroup filesystem (or the fake tree a test points the settings at).
 """
 

@@ -33,7 +33,7 @@ TEMPLATE = "logrotate.conf.j2"
 CONFIG_NAME = "logrotate.conf"
 STATUS_NAME = "logrotate.status"
 LOGROTATE = ("logrotate", "/usr/sbin/logrotate")
-SERVE_LOGS = ("emperor.log", "nginx.error.log")  # `hostctl serve`'s own, in log_dir (serve.py)
+SERVE_LOGS = ("emperor.log", "nginx.error.log")  # `hostctl serve`'s own, in log_dir (cli/serve.py)
 
 
 def nginx_log_patterns(settings: Settings) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 Two kinds of check, cheapest first:
 
-1. per changed customer, pure (``readback.py``): each vassal parsed back as
+1. per changed customer, pure (``render/readback.py``): each vassal parsed back as
    uWSGI reads it must say exactly what the inventory says; runtime paths stay
    in the customer's directories; the server blocks name exactly its domains (HTTP and HTTPS servers together);
 2. ``nginx -t`` on the whole candidate set (every server block as it will be

@@ -2,8 +2,8 @@
 
 Run with ``fab -r <this directory> TASK [--inventory DIR] [--host NAME ...]``.
 The hosts come from the inventory's ``hosts:``, not from fab's ``-H``; every
-task does what the matching ``hostctl`` command does (``deploy.py``,
-``bootstrap.py``) and exits 1 when any host failed.
+task does what the matching ``hostctl`` command does (``targets/deploy.py``,
+``targets/bootstrap.py``) and exits 1 when any host failed.
 """
 
 from __future__ import annotations

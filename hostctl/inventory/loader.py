@@ -1,7 +1,7 @@
 """Load an inventory directory into validated, fully resolved values.
 
 ``load(root)`` reads ``hostctl.yaml`` and ``customers/*.yaml``, validates every
-file against the schema in ``model.py``, applies ``defaults:``, resolves
+file against the schema in ``schema.py``, applies ``defaults:``, resolves
 relative paths against the inventory directory and checks what spans files
 (a domain used twice). It raises one ``InventoryError`` listing every problem,
 each with file, line and field. It reads files and nothing else.

@@ -63,7 +63,7 @@ class AppTuning(Strict):
     reload_on_rss: Size | None = None  # recycle a worker that grows past this
     limit_post: Size = 100 << 20  # also nginx's client_max_body_size
     listen: int = Field(default=128, ge=16, le=65535)  # socket backlog
-    # Density (see ondemand.py): the Emperor holds the socket and starts the app on its
+    # Density (see render/ondemand.py): the Emperor holds the socket and starts the app on its
     # first request; after `idle` seconds without one the app exits until the next.
     on_demand: bool = False
     idle: int = Field(default=300, ge=2, le=86400)  # seconds; only for on_demand apps
@@ -71,7 +71,7 @@ class AppTuning(Strict):
 
 
 class Tls(Strict):
-    """Per-app ``tls:``: the operator's certificate and key, or ``acme: true`` (see tls.py)."""
+    """Per-app ``tls:``: the operator's certificate and key, or ``acme: true`` (see render/tls.py)."""
 
     certificate: PathStr | None = None  # PEM: the certificate, then its intermediates
     key: PathStr | None = None
@@ -97,7 +97,7 @@ class Probe(Strict):
 
 
 class Cron(Strict):
-    """One scheduled job of an app (run by the app's uWSGI master, as the customer; see lifecycle.py)."""
+    """One scheduled job of an app (run by the app's uWSGI master, as the customer; see render/lifecycle.py)."""
 
     schedule: CronSchedule
     command: Command
@@ -121,8 +121,8 @@ class App(AppTuning):
     virtualenv: PathStr | None = None
     static: dict[UrlPrefix, PathStr] = Field(default_factory=dict)
     tls: Tls | None = None  # HTTPS (see the README's TLS section)
-    probe: Probe | None = None  # off unless set (see probe.py)
-    # Released apps (see lifecycle.py): `hostctl release` puts code in <root>/releases/<id> and points
+    probe: Probe | None = None  # off unless set (see engine/probe.py)
+    # Released apps (see render/lifecycle.py): `hostctl release` puts code in <root>/releases/<id> and points
     # <root>/current at it; the app runs from there (chdir and virtualenv are derived, not given).
     root: PathStr | None = None
     release: Release | None = None  # hooks and pruning of `hostctl release` (needs root)
@@ -210,7 +210,7 @@ class IsolationSettings(Strict):
 
 
 class CgroupSettings(Strict):
-    """Where customer cgroups live and which hierarchy enforces limits (see cgroups.py)."""
+    """Where customer cgroups live and which hierarchy enforces limits (see render/cgroups.py)."""
 
     # auto: cgroup v2 if it has the memory controller, else v1, else off (limits not enforced).
     mode: Literal["auto", "v1", "v2", "off"] = "auto"
@@ -251,7 +251,7 @@ class Host(Strict):
 
 
 class AcmeSettings(Strict):
-    """The ACME CA and how hostctl paces its orders (see acme_schedule.py)."""
+    """The ACME CA and how hostctl paces its orders (see acme/schedule.py)."""
 
     directory: Annotated[str, AfterValidator(values.url)] = "https://acme-v02.api.letsencrypt.org/directory"
     email: Annotated[str, AfterValidator(values.email)] | None = None  # the CA's expiry and policy mails
@@ -274,7 +274,7 @@ class TlsSettings(Strict):
 
 
 class LogSettings(Strict):
-    """Rotation and retention of every log hostctl creates, set in one place (see logrotate.py)."""
+    """Rotation and retention of every log hostctl creates, set in one place (see engine/logrotate.py)."""
 
     # A log is rotated once it is larger than this. uWSGI checks its app log about once a
     # second itself (log-maxsize); nginx's per-app logs are checked every `check_interval`.

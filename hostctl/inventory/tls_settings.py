@@ -29,7 +29,7 @@ def resolve_settings(settings: TlsSettings, absolute: Callable[[str], str], sour
 
 
 def check_app(app: App, source: Source, base: tuple) -> list[Problem]:
-    """Problems of one resolved app's ``tls:`` that need no files (checks.py reads the files)."""
+    """Problems of one resolved app's ``tls:`` that need no files (engine/checks.py reads the files)."""
     tls = app.tls
     if tls is None:
         return []

@@ -3,7 +3,7 @@
 Each check either returns the normalised value or raises ``ValueError`` with a
 sentence that quotes the bad value. They are the injection boundary: a value
 that passes cannot add a line to a uWSGI ini or a directive to nginx (the
-renderer's escaping in ``escape.py`` is the second, independent line).
+renderer's escaping in ``render/escape.py`` is the second, independent line).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-customer quarantine: which customers' changes may go live, decided purely.
 
 One customer's broken output must never block the others (piku#62, dokku#1581,
-caprover#412). ``vetting.py`` runs the checks; this module decides with their
+caprover#412). ``engine/vetting.py`` runs the checks; this module decides with their
 results: ``find_culprits`` narrows a failing set of customers down by bisection
 (given any pass/fail check), and ``restrict`` drops a quarantined customer's
 changes from the plan (``keep_live`` all of them, for a customer whose own

@@ -1,6 +1,6 @@
 """Escaping for the two config languages hostctl writes, used as Jinja2 filters.
 
-This is the second line of defence behind the checks in ``values.py``: even a
+This is the second line of defence behind the checks in ``inventory/values.py``: even a
 value that slipped past validation (or a custom template) cannot add a line or
 directive, because these filters refuse it at render time.
 

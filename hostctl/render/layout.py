@@ -41,7 +41,7 @@ class AppPaths:
     log_dir: str  # per-customer log directory (root's: nginx's master opens the per-app logs there)
     app_log_dir: str  # the customer's own log directory inside it (uWSGI opens its log there after the drop)
     log: str  # uWSGI's log (logto2)
-    log_backup: str  # its one rotated copy (log-backupname; see logrotate.py)
+    log_backup: str  # its one rotated copy (log-backupname; see engine/logrotate.py)
     access_log: str
     error_log: str
 

@@ -1,8 +1,8 @@
 """Read rendered vassals back the way uWSGI will, and check them against the intent: pure.
 
 The filters in ``escape.py`` are one line of defence and validation in
-``values.py`` another; this is the check after rendering, per customer, before
-anything goes live (``vetting.py``). A vassal is parsed like uWSGI's
+``inventory/values.py`` another; this is the check after rendering, per customer, before
+anything goes live (``engine/vetting.py``). A vassal is parsed like uWSGI's
 ``core/ini.c`` does (lines split on ``\\n``, space/tab/CR stripped, ``;``/``#``
 comments, ``key = value`` split at the first ``=``, only ``[uwsgi]`` counts),
 then each value is expanded like uWSGI's three stages (``%`` magic, ``$(``/``@(``,

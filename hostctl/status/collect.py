@@ -7,7 +7,7 @@ the process trees (RSS and CPU time), each customer's cgroup (through the
 limits code, ``cgroupfs``) and safe apply's quarantine record
 (``history.quarantined``). What could not be read is recorded as a sentence:
 ``Observed.problems`` per app, ``emperor_error`` and ``notes`` for the rest.
-``status.py`` turns all of it into rows.
+``rows.py`` turns all of it into rows.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class Row:
     domains: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be read
     host: str | None = None  # multi-host: the server it runs on (None: this machine)
-    # the app's workers and cron jobs (lifecycle.py): {"workers": {name: pid or None}, "cron": [{schedule, pid, started_at}]}
+    # the app's workers and cron jobs (render/lifecycle.py): {"workers": {name: pid or None}, "cron": [{schedule, pid, started_at}]}
     background: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

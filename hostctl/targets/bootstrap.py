@@ -45,7 +45,7 @@ def build(inv: Inventory, name: str, env: jinja2.Environment, *, packages: bool 
     host = inv.settings.hosts[name]
     settings = placement.host_settings(inv.settings, host)
     rendered = scaffold.system_files(settings, env, emperor_ini=host.emperor_ini)
-    # Log retention without hostctl on the server: logrotate itself, on a timer (see logrotate.py).
+    # Log retention without hostctl on the server: logrotate itself, on a timer (see engine/logrotate.py).
     logrotate_conf = os.path.join(os.path.dirname(host.emperor_ini), logrotate.CONFIG_NAME)
     rendered[logrotate.CONFIG_NAME] = logrotate.render(settings, env, logrotate.host_patterns(settings))
     rendered.update(scaffold.unit_files(LOGROTATE_UNITS, settings, env, None, logrotate_conf=logrotate_conf,

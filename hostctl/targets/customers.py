@@ -93,7 +93,7 @@ def user_of(root: Path, name: str) -> str:
 
 
 def request_purge(root: Path, name: str, user: str) -> None:
-    """Record that the next apply removes ``name``'s user and directories (``stopping.py``)."""
+    """Record that the next apply removes ``name``'s user and directories (``engine/stopping.py``)."""
     from hostctl.engine import stopping
 
     settings = inventory.load_settings(root).settings
