@@ -42,11 +42,15 @@ def main() -> None:
         rel.server = Server(rel.box)
         rel.release("--source", rel.flask_source("first", "v0", requirements=f"flask\nsix=={SIX[0]}\n"))
         statuses: list[int] = []
+        failures: list[str] = []
         stop = threading.Event()
 
         def loop() -> None:
             while not stop.is_set():
-                statuses.append(rel.text("flask.test")[0])
+                status, body = rel.text("flask.test")
+                statuses.append(status)
+                if status != 200:
+                    failures.append(f"{time.strftime('%H:%M:%S')} HTTP {status}: {body[:200]!r}")
 
         thread = threading.Thread(target=loop)
         thread.start()
@@ -75,6 +79,13 @@ def main() -> None:
         ]
         for row in rows[:2]:
             print(row["what"], row["runs"], flush=True)
+        for line in failures:  # what failed, to find it in the app's and nginx's logs
+            print("failed:", line)
+        if failures:
+            log = rel.box.path("log") / "rel"
+            for name in ("flask.error.log", "flask.log"):
+                text = (log / name).read_text(errors="replace") if (log / name).exists() else ""
+                print(f"--- {name} (last 40 lines)\n" + "\n".join(text.splitlines()[-40:]))
         print(table(rows))
         save("release_time", rows)
     finally:

@@ -26,7 +26,7 @@ from tests.integration.test_limits import CONTROLLERS, V1, _remove_cgroups, _v1_
 
 pytestmark = pytest.mark.integration
 
-WORKER = "while true; do echo \"$(id -u) $$ $(pwd)\" >> beat.log; sleep 1; done"
+WORKER = "echo worker-started-as-$(id -u); while true; do echo \"$(id -u) $$ $(pwd)\" >> beat.log; sleep 1; done"
 CRON = "id -u > cron.out; pwd >> cron.out; cat /proc/self/cgroup >> cron.out"
 
 
@@ -216,6 +216,8 @@ def _beat_pid(life: Life) -> int:
 def test_worker_runs_as_the_customer_in_its_cgroup_and_restarts_with_the_app(life: Life) -> None:
     pid = _beat_pid(life)
     assert os.stat(f"/proc/{pid}").st_uid == life.uid
+    logs = life.box.hostctl("logs", "life", "-n", "1000").stdout
+    assert f"worker-started-as-{life.uid}" in logs, "the worker's output is in the app's log"
     shown = json.loads(life.box.hostctl("status", "life", "--json", "--cpu-interval", "0").stdout)
     assert shown["apps"][0]["background"]["workers"] == {"beat": pid}
     assert shown["apps"][0]["background"]["cron"][0]["schedule"] == "* * * * *"

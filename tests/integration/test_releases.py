@@ -316,6 +316,10 @@ def test_release_rollback_and_run_over_ssh(rel: Releases) -> None:
             back = hostctl("release", "rel", "--app", "flask", "--rollback", "--host", "web")
             assert f"{live.split('/')[1]} is live" in back.stdout
             assert not rel.text("flask.test")[1].startswith("over-ssh ")
+            pids = {rel.text("flask.test")[1].split()[1] for _ in range(6)}
+            assert "reloading gracefully" in hostctl("restart", "rel", "--app", "flask").stdout
+            wait_for(lambda: not {rel.text("flask.test")[1].split()[1] for _ in range(6)} & pids, timeout=60,
+                     what="new workers after a restart over SSH")
             ran = hostctl("run", "rel", "--app", "flask", "--", "sh", "-c", "id -u; cat /proc/self/cgroup; exit 5", check=False)
             assert ran.returncode == 5, ran.stderr
             assert ran.stdout.splitlines()[0] == str(rel.uid)
