@@ -83,7 +83,7 @@ def main() -> None:
             print("failed:", line)
         if failures:
             log = rel.box.path("log") / "rel"
-            for name in ("flask.error.log", "flask.log"):
+            for name in ("flask.error.log", "uwsgi/flask.log"):
                 text = (log / name).read_text(errors="replace") if (log / name).exists() else ""
                 print(f"--- {name} (last 40 lines)\n" + "\n".join(text.splitlines()[-40:]))
         print(table(rows))

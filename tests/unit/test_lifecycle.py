@@ -226,3 +226,26 @@ def test_release_sources_a_directory_or_a_git_ref(tmp_path: Path) -> None:
     assert names_and_app(apps.package(str(repo))[0])[1] == "two"
     with pytest.raises(Exception, match="git archive nope"):
         apps.package(f"{repo}@nope")
+
+
+def test_requests_for_a_multi_host_customer_use_that_hosts_paths_and_identity(tmp_path: Path) -> None:
+    """Pure request building for a host (the remote path of run/restart/release, without SSH)."""
+    from hostctl.targets import apps
+
+    root = tmp_path / "inv"
+    shutil.copytree(CASES / "apps", root, ignore=shutil.ignore_patterns("expected"))
+    settings = yaml.safe_load((root / "hostctl.yaml").read_text())
+    settings["hosts"] = {"web": {"address": "127.0.0.1", "emperor_dir": "/srv/v", "nginx_dir": "/srv/n", "run_dir": "/srv/r",
+                                 "log_dir": "/srv/l", "state_dir": "/srv/s", "nginx": {"listen": "127.0.0.1:8081"}}}
+    settings["default_host"] = "web"
+    (root / "hostctl.yaml").write_text(yaml.safe_dump(settings))
+    inv = inventory.load(root)
+    customer = apps.customer_of(inv, "shop")
+    web = apps.released_app(customer, None)
+    assert apps.release_hosts(inv, customer, ()) == ["web"]
+    req = apps.release_request(inv, customer, web, "web", "release", euid=1000)
+    assert req["user"] == "hc-shop" and req["vassal"] == "/srv/v/shop_web.ini" and req["stats"] == "/srv/r/shop/web.stats"
+    assert req["root"] == "/srv/shop/web" and req["hooks"]["before_switch"] == ["python manage.py migrate --noinput"]
+    assert req["workdir"] == "/srv/shop/web/current" and req["venv"] == "/srv/shop/web/current/.venv"
+    with pytest.raises(Exception, match="not placed on host 'db'"):
+        apps.release_hosts(inv, customer, ("db",))
