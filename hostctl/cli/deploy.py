@@ -2,7 +2,8 @@
 
 Registered on the main group in ``main.py``; the work is in ``targets/deploy.py`` and
 ``targets/bootstrap.py``. ``deploy`` exits 0 when every host succeeded and 1 when any
-failed (each host's outcome is printed either way).
+failed or a customer was held back by its own broken file (each host's outcome is
+printed either way).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def deploy(ctx: click.Context, hosts: tuple[str, ...], dry_run: bool) -> None:
     """Deploy the inventory to its hosts over SSH, in parallel, sending only what changed."""
     report = deploy_mod.deploy(ctx.obj["inventory"], hosts, dry_run=dry_run)
     click.echo(deploy_mod.render_report(report), nl=False)
-    if not report.ok:
+    if not report.ok or report.held:  # a customer held back by its broken file is reported like a failure
         ctx.exit(1)
 
 

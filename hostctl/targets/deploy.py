@@ -24,9 +24,10 @@ from typing import Callable
 
 from fabric import Connection
 
-from hostctl.errors import HostctlError
+from hostctl.errors import HostctlError, Problem
 from hostctl.inventory import loader as inventory_mod, placement
 from hostctl.inventory.spec import Inventory
+from hostctl.plan import quarantine
 from hostctl.plan.diff import Plan, make_plan, render_plan
 from hostctl.plan.files import Actual, RenderedFile
 from hostctl.plan.manifest import Manifest, sha256
@@ -68,6 +69,7 @@ class DeployReport:
     outcomes: dict[str, HostOutcome]
     moves: dict[str, tuple[str, str]]  # customer -> (from host, to host): planned, or done by this deploy
     dry_run: bool = False
+    held: dict[str, tuple[Problem, ...]] = field(default_factory=dict)  # customers whose own file is broken
 
     @property
     def ok(self) -> bool:
@@ -197,11 +199,11 @@ class Deployment:
             self.basis[name] = digest
             if digest == self.digests_expected[name]:
                 actual = self.expected[name]
-                return make_plan(desired, actual), actual
+                return self._plan(desired, actual), actual
             known = deploycache.listing(str(self.inv.root), name, digest)
             if known is not None:  # the host is as the previous deploy left it: no need to read it in full
                 actual = remote.parse_state(known, f"host {name!r}")
-                return make_plan(desired, actual), actual
+                return self._plan(desired, actual), actual
         settings = self.views[name].settings
         done = ssh.execute(self.connections[name], remote.read_command(settings))
         outcome.round_trips += 1
@@ -209,7 +211,11 @@ class Deployment:
             raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
         self.basis[name] = hashlib.sha256(done.output.encode("utf-8", "surrogateescape")).hexdigest()
         actual = remote.parse_state(done.output, f"host {name!r}")
-        return make_plan(desired, actual), actual
+        return self._plan(desired, actual), actual
+
+    def _plan(self, desired, actual: Actual) -> Plan:
+        """The plan for a host; customers whose own file is broken keep their files there as they are."""
+        return quarantine.keep_live(make_plan(desired, actual), actual.manifest, self.inv.held)
 
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
@@ -274,7 +280,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
         head.close()
         return DeployReport({n: HostOutcome(n, round_trips=1) for n in in_sync}, {}, dry_run)
     try:
-        inv = inventory_mod.load(root)
+        inv = inventory_mod.load(root, partial=True)  # a broken customer file holds back that customer only
         names = placement.select_hosts(inv, hosts)
         deployment = Deployment(inv, names, head, inputs)
     except BaseException:
@@ -318,7 +324,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
             for customer, target in o.held.items():
                 why = "it was not deployed" if target not in names else "its deploy failed"
                 o.messages.append(f"kept {customer!r} here: it moved to {target!r}, but {why}")
-    return DeployReport({n: outcomes[n] for n in names}, moves, dry_run)
+    return DeployReport({n: outcomes[n] for n in names}, moves, dry_run, dict(inv.held))
 
 
 def render_report(report: DeployReport, where: Callable[[str], str] | None = None, show_plan: bool = True) -> str:
@@ -350,6 +356,9 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
                        f"{len(o.uploaded)} file(s) uploaded")
         notes = "".join(f"; {m}" for m in outcome.messages)
         out.append(f"{label}: {verdict}{notes} ({outcome.round_trips} SSH round trip{'s' if outcome.round_trips != 1 else ''})")
+    if report.held:
+        out.append(f"{len(report.held)} customer(s) held back by their own inventory file; their files stay as they are on their host:")
+        out += [f"  {r}" for r in sorted(quarantine.held_back(report.held))]
     failed = [n for n, o in report.outcomes.items() if not o.ok]
     if failed:
         out.append(f"{len(failed)} of {len(report.outcomes)} host(s) failed: {', '.join(failed)}.")

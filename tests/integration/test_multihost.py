@@ -349,3 +349,25 @@ def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, 
         assert not list((fleet.root("a") / "emperor").glob(".hostctl-*")), "staging left behind"
     finally:
         deployment.close()
+
+
+def test_a_broken_customer_file_holds_back_that_customer_only(fleet: Fleet) -> None:
+    """Partial failure over deploy: a customer whose own file is broken keeps its files on its host as they
+    are (nothing removed), everyone else's changes are deployed, and deploy exits 1 naming it."""
+    fleet.add_host("a", nginx={"test_command": "true", "reload_command": "true"})
+    fleet.customer("acme", "a")
+    fleet.customer("globex", "a")
+    fleet.deploy()
+    globex = {k: v for k, v in fleet.files("a").items() if "globex" in k}
+    (fleet.box.inventory / "customers" / "globex.yaml").write_text("host: a\napps: [\n")
+    fleet.customer("acme", "a", greeting="v2")
+    dry = fleet.deploy("--dry-run", check=False)
+    assert dry.returncode == 1 and "a: 0 to add, 1 to change, 0 to remove" in dry.stdout, dry.stdout
+    result = fleet.deploy(check=False)
+    assert result.returncode == 1, result
+    assert "a: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in result.stdout, result.stdout
+    assert "1 customer(s) held back by their own inventory file; their files stay as they are on their host:" in result.stdout
+    assert "  globex: customers/globex.yaml:3: is not valid YAML: " in result.stdout
+    assert b"env = GREETING=v2" in fleet.files("a")["emperor/acme_web.ini"]
+    assert {k: v for k, v in fleet.files("a").items() if "globex" in k} == globex
+    assert any("globex_web" in path for path in fleet.manifest("a"))
