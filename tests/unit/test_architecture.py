@@ -241,8 +241,8 @@ def missing_attributes(repo: Path, files: list[Path]) -> list[str]:
 
 
 def test_module_attributes_exist() -> None:
-    """Every ``module.name`` through an imported hostctl module names something that module defines."""
-    files = sorted((REPO / "hostctl").rglob("*.py")) + sorted((REPO / "tests").rglob("*.py"))
+    """Every ``module.name`` through an imported hostctl module names something that module defines (code, tests, bench)."""
+    files = [path for part in ("hostctl", "tests", "bench") for path in sorted((REPO / part).rglob("*.py"))]
     problems = missing_attributes(REPO, files)
     assert not problems, "names used through a module that does not define them:\n" + "\n".join(problems)
 
