@@ -1,6 +1,6 @@
 """Fixtures of the fleet tier: the cached image, hostctl's wheel, booted guests, and the leftover check.
 
-Every test module here sets ``pytestmark = pytest.mark.fleet`` (``make test-fleet``). Guests
+Every test module here is marked ``fleet`` (``make test-fleet``) and ``integration`` (so that a unit run, ``-m "not integration"``, never boots a VM). Guests
 are module-scoped where the tests of a module build on one another's state, and
 always stopped by their finalizers; the session ends by checking that no qemu of
 this session is alive.

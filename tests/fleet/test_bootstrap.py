@@ -18,7 +18,7 @@ from tests.fleet.image import SERVER_PACKAGES
 from tests.fleet.vm import Guest
 from tests.harness import Sandbox
 
-pytestmark = pytest.mark.fleet
+pytestmark = [pytest.mark.fleet, pytest.mark.integration]  # integration too: `-m "not integration"` (unit runs) skips it
 
 
 @pytest.fixture(scope="module")
