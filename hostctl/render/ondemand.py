@@ -6,11 +6,11 @@ socket path is not started; the Emperor binds that socket itself and spawns the
 vassal on its first connection. The vassal then runs with ``idle`` +
 ``die-on-idle`` and goes back to sleep after ``idle`` seconds without requests.
 
-The socket is the app's usual one, ``run_dir/<customer>/<app>.sock``, so nginx's
-server block does not change. The Emperor creates it world-writable
-(``srw-rw-rw-``), and anyone who can connect to it can run code as the customer
-(uwsgi magic variables), so it must live in the per-customer socket directory,
-which only the customer and nginx's group may enter (2750, see apply).
+The socket is ``run_dir/ondemand/<customer>_<app>.sock`` (``layout``): the
+Emperor (root) unlinks, binds and chmods it by path, so it lives in a directory
+only root may write, and it is created world-writable (``srw-rw-rw-``) while
+anyone who can connect to it can run code as the customer (uwsgi magic
+variables), so only nginx's group may enter that directory (root:nginx 0750).
 
 The Emperor reads the companion only when it first sees a vassal, so switching
 an existing app between on-demand and always-on means retiring the vassal
@@ -38,11 +38,14 @@ def content(socket: str) -> str:
 
 
 def toggled(plan: Plan) -> list[str]:
-    """Vassals that exist and switch between on-demand and always-on in this plan."""
+    """Vassals that exist and switch between on-demand and always-on in this plan, or whose on-demand
+    socket moves (a companion's content changes): the Emperor reads a companion only when it first
+    sees a vassal. The socket path is also named in the vassal's comments, so its vassal is rewritten
+    in the same plan."""
     vassal_actions = {c.path: c.action for c in plan.changes if c.kind == "vassal"}
     out = []
     for change in plan.changes:
-        if change.kind != KIND or change.action == "update":
+        if change.kind != KIND:
             continue
         vassal = change.path[: -len(EXTENSION)]
         if vassal_actions.get(vassal) not in ("create", "delete"):
