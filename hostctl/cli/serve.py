@@ -113,14 +113,14 @@ def run(inv: Inventory, owners: Owners, say: Callable[[str], None], ready_timeou
             return 1
         say(f"serving {len(inv.apps())} app(s) on http://{settings.nginx.listen}/ "
             f"(Emperor pid {emperor_proc.pid}, nginx pid {nginx_proc.pid}; logs in {settings.log_dir}). Ctrl-C stops.")
-        next_rotation = time.monotonic()
+        next_rotation, rotation_said = time.monotonic(), set()
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 say("serve: a server exited unexpectedly; stopping; see the logs in " + settings.log_dir)
                 return 1
             if time.monotonic() >= next_rotation:
                 next_rotation = time.monotonic() + settings.logs.check_interval
-                rotate_logs(inv, env, owners.root, say)
+                rotate_logs(inv, env, owners.root, say, rotation_said)
             time.sleep(0.2)
         say("serve: stopping")
         return 0
@@ -130,13 +130,19 @@ def run(inv: Inventory, owners: Owners, say: Callable[[str], None], ready_timeou
             signal.signal(sig, handler)
 
 
-def rotate_logs(inv: Inventory, env: jinja2.Environment, as_root: bool, say: Callable[[str], None]) -> None:
-    """One logrotate run over the logs of this serve (logs.check_interval apart); a failure is said, not fatal."""
+def rotate_logs(inv: Inventory, env: jinja2.Environment, as_root: bool, say: Callable[[str], None],
+                said: set[str]) -> None:
+    """One logrotate run over the logs of this serve (logs.check_interval apart). A failure is said, not
+    fatal, and only once while it lasts (``said``: what the previous run said)."""
     try:
-        for message in logrotate.run(inv.settings, env, serve=True, as_root=as_root):
-            say("serve: " + message)
+        messages = logrotate.run(inv.settings, env, serve=True, as_root=as_root)
     except HostctlError as exc:
-        say(f"serve: log rotation: {exc}")
+        messages = [f"log rotation: {exc}"]
+    for message in messages:
+        if message not in said:
+            say("serve: " + message)
+    said.clear()
+    said.update(messages)
 
 
 def _wait_ready(inv: Inventory, procs: list[subprocess.Popen], timeout: float) -> bool:

@@ -66,3 +66,17 @@ def test_a_quote_or_relative_path_is_refused(tmp_path: Path) -> None:
         logrotate.quote('/var/log/x"y')
     with pytest.raises(Exception, match="logrotate"):
         logrotate.quote("log/x")
+
+
+def test_serve_says_a_rotation_failure_once_while_it_lasts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from hostctl.cli import serve
+
+    monkeypatch.setattr(logrotate, "LOGROTATE", ("no-such-logrotate-binary",))
+    inv = SimpleNamespace(settings=_settings(tmp_path))
+    said: list[str] = []
+    memory: set[str] = set()
+    for _ in range(3):
+        serve.rotate_logs(inv, templates.environment(), False, said.append, memory)
+    assert said == ["serve: log rotation: logrotate was not found; install it (apt-get install logrotate)"]
