@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -258,8 +259,9 @@ def list_releases(root: str) -> list[str]:
         os.close(fd)
         return []
     os.close(fd)
-    try:
-        return sorted(name for name in os.listdir(sub) if RELEASE_ID.fullmatch(name))
+    try:  # real directories only: a symlink the customer planted there is not a release
+        return sorted(name for name in os.listdir(sub) if RELEASE_ID.fullmatch(name)
+                      and stat.S_ISDIR(os.stat(name, dir_fd=sub, follow_symlinks=False).st_mode))
     finally:
         os.close(sub)
 
@@ -490,7 +492,10 @@ def remove_releases(root: str, doomed: list[str], keep_venvs: bool = False):
         os.chdir(root)
         for rid in doomed:
             if RELEASE_ID.fullmatch(rid):
-                shutil.rmtree(os.path.join(RELEASES, rid), ignore_errors=True)
+                remove(os.path.join(RELEASES, rid))
+        for name in os.listdir(RELEASES):  # links planted among the releases: unlinked, never followed
+            if RELEASE_ID.fullmatch(name) and os.path.islink(os.path.join(RELEASES, name)):
+                os.unlink(os.path.join(RELEASES, name))
         if keep_venvs or not os.path.isdir(VENVS):
             return 0
         used = set()
@@ -501,9 +506,17 @@ def remove_releases(root: str, doomed: list[str], keep_venvs: bool = False):
                 pass
         for name in os.listdir(VENVS):
             if name not in used:
-                shutil.rmtree(os.path.join(VENVS, name), ignore_errors=True)
+                remove(os.path.join(VENVS, name))
         return 0
     return work
+
+
+def remove(path: str) -> None:
+    """A directory tree, or a symlink itself (its target untouched); as the customer."""
+    if os.path.islink(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_for_reload(req: dict, before: dict[int, bool], timeout: float) -> str | None:

@@ -9,6 +9,8 @@ so a rerun builds from the cache.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -235,6 +237,26 @@ def test_old_releases_are_pruned_and_unused_virtualenvs_removed(rel: Releases) -
     assert len(releases) == 3, releases  # keep: 3
     used = {os.path.basename(os.readlink(rel.root("flask") / "releases" / r / ".venv")) for r in releases}
     assert len(used) == 2 and set(os.listdir(rel.root("flask") / "venvs")) == used
+
+
+def test_links_the_customer_plants_in_its_root_are_never_followed_by_root(rel: Releases) -> None:
+    """Old-looking releases and virtualenvs that are symlinks to root's files: listing skips them, pruning
+    unlinks them as the customer, and root's files stay (the release tree is the customer's to write)."""
+    secret = Path(f"/root/hostctl-test-{secrets.token_hex(3)}")
+    secret.mkdir(mode=0o700)
+    try:
+        (secret / "keep").write_text("root's")
+        root = rel.root("flask")
+        for planted in (root / "releases" / "19990101T000000Z", root / "venvs" / "0000000000000000"):
+            subprocess.run(["runuser", "-u", rel.user, "--", "ln", "-s", str(secret), str(planted)], check=True)
+        listed = rel.release("--app", "flask", "--list").stdout
+        assert "19990101T000000Z" not in listed
+        rel.release("--app", "flask", "--source", rel.flask_source("after-links", "p9", requirements="flask\nitsdangerous\n"))
+        assert (secret / "keep").read_text() == "root's"
+        assert not os.path.lexists(root / "releases" / "19990101T000000Z")
+        assert not os.path.lexists(root / "venvs" / "0000000000000000")
+    finally:
+        shutil.rmtree(secret, ignore_errors=True)
 
 
 def _django_project(rel: Releases) -> str:

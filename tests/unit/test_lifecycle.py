@@ -249,3 +249,28 @@ def test_requests_for_a_multi_host_customer_use_that_hosts_paths_and_identity(tm
     assert req["workdir"] == "/srv/shop/web/current" and req["venv"] == "/srv/shop/web/current/.venv"
     with pytest.raises(Exception, match="not placed on host 'db'"):
         apps.release_hosts(inv, customer, ("db",))
+
+
+def test_root_reads_current_with_readlink_only_and_refuses_odd_roots(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "app"
+    (root / "releases" / "20261130T080000Z").mkdir(parents=True)
+    os.symlink("releases/20261130T080000Z", root / "current")
+    assert appagent.read_current(str(root)) == "20261130T080000Z"
+    (root / "current").unlink()
+    os.symlink("/etc", root / "current")  # planted by the customer: not a release, never followed
+    assert appagent.read_current(str(root)) is None
+    link = tmp_path / "link"
+    os.symlink(root, link)
+    assert appagent.read_current(str(link)) is None and appagent.list_releases(str(link)) == []  # O_NOFOLLOW
+    if os.geteuid() == 0:
+        with pytest.raises(appagent.AgentError, match="must be a directory owned by root"):
+            appagent.check_parents(str(link / "x"))
+        os.chown(tmp_path, 1, 1)
+        with pytest.raises(appagent.AgentError, match="owned by root"):
+            appagent.check_parents(str(tmp_path / "app"))
+        user = {"name": "nobody", "uid": 65534, "gid": 65534, "home": "/"}
+        os.chown(tmp_path, 0, 0)
+        with pytest.raises(appagent.AgentError, match="belongs to uid 0, not to 'nobody'"):
+            appagent.ensure_root(str(root), user, -1)
