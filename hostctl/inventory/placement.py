@@ -52,6 +52,7 @@ def host_settings(settings: Settings, host: Host) -> Settings:
     nginx = settings.nginx.model_copy(update={
         "test_command": host.nginx.test_command,
         "reload_command": host.nginx.reload_command,
+        "pid_file": host.nginx.pid_file,
         "listen": host.nginx.listen or settings.nginx.listen,
     })
     return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx})

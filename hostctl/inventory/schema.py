@@ -227,6 +227,8 @@ class HostNginx(Strict):
 
     test_command: str = "nginx -t -q"
     reload_command: str = "systemctl reload nginx"
+    # nginx's master pid there: after reload_command the deploy waits until its old workers stop accepting
+    pid_file: SettingsPath | None = "/run/nginx.pid"
     listen: Listen | None = None  # default: the inventory's nginx.listen
 
 

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 import jinja2
 
+from hostctl.engine import reload_wait
 from hostctl.engine.apply import _intent as intent_manifest  # the same crash-safe intent as a local apply
 from hostctl.errors import HostctlError
 from hostctl.inventory.schema import Settings
@@ -43,6 +44,8 @@ EXIT_LOCKED = 7
 EXIT_CHANGED = 8
 LOCK = "deploy.lock"  # under state_dir
 LOCK_WAIT = 120  # seconds
+# The waits that make a deploy live when it returns (stdlib only), sent along and run by the host's python3.
+RELOAD_WAIT_SOURCE = open(reload_wait.__file__, encoding="utf-8").read()
 
 
 def script_environment(env: jinja2.Environment) -> jinja2.Environment:
@@ -190,6 +193,7 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
     host's deploy lock and changes nothing unless the host still has that state.
     """
     writes = [c for c in plan.changes if c.action != "delete" and not c.mode_only]
+    toggled = ondemand.toggled(plan)
     chmods = [c for c in plan.changes if c.mode_only]
     servers = [c for c in plan.changes if c.kind == "nginx" and not c.mode_only]
     changed_customers = sorted({c.customer for c in plan.changes if c.action != "delete"})
@@ -212,7 +216,12 @@ def bundle(host: str, settings: Settings, plan: Plan, old: Manifest, identity: I
         server_written=any(c.action != "delete" for c in servers),
         server_removed=[c.path for c in servers if c.action == "delete"],
         vassals_written=any(c.kind != "nginx" for c in writes),
-        toggled=ondemand.toggled(plan),
+        vassals_reloaded=[os.path.basename(c.path) for c in writes
+                          if c.kind == "vassal" and c.action == "update" and c.path not in toggled],
+        new_sockets=[(layout.app_paths(settings, c.customer, c.app).socket, os.path.basename(c.path)) for c in writes
+                     if c.kind == "vassal" and (c.action == "create" or c.path in toggled)],
+        reload_wait_source=RELOAD_WAIT_SOURCE, nginx_pid_file=settings.nginx.pid_file or "",
+        toggled=toggled,
         sockets_written=any(c.kind == ondemand.KIND for c in writes),
         vassals_removed=[c.path for c in plan.changes if c.kind != "nginx" and c.action == "delete"],
         chmods=[dict(path=c.path, mode=f"{c.mode:o}") for c in chmods],

@@ -245,12 +245,27 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
                                                   ("log_dir", "log"), ("state_dir", "state"))},
         nginx={"listen": f"127.0.0.1:{web.port}",
                "test_command": f"nginx -t -q -p {serve} -c {serve}/nginx.conf -e stderr",
-               "reload_command": f"kill -HUP $(cat {serve}/nginx.pid)"})
+               "reload_command": f"kill -HUP $(cat {serve}/nginx.pid)", "pid_file": f"{serve}/nginx.pid"})
     fleet.box.write_settings(fleet.settings)
     fleet.customer("acme", "web")
     fleet.customer("globex", "web")
-    fleet.deploy()
+    first_deploy = fleet.deploy()
+    assert "its old workers no longer accept connections" in first_deploy.stdout, first_deploy.stdout
     first = {name: server.wait_json(f"{name}.example") for name in ("acme", "globex")}
+
+    # Deploy means live: requests fired the moment deploy returns see only the new state.
+    old_answers = []
+    for i in range(5):
+        fleet.customer("initech", "web", greeting=f"i{i}", domains=["initech.example", f"d{i}.initech.example"])
+        fleet.deploy_here()
+        for host in ("initech.example", f"d{i}.initech.example"):
+            status, body = server.request(host)
+            if status != 200 or json.loads(body)["greeting"] != f"i{i}":
+                old_answers.append((host, status, body[:60]))
+    (fleet.box.inventory / "customers" / "initech.yaml").unlink()
+    fleet.deploy_here()
+    old_answers += [("initech.example", status) for status in [server.request("initech.example")[0] for _ in range(5)] if status != 404]
+    assert old_answers == [], old_answers
     assert {n: (d["customer"], d["greeting"]) for n, d in first.items()} == {"acme": ("acme", "v1"), "globex": ("globex", "v1")}
 
     # one customer changes: its vassal is gracefully reloaded, the other keeps its workers
