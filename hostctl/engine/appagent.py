@@ -267,8 +267,11 @@ def list_releases(root: str) -> list[str]:
 
 
 def read_socket(path: str, timeout: float = 2.0) -> dict | None:
-    """A uWSGI stats socket's JSON, read with a time and size bound (it is the customer's socket)."""
+    """A uWSGI stats socket's JSON, read with a time and size bound (it is the customer's socket,
+    in its own directory: a symlink planted there is never connected through)."""
     try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)

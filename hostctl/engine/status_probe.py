@@ -13,6 +13,8 @@ is then reported, never raised.
 import json
 import os
 import socket
+import stat
+import struct
 import sys
 import time
 
@@ -37,7 +39,13 @@ def read_socket(address, timeout=1.0):
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
+            refused = unix_socket_refused(address) if family == socket.AF_UNIX else None
+            if refused:
+                return None, refused
             sock.connect(target)
+            refused = peer_refused(sock, address) if family == socket.AF_UNIX else None
+            if refused:
+                return None, refused
             while True:
                 chunk = sock.recv(65536)
                 if not chunk:
@@ -48,6 +56,35 @@ def read_socket(address, timeout=1.0):
             return None, "did not answer within %g s" % timeout
         return None, (exc.strerror or str(exc)).lower()
     return b"".join(chunks), None
+
+
+def unix_socket_refused(path):
+    """Why root will not connect to ``path`` (None: it may). A vassal's stats socket lies in its
+    customer's own directory, where the customer could put a symlink to any socket on the host:
+    only a socket itself is connected to, never a symlink or anything else."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    if stat.S_ISLNK(mode):
+        return "is a symlink (never followed)"
+    if not stat.S_ISSOCK(mode):
+        return "is not a socket"
+    return None
+
+
+def peer_refused(sock, path):
+    """Why the server behind ``sock`` is not trusted (None: it is): it must run as the owner of the
+    socket's directory (a customer's uWSGI master listens after dropping to the customer's user;
+    the Emperor, as root, in root's run_dir). Closes the race between the check above and connect."""
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        owner = os.stat(os.path.dirname(path) or ".").st_uid
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    if uid != owner:
+        return "is served by uid %d, not by the owner of its directory (uid %d)" % (uid, owner)
+    return None
 
 
 def fetch(address, timeout=1.0):

@@ -29,7 +29,7 @@ import pytest
 
 from hostctl.engine import emperor
 from tests.harness import wait_for
-from tests.hostile import Tenants, as_user, plant_fifo, plant_symlink, tenants_running
+from tests.hostile import Tenants, as_user, ini_values, plant_fifo, plant_symlink, tenants_running
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +202,22 @@ def test_accounts_are_made_in_the_customer_range_and_no_customer_gets_anothers_o
         assert not (tenants.box.path("vassals") / "evil_web.ini").exists()
         assert not (tenants.box.path("nginx") / "evil_web.conf").exists()
     tenants.server.wait_json("acme.example")  # type: ignore[union-attr]
+
+
+def test_status_does_not_connect_through_a_customers_stats_symlink(tenants: Tenants) -> None:
+    """Root's `status` reads each vassal's stats socket in its customer's own directory: a symlink there
+    (here to the neighbour's stats socket) must not make it read, and report, another server."""
+    import json
+
+    for _ in range(5):
+        tenants.server.get_json("globex.example")  # type: ignore[union-attr]
+    run = tenants.box.path("run")
+    stats = ini_values(tenants.vassal(), "stats")[0]
+    neighbour = str(run / "globex" / "web.stats")
+    assert plant_symlink(tenants.user, neighbour, stats), "the customer owns its socket directory"
+    out = tenants.box.hostctl("status", "--json", "--cpu-interval", "0", check=False)
+    rows = {row["customer"]: row for row in json.loads(out.stdout)["apps"]}
+    print(rows["acme"])
+    assert rows["acme"]["requests"] != rows["globex"]["requests"], \
+        f"root read globex's stats through acme's symlink: {rows['acme']}"
+    assert rows["globex"]["state"] == "running"
