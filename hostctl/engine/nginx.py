@@ -96,7 +96,7 @@ def reload(settings: Settings) -> str:
     (``reload_wait``), so every request after this returns sees the new server blocks.
     """
     if settings.nginx.reload_command:
-        master = _pid_from(settings.nginx.pid_file)
+        master = reload_wait.master_from(settings.nginx.pid_file)
         outcome: list[CheckResult] = []
 
         def send() -> None:
@@ -117,15 +117,3 @@ def reload(settings: Settings) -> str:
     if not done:
         raise HostctlError(what)
     return what
-
-
-def _pid_from(path: str | None) -> int | None:
-    if not path:
-        return None
-    try:
-        with open(path, encoding="ascii") as fh:
-            pid = int(fh.read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None

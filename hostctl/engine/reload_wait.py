@@ -264,7 +264,10 @@ def _emperor_stats(address: str, timeout: float = 2.0, limit: int = 64 << 20) ->
     return found if isinstance(found, dict) else {}
 
 
-def _master_from(pid_file: str) -> int | None:
+def master_from(pid_file: str | None) -> int | None:
+    """The pid in ``pid_file`` when that process is alive, else None."""
+    if not pid_file:
+        return None
     try:
         with open(pid_file, encoding="ascii") as fh:
             pid = int(fh.read().strip())
@@ -292,7 +295,7 @@ def main(argv: list[str]) -> int:
             if done.returncode != 0:
                 raise RuntimeError((done.stdout + done.stderr).strip())
 
-        master = _master_from(pid_file)
+        master = master_from(pid_file)
         try:
             if master is None:
                 send()
