@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
-from hostctl.engine import apply, nginx, pipeline, vetting  # noqa: E402
+from hostctl.engine import apply, dirs, nginx, pipeline, vetting  # noqa: E402
 from hostctl.plan.manifest import Manifest  # noqa: E402
 
 RUNS = 3
@@ -32,7 +32,7 @@ LONG = ".".join(["a" * 60] * 3) + ".example"
 def _vet(inv: Inventory) -> tuple[float, int, int]:
     prepared = pipeline.prepare(inv.inventory, host_checks=False)
     settings = prepared.inventory.settings
-    apply.ensure_customer_dirs(settings, prepared.owners, {c.name for c in prepared.inventory.customers})  # as apply does first
+    dirs.ensure_customer_dirs(settings, prepared.owners, {c.name for c in prepared.inventory.customers})  # as apply does first
     calls = []
 
     def check(blocks):

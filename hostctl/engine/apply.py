@@ -23,7 +23,7 @@ import pwd
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl.engine import emperor, fsops, isolation, lock, nginx, pipeline, reload_wait, safeapply, securefs, state, stopping, users, vetting
+from hostctl.engine import dirs, emperor, fsops, isolation, lock, nginx, pipeline, reload_wait, safeapply, state, stopping, users, vetting
 from hostctl.engine.owners import Owners
 from hostctl.engine.pipeline import Prepared
 from hostctl.errors import HostctlError
@@ -52,27 +52,6 @@ def _ensure_base_dirs(settings: Settings) -> None:
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     for directory in (settings.emperor_dir, settings.nginx_dir):
         fsops.clean_temp_files(directory)
-
-
-def wanted_dirs(settings: Settings, owners: Owners, customers: set[str]) -> list[securefs.WantedDir]:
-    """The shared and per-customer directories (``layout``'s rules) with numeric owners (-1: leave as is)."""
-    def ids(spec: layout.DirSpec, customer: str | None) -> tuple[int, int]:
-        if not owners.root:
-            return -1, -1
-        uid, gid = owners.of(customer) if customer else (-1, -1)
-        nginx_gid = owners.nginx_gid if owners.nginx_gid != -1 else (gid if customer else 0)
-        return ({"root": 0, "customer": uid}[spec.owner],
-                {"root": 0, "customer": gid, "nginx": nginx_gid}[spec.group])
-
-    out = [securefs.WantedDir(s.path, s.mode, *ids(s, None)) for s in layout.shared_dirs(settings)]
-    for customer in sorted(customers):
-        out += [securefs.WantedDir(s.path, s.mode, *ids(s, customer)) for s in layout.customer_dirs(settings, customer)]
-    return out
-
-
-def ensure_customer_dirs(settings: Settings, owners: Owners, customers: set[str]) -> list[str]:
-    """Socket and log directories, owned as ``layout`` says (root's where root writes); returns migration notes."""
-    return securefs.make_dirs(wanted_dirs(settings, owners, customers))
 
 
 def _owner(change: Change, owners: Owners) -> tuple[int, int]:
@@ -126,7 +105,7 @@ def _execute(prepared: Prepared, say: Say, provenance: safeapply.Provenance) -> 
         lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
         raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
     _ensure_base_dirs(settings)
-    result.messages += ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
+    result.messages += dirs.ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
     if prepared.isolation is not None:  # cgroups and their limits exist before any vassal (re)starts
         result.messages += isolation.execute(prepared.isolation)
     if plan.empty:

@@ -7,6 +7,7 @@ It reads (the inventory, the user database, the live files) but never writes.
 from __future__ import annotations
 
 import gc
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,13 @@ def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
 
 
 def apply_limits(root: Path | str) -> tuple[isolation.IsolationPlan, list[str]]:
-    """Only the cgroup part of apply: after a reboot the cgroups are gone and vassals refuse to start without them."""
+    """The cgroup and directory part of apply: after a reboot the cgroups are gone (vassals refuse to start
+    without them), and so is ``run_dir`` when it is a tmpfs (vassals cannot bind their sockets)."""
+    from hostctl.engine import dirs
+
     inv, owners = load_checked(root, host_checks=False)
+    for path in (inv.settings.run_dir, inv.settings.log_dir):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    messages = dirs.ensure_customer_dirs(inv.settings, owners, {c.name for c in inv.customers})
     plan = isolation.prepare(inv, owners)
-    return plan, isolation.execute(plan)
+    return plan, messages + isolation.execute(plan)

@@ -221,3 +221,23 @@ def test_status_does_not_connect_through_a_customers_stats_symlink(tenants: Tena
     assert rows["acme"]["requests"] != rows["globex"]["requests"], \
         f"root read globex's stats through acme's symlink: {rows['acme']}"
     assert rows["globex"]["state"] == "running"
+
+
+def test_limits_apply_at_boot_recreates_the_directories_a_tmpfs_run_dir_loses(tenants: Tenants) -> None:
+    """`limits --apply` runs before the Emperor at boot: run_dir/<c>/ and run_dir/ondemand/ come back with layout's owners."""
+    import shutil
+    import stat
+
+    run = tenants.box.path("run")
+    uid = pwd.getpwnam(tenants.user).pw_uid
+    worker = tenants.server.get_json("acme.example")["pid"]  # type: ignore[union-attr]
+    for name in ("acme", "ondemand"):
+        shutil.rmtree(run / name)  # what a reboot does to a tmpfs
+    tenants.box.hostctl("limits", "--apply")
+    acme, ondemand = os.lstat(run / "acme"), os.lstat(run / "ondemand")
+    www = pwd.getpwnam("www-data").pw_gid
+    assert (acme.st_uid, acme.st_gid, stat.S_IMODE(acme.st_mode)) == (uid, www, 0o2750)
+    assert (ondemand.st_uid, ondemand.st_gid, stat.S_IMODE(ondemand.st_mode)) == (0, www, 0o750)
+    # the app comes back: its next master (here: the customer killed the old one) binds in the recreated directory
+    assert "killed" in as_user(tenants.user, KILL_SELF, str(_master_of(worker))).stdout
+    tenants.server.wait_json("acme.example", lambda d: d["pid"] != worker, timeout=60)  # type: ignore[union-attr]
