@@ -179,7 +179,7 @@ def make_dirs(wanted: list[WantedDir]) -> list[str]:
     fds: dict[str, int] = {}
     try:
         for want in wanted:
-            if want.path in fds:  # made while taking its parent back
+            if want.path in fds or _as_wanted(want):  # made while taking its parent back, or right already
                 continue
             parent_path, name = os.path.split(want.path.rstrip("/"))
             parent = fds.get(parent_path)
@@ -194,6 +194,19 @@ def make_dirs(wanted: list[WantedDir]) -> list[str]:
         for fd in fds.values():
             os.close(fd)
     return notes
+
+
+def _as_wanted(want: WantedDir) -> bool:
+    """Is ``want.path`` already a real directory with its owner and mode? (one lstat: the common case at scale).
+
+    Only a read: whatever is off is fixed through descriptors. Its parents are trusted
+    directories or earlier entries, which are root's or were fixed before it."""
+    try:
+        st = os.lstat(want.path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == want.mode
+            and want.uid in (-1, st.st_uid) and want.gid in (-1, st.st_gid))
 
 
 def _take_back(want: WantedDir, fd: int, previous: int, children: list[WantedDir], fds: dict[str, int]) -> list[str]:
