@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Inventory, median, save, scaled, table, timed  # noqa: E402
 from hostctl.engine import apply, dirs, nginx, pipeline, vetting  # noqa: E402
 from hostctl.plan.manifest import Manifest  # noqa: E402
+from hostctl.engine.core import runtime  # noqa: E402
 
 RUNS = 3
 LONG = ".".join(["a" * 60] * 3) + ".example"
@@ -31,8 +32,10 @@ LONG = ".".join(["a" * 60] * 3) + ".example"
 
 def _vet(inv: Inventory) -> tuple[float, int, int]:
     prepared = pipeline.prepare(inv.inventory, host_checks=False)
-    settings = prepared.inventory.settings
-    dirs.ensure_customer_dirs(settings, prepared.owners, {c.name for c in prepared.inventory.customers})  # as apply does first
+    owners = prepared.owners  # the directories, as apply makes them first
+    records, host = apply.runtime_records(prepared.inventory, owners.identity.per_customer, owners.root, owners.identity.nginx_group, None)
+    runtime.ensure_base(host.dirs)
+    runtime.ensure_dirs(host.shared + tuple(d for r in records for d in r.dirs))
     calls = []
 
     def check(blocks):

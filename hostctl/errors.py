@@ -6,9 +6,13 @@ A ``Problem`` is one located complaint about the inventory (file, line, field);
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import click
+
+from hostctl.engine.core.errors import EngineError
 
 
 class HostctlError(click.ClickException):
@@ -39,3 +43,12 @@ class InventoryError(HostctlError):
         count = len(self.problems)
         head = f"the inventory has {count} problem{'s' if count != 1 else ''}; nothing was written:"
         super().__init__("\n".join([head, *("  " + str(p) for p in self.problems)]))
+
+
+@contextmanager
+def from_engine() -> Iterator[None]:
+    """Turn the engine's errors (it cannot use click) into ``HostctlError`` with the same message."""
+    try:
+        yield
+    except EngineError as exc:
+        raise HostctlError(exc.message) from exc

@@ -17,10 +17,11 @@ from hostctl.targets import bootstrap as bootstrap_mod, deploy as deploy_mod
 @click.command()
 @click.option("--host", "hosts", multiple=True, metavar="NAME", help="Deploy only to this host (repeatable; default: all).")
 @click.option("--dry-run", is_flag=True, help="Show each host's plan (read over SSH) without changing anything.")
+@click.option("--create-users", is_flag=True, help="Create customers' Unix users that do not exist on a host yet.")
 @click.pass_context
-def deploy(ctx: click.Context, hosts: tuple[str, ...], dry_run: bool) -> None:
+def deploy(ctx: click.Context, hosts: tuple[str, ...], dry_run: bool, create_users: bool) -> None:
     """Deploy the inventory to its hosts over SSH, in parallel, sending only what changed."""
-    report = deploy_mod.deploy(ctx.obj["inventory"], hosts, dry_run=dry_run)
+    report = deploy_mod.deploy(ctx.obj["inventory"], hosts, dry_run=dry_run, create_users=create_users)
     click.echo(deploy_mod.render_report(report), nl=False)
     if not report.ok or report.held:  # a customer held back by its broken file is reported like a failure
         ctx.exit(1)

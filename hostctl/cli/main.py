@@ -149,11 +149,24 @@ def validate(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--exit-code", is_flag=True, help="Exit 2 when there are changes, 0 when there are none.")
 @click.option("--no-diff", is_flag=True, help="List the files only.")
+@click.option("--host", "host", metavar="NAME", help="Multi-host: the plan of this host, read from the server over SSH.")
 @click.pass_context
-def plan(ctx: click.Context, exit_code: bool, no_diff: bool) -> None:
+def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None) -> None:
     """Show what apply would change: files added, changed (as diffs, secrets hidden) and removed."""
     from hostctl.engine import isolation, pipeline
     from hostctl.plan.diff import render_plan
+
+    if host is not None:
+        from hostctl.targets import deploy
+
+        outcome = deploy.plan_host(str(_inventory_root(ctx)), host)
+        for customer in outcome.runtime:
+            click.echo(f"~ runtime {customer}: directories or cgroup limits change (no vassal is reloaded)")
+        for p in outcome.plans:
+            click.echo(render_plan(p, show_diff=False), nl=False)
+        if exit_code and outcome.changed:
+            ctx.exit(2)
+        return
 
     prepared = pipeline.prepare(_inventory_root(ctx), missing_users_ok=True)
     limits = prepared.isolation
@@ -231,11 +244,20 @@ def _report_apply(result, what: str) -> None:
 @click.option("--list", "list_", is_flag=True, help="List the kept generations instead.")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for another apply to finish (0: fail at once).")
+@click.option("--host", "host", metavar="NAME", help="Multi-host: roll back on this server (over SSH).")
 @click.pass_context
-def rollback(ctx: click.Context, customer: str | None, list_: bool, lock_timeout: float) -> None:
+def rollback(ctx: click.Context, customer: str | None, list_: bool, lock_timeout: float, host: str | None) -> None:
     """Put the previously applied generation back live (only CUSTOMER's files, if given)."""
     from hostctl.engine import history, rollback as rollback_mod
     from hostctl.inventory import loader as inventory
+
+    if host is not None and not list_:
+        from hostctl.targets import deploy
+
+        done = deploy.rollback_host(str(_inventory_root(ctx)), host, customer, lock_timeout)
+        _report_apply(done, f"Rollback on host {host!r} to generation {done.target}")
+        click.echo("The inventory was not changed; the next deploy re-applies it.")
+        return
 
     if list_:
         from hostctl.render import layout
@@ -366,7 +388,7 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
 
 @cli.command()
 @click.option("--apply", "apply_now", is_flag=True,
-              help="First create the customers' cgroups and write their limits (what apply does; run at boot before the Emperor).")
+              help="First create the customers' cgroups and write their limits from the inventory (what apply does).")
 @click.pass_context
 def limits(ctx: click.Context, apply_now: bool) -> None:
     """Show each customer's cgroup: memory use against its limit, OOM kills, pids and CPU quota."""
@@ -383,6 +405,32 @@ def limits(ctx: click.Context, apply_now: bool) -> None:
         from hostctl.render.cgroups import usage_table
 
         click.echo(usage_table(rows), nl=False)
+
+
+@cli.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="The state directory to restore from (default: the inventory's state_dir). No inventory is read with it.")
+@click.pass_context
+def restore(ctx: click.Context, state_dir: str | None) -> None:
+    """After a reboot: recreate the customers' runtime directories, cgroups and limits from the last apply's record.
+
+    Run by the hostctl-restore unit before the Emperor. A customer whose record is
+    damaged is reported and skipped (exit 1); the others are restored.
+    """
+    from hostctl.engine.core import runtime
+
+    if state_dir is None:
+        from hostctl.inventory import loader as inventory
+
+        state_dir = inventory.load_settings(_inventory_root(ctx)).settings.state_dir
+    done = runtime.restore(state_dir)
+    for message in done.messages:
+        click.echo(message)
+    for customer, why in sorted(done.failed.items()):
+        _say(f"{customer}: FAILED: {why}")
+    click.echo(f"{len(done.customers)} customer(s) restored, {len(done.failed)} failed.")
+    if not done.ok:
+        ctx.exit(1)
 
 
 def _notes(owners, limits) -> None:

@@ -1,19 +1,11 @@
-"""Make the live directories match the plan: the effects, kept thin.
+"""`hostctl apply`: plan on the control side, hand the engine a job, run it in-process.
 
-Order matters, and is chosen so that nothing half-done is ever live:
-
-1. vet the candidates (``vetting.py``): a customer whose output fails is held
-   back (quarantined) with its last-known-good files, the others go ahead;
-2. record the intent in the manifest (a crash later still knows every file);
-3. write server blocks, then run the production ``nginx -t`` if configured
-   (a failure puts the old server blocks back, and nothing else is written);
-4. write vassals and poke the Emperor, which spawns or gracefully reloads
-   exactly the vassals whose files changed;
-5. reload nginx, only if a server block changed;
-6. remove vassals of apps that left (nginx no longer routes to them), poke;
-7. write the final manifest; probe changed customers that ask for it, rolling
-   back those that fail; record the generation and the quarantine
-   (``safeapply.py``).
+Loading, validating, rendering and planning happen here (``pipeline.py``);
+everything that changes the server is the engine's (``hostctl/engine/core/apply.py``),
+the same code ``deploy`` ships to remote servers. ``job`` turns a prepared plan
+into the engine's ``Job``: the host's paths and nginx commands, the file
+changes, the customers the read-back holds back, the users vassals need, each
+customer's runtime record (directories, cgroup and limits) and the probes.
 """
 
 from __future__ import annotations
@@ -23,16 +15,22 @@ import pwd
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl.engine import dirs, emperor, fsops, isolation, lock, nginx, pipeline, reload_wait, safeapply, state, stopping, users, vetting
-from hostctl.engine.owners import Owners
-from hostctl.engine.pipeline import Prepared
-from hostctl.errors import HostctlError
-from hostctl.inventory.schema import Settings
-from hostctl.plan import quarantine
-from hostctl.plan.diff import Change, Plan
-from hostctl.plan.manifest import Entry, Manifest, sha256
-from hostctl.plan.quarantine import Rejection
 from hostctl.render import cgroups, layout, ondemand
+from hostctl.engine import emperor, history, isolation, lock, nginx, probe, vetting
+from hostctl.engine import stopping
+from hostctl.engine.core import apply as engine_apply
+from hostctl.engine.core import job as engine_job
+from hostctl.engine.core import probe as engine_probe
+from hostctl.engine.core.runtime import CustomerRuntime, Directory, HostRuntime
+from hostctl.errors import HostctlError, from_engine
+from hostctl.engine.owners import Owners
+from hostctl.inventory.spec import Inventory
+from hostctl.inventory.schema import Settings
+from hostctl.engine import pipeline
+from hostctl.engine.pipeline import Prepared
+from hostctl.plan.diff import Change, Plan
+from hostctl.plan import quarantine
+from hostctl.plan.quarantine import Rejection, changed_customers
 
 Say = Callable[[str], None]
 
@@ -46,139 +44,110 @@ class ApplyResult:
     rejections: list[Rejection] = field(default_factory=list)  # quarantined customers (exit 1)
 
 
-def _ensure_base_dirs(settings: Settings) -> None:
-    for path in (settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir):
-        os.makedirs(path, mode=0o755, exist_ok=True)
-    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
-    for directory in (settings.emperor_dir, settings.nginx_dir):
-        fsops.clean_temp_files(directory)
+def paths(settings: Settings) -> engine_job.Paths:
+    return engine_job.Paths(settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir, settings.state_dir)
 
 
-def _owner(change: Change, owners: Owners) -> tuple[int, int]:
-    """Vassals: root-owned, readable by the customer's group (its master re-reads the file on reload)."""
-    if change.kind == "vassal" and owners.identity.per_customer:
-        return -1, owners.of(change.customer)[1]
-    return -1, -1
+nginx_of = nginx.engine_nginx
 
 
-def _write(change: Change, owners: Owners) -> None:
-    assert change.after is not None and change.mode is not None
-    if change.mode_only:
-        os.chmod(change.path, change.mode)
-        return
-    uid, gid = _owner(change, owners)
-    fsops.write_atomic(change.path, change.after.encode("utf-8"), change.mode, uid, gid)
+def _dirs(specs: list[layout.DirSpec], user: str | None, per_customer: bool, root: bool,
+          nginx_group: str | None) -> tuple[Directory, ...]:
+    """``layout``'s directories with owners by name, resolved by the engine where it runs (None: leave as is).
 
-
-def _intent(old: Manifest, plan: Plan) -> Manifest:
-    """Old and new entries together, each changed file remembering the hash of its live content.
-
-    The live content, not the old manifest's hash: after an apply killed half-way, a file
-    may still hold an older version than the manifest names (found by the kill -9 test).
+    A group ``@USER`` is USER's primary group (the customer's). Not root: nothing changes hands.
     """
-    files = dict(old.files)
-    live = {c.path: sha256(c.before) for c in plan.changes if c.before is not None}
-    for path, entry in plan.manifest.files.items():
-        previous = live.get(path)
-        files[path] = Entry(entry.sha256, entry.kind, entry.customer, entry.app, None if previous == entry.sha256 else previous)
-    return Manifest(files)
+    def name(who: str, is_group: bool) -> str | None:
+        if who == "root":
+            return "root"
+        if who == "nginx":
+            return nginx_group or ((f"@{user}" if per_customer else None) if user else "root")
+        if not per_customer or user is None:
+            return None
+        return f"@{user}" if is_group else user
+
+    if not root:
+        return tuple(Directory(s.path, s.mode) for s in specs)
+    return tuple(Directory(s.path, s.mode, name(s.owner, False), name(s.group, True)) for s in specs)
 
 
-def _save_manifest(settings: Settings, manifest: Manifest) -> None:
-    fsops.write_atomic(layout.manifest(settings), manifest.to_json().encode(), 0o600)
+def customer_dirs(settings: Settings, per_customer: bool, root: bool, user: str, nginx_group: str | None,
+                  customer: str) -> tuple[Directory, ...]:
+    """A customer's socket and log directories, owned as ``layout`` says (root's where a root process writes)."""
+    return _dirs(layout.customer_dirs(settings, customer), user, per_customer, root, nginx_group)
 
 
-def execute(prepared: Prepared, say: Say = lambda _: None,
-            provenance: safeapply.Provenance = safeapply.Provenance()) -> ApplyResult:
-    """Apply ``prepared.plan``, then finish what ``remove-customer --purge`` asked for. The caller holds the apply lock."""
-    result = _execute(prepared, say, provenance)
-    result.messages += _purge(prepared, result)
-    return result
+def runtime_records(inv: Inventory, per_customer: bool, root: bool, nginx_group: str | None,
+                    h: cgroups.Hierarchy | None) -> tuple[tuple[CustomerRuntime, ...], HostRuntime]:
+    """Every customer's runtime record, and the host's (base directories, cgroup parents)."""
+    s = inv.settings
+    records = []
+    for c in inv.customers:
+        cg = cgroups.customer_cgroup(h, c.name, c.limits) if h is not None and h.version is not None else None
+        user = c.user if per_customer else None
+        records.append(CustomerRuntime(c.name, user, customer_dirs(s, per_customer, root, c.user, nginx_group, c.name),
+                                       None if cg is None else engine_job_cgroup(cg)))
+    base = tuple(Directory(d, 0o755) for d in (s.emperor_dir, s.nginx_dir, s.run_dir, s.log_dir))
+    shared = _dirs(layout.shared_dirs(s), None, per_customer, root, nginx_group)
+    parents = tuple(cgroups.customer_dirs(h)) if h is not None else ()
+    return tuple(records), HostRuntime(base, parents, shared)
 
 
-def _execute(prepared: Prepared, say: Say, provenance: safeapply.Provenance) -> ApplyResult:
-    plan, settings, owners = prepared.plan, prepared.inventory.settings, prepared.owners
-    result = ApplyResult(plan, owners=owners, isolation=prepared.isolation)
-    held = quarantine.held_back(prepared.inventory.held)  # broken inventory files: their live files stay
-    result.rejections = list(held)
+def engine_job_cgroup(cg):
+    return cg if not cg.notes else type(cg)(cg.customer, cg.dirs, cg.writes)  # notes are for the operator, not the record
+
+
+def vassal_sockets(settings: Settings, changes) -> dict[str, str]:
+    """Each changed vassal's socket, which the engine waits for after the Emperor starts it."""
+    return {c.path: layout.app_paths(settings, c.customer, c.app).socket for c in changes if c.kind == "vassal"}
+
+
+def probe_targets(inv: Inventory, customers) -> tuple[engine_probe.Target, ...]:
+    return tuple(probe.targets(inv, customers))
+
+
+def job(prepared: Prepared, *, readback: bool = True, probe_changed: bool = True, lock_timeout: float = 60.0,
+        create_users: bool = False, source: str = "apply") -> engine_job.Job:
+    """The engine's job for a prepared local plan."""
+    inv, plan, owners = prepared.inventory, prepared.plan, prepared.owners
+    s = inv.settings
+    changed = changed_customers(plan)
+    held = quarantine.held_back(inv.held)  # broken inventory files: their live files stay
+    rejections = tuple(held) + (tuple(vetting.rendered_problems(prepared, changed)) if readback and not plan.empty else ())
+    per_customer = owners.identity.per_customer
+    records, host = runtime_records(inv, per_customer, owners.root, owners.identity.nginx_group, owners.identity.cgroup)
+    wanted = tuple(sorted({c.user for c in inv.customers})) if per_customer else ()
+    return engine_job.Job(
+        paths=paths(s), nginx=nginx_of(s, prepared.env), listen=s.nginx.listen, emperor_freq=s.emperor.freq,
+        lock_timeout=lock_timeout, changes=plan.changes, manifest=plan.manifest, rejections=rejections,
+        sockets=vassal_sockets(s, plan.changes),
+        probes=probe_targets(inv, changed) if probe_changed and not plan.empty else (),
+        users=wanted, create_users=create_users, home_dir=s.isolation.home_dir,
+        uid_range=(s.isolation.uid_min, s.isolation.uid_max),
+        vassal_groups={c.name: c.user for c in inv.customers} if per_customer else {},
+        runtime=records, host_runtime=host, customers=tuple(sorted({c.name for c in inv.customers} | set(inv.held))),
+        provenance=engine_job.Provenance(source, inventory=history.snapshot_inventory(inv.root) if not plan.empty else {}),
+    )
+
+
+def execute(prepared: Prepared, say: Say = lambda _: None, *, readback: bool = True, probe_changed: bool = True,
+            create_users: bool = False, check=None) -> ApplyResult:
+    """Apply ``prepared.plan`` through the engine. The caller holds the apply lock."""
+    plan = prepared.plan
     if plan.conflicts:
         lines = "\n".join(f"  {c.path}: {c.reason}" for c in plan.conflicts)
         raise HostctlError(f"files hostctl did not create are in the way; nothing was written:\n{lines}")
-    _ensure_base_dirs(settings)
-    result.messages += dirs.ensure_customer_dirs(settings, owners, {c.name for c in prepared.inventory.customers})
-    if prepared.isolation is not None:  # cgroups and their limits exist before any vassal (re)starts
-        result.messages += isolation.execute(prepared.isolation)
-    if plan.empty:
-        if plan.manifest != state.read_manifest(layout.manifest(settings)):
-            _save_manifest(settings, plan.manifest)  # e.g. files that vanished by hand drop out
-        safeapply.save_quarantine(prepared, held)
-        return result
-    old_manifest = state.read_manifest(layout.manifest(settings))
-    plan, vetted = vetting.vet(prepared, old_manifest, readback=provenance.readback)
-    result.plan, result.rejections = plan, held + vetted
-    if plan.empty:
-        safeapply.save_quarantine(prepared, result.rejections)
-        return result
-
-    _save_manifest(settings, _intent(old_manifest, plan))
-
-    server_changes = [c for c in plan.changes if c.kind == "nginx"]
-    vassal_writes = [c for c in plan.changes if c.kind == "vassal" and c.action != "delete"]
-    vassal_removals = [c for c in plan.changes if c.kind == "vassal" and c.action == "delete"]
-    socket_changes = [c for c in plan.changes if c.kind == ondemand.KIND]
-
-    for change in server_changes:
-        _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
-    if server_changes:
-        live = nginx.test_live(settings)
-        if live is not None and not live.ok:
-            _restore(server_changes, owners)
-            _save_manifest(settings, old_manifest)
-            raise HostctlError(f"`{settings.nginx.test_command}` failed; the previous server blocks were put back and nothing else was written:\n{live.output}")
-
-    stats = layout.emperor_stats(settings)
-    toggled = ondemand.toggled(plan)
-    if toggled:  # the Emperor reads a companion only when it first sees a vassal
-        for path in toggled:
-            fsops.remove(path)
-        if not ondemand.wait_released(emperor.read_stats, stats, toggled):
-            raise HostctlError(f"the Emperor did not let go of {', '.join(toggled)} in time; run apply again")
-        result.messages.append(f"restarted (on-demand mode changed): {', '.join(toggled)}")
-    for change in socket_changes:  # before the vassals, so a new vassal is seen with its companion
-        _write(change, owners) if change.action != "delete" else fsops.remove(change.path)
-    reloaded = [c for c in vassal_writes if c.action == "update" and not c.mode_only and c.path not in toggled]
-    old_workers = _running_workers(stats, reloaded)
-    for change in vassal_writes:
-        _write(change, owners)
-    if vassal_writes and _poke(stats, settings, result):
-        _wait_new_vassals(settings, stats, [c for c in vassal_writes if c.action == "create" or c.path in toggled], result)
-        late = reload_wait.wait_exited(old_workers, nudge=lambda: emperor.poke(stats))
-        if late:
-            result.messages.append(f"still finishing requests on workers with the previous code or settings: {', '.join(late)}")
-
-    if server_changes:
-        result.messages.append(nginx.reload(settings))
-
-    for change in vassal_removals:
-        fsops.remove(change.path)
-    if vassal_removals:
-        _poke(stats, settings, result)
-        _stop_departed(prepared, plan, vassal_removals, stats, result)
-
-    for directory in (settings.emperor_dir, settings.nginx_dir):
-        fsops.fsync_dir(directory)
-    _save_manifest(settings, plan.manifest)
-
-    effects = safeapply.Effects(lambda changes: _restore(changes, owners), lambda: _poke(stats, settings, result),
-                                lambda: nginx.reload(settings))
-    after = safeapply.probe_changed(prepared, plan, old_manifest, effects) if provenance.probe else safeapply.Aftercare(plan)
-    if after.rejections:
-        _save_manifest(settings, after.plan.manifest)
-    result.plan, result.messages = after.plan, result.messages + after.messages
-    result.rejections += after.rejections
-    if not after.plan.empty:
-        safeapply.record(prepared, after.plan, result.rejections, provenance)
-    safeapply.save_quarantine(prepared, result.rejections)
+    work = job(prepared, readback=readback, probe_changed=probe_changed, create_users=create_users)
+    with from_engine():
+        done = engine_apply.execute_locked(work, check)
+    removals = [c for c in done.plan.changes if c.kind == "vassal" and c.action == "delete"]
+    iso = prepared.isolation
+    if iso is not None:
+        iso = isolation.IsolationPlan(iso.hierarchy, tuple(done.cgroup_changes), iso.notes, tuple(done.created_users and iso.users))
+    result = ApplyResult(done.plan, done.messages + done.notes, prepared.owners, iso, done.rejections)
+    if removals:
+        _stop_departed(prepared, done.plan, removals, layout.emperor_stats(prepared.inventory.settings), result)
+    result.messages += _purge(prepared, result)
     return result
 
 
@@ -233,7 +202,9 @@ def _kill_all(prepared: Prepared, customer: str, user: str | None, remove_cgroup
 
 
 def _stop_departed(prepared: Prepared, plan: Plan, removals: list[Change], stats: str, result: ApplyResult) -> None:
-    """Customers that no longer run any app: wait until the Emperor let their vassals go, then kill what is left."""
+    """Customers that no longer run any app: wait until the Emperor let their vassals go, then kill what is left.
+
+    (Local apply only: after the engine has removed their vassals. Not done on servers reached by deploy yet.)"""
     still = {e.customer for e in plan.manifest.files.values() if e.kind == "vassal"}
     gone = sorted({c.customer for c in removals} - still - set(prepared.inventory.held))
     if not gone:
@@ -284,74 +255,16 @@ def _purge(prepared: Prepared, result: ApplyResult) -> list[str]:
     return messages
 
 
-def _poke(stats: str, settings: Settings, result: ApplyResult) -> bool:
-    if emperor.poke(stats):
-        return True
-    note = f"the Emperor did not answer on {stats}; it picks the changes up within {settings.emperor.freq} s of starting or polling"
-    if note not in result.messages:
-        result.messages.append(note)
-    return False
-
-
-def _running_workers(stats: str, changes: list[Change]) -> dict[str, set[int]]:
-    """The worker pids of the running vassals that ``changes`` rewrite (the Emperor reloads those gracefully).
-
-    The master's pid comes from the Emperor, the workers from /proc (not from the customer's stats socket)."""
-    if not changes:
-        return {}
-    found = emperor.read_stats(stats) or {}
-    masters = {v.get("id"): v.get("pid") for v in found.get("vassals") or [] if isinstance(v, dict)}
-    out: dict[str, set[int]] = {}
-    for change in changes:
-        name = os.path.basename(change.path)
-        master = masters.get(name)
-        if isinstance(master, int) and master > 0:
-            out[name] = reload_wait.uwsgi_workers(master)
-    return out
-
-
-def _wait_new_vassals(settings: Settings, stats: str, created: list[Change], result: ApplyResult) -> None:
-    """New vassals bind their sockets before nginx is reloaded to route to them (no 502 after apply returns)."""
-    if not created:
-        return
-    sockets = {layout.app_paths(settings, c.customer, c.app).socket: os.path.basename(c.path) for c in created}
-
-    def blacklisted() -> set[str]:
-        found = emperor.read_stats(stats) or {}
-        return {b.get("id") for b in found.get("blacklist") or [] if isinstance(b, dict)}
-
-    late = reload_wait.wait_listening(sockets, blacklisted)
-    if late:
-        result.messages.append(f"not listening yet (see `hostctl status` and the app's log): {', '.join(late)}")
-
-
-def _restore(changes: list[Change], owners: Owners) -> None:
-    for change in changes:
-        if change.before is None:
-            fsops.remove(change.path)
-        else:
-            restored = Change(change.action, change.path, change.kind, change.customer, change.app,
-                              None, change.before, change.mode or (0o644 if change.kind == "nginx" else 0o640))
-            _write(restored, owners)
-
-
 def apply(root: str, lock_timeout: float, say: Say = lambda _: None, create_users: bool = False) -> ApplyResult:
     """Load, plan and apply under the apply lock (so the plan reflects the state it changes).
 
     ``create_users``: create missing customer users first (root, per-customer mode).
     """
     with pipeline.gc_paused():
-        return _apply(root, lock_timeout, say, create_users)
-
-
-def _apply(root: str, lock_timeout: float, say: Say, create_users: bool) -> ApplyResult:
-    inv, owners = pipeline.load_checked(root, missing_users_ok=create_users)
-    with lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
-        created = users.create(owners.missing_users, inv.settings.isolation.home_dir,
-                               inv.settings.isolation.uid_min, inv.settings.isolation.uid_max) if owners.missing_users else []
-        if created:
-            inv, owners = pipeline.load_checked(root)
-        prepared = pipeline.prepare_loaded(inv, owners)
-        result = execute(prepared, say)
-        result.messages[:0] = created
-        return result
+        inv, owners = pipeline.load_checked(root, missing_users_ok=create_users)
+        with from_engine(), lock.exclusive(layout.lock(inv.settings), lock_timeout, say):
+            prepared = pipeline.prepare_loaded(inv, owners)
+            result = execute(prepared, say, create_users=create_users)
+            if owners.missing_users:  # the new users' ids, for what is printed
+                _, result.owners = pipeline.load_checked(root)
+            return result

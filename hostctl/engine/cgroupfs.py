@@ -1,31 +1,21 @@
-"""The cgroup effects, kept thin: probe the host, read live values, create cgroups and write limits.
+"""The cgroup facts of this machine: which hierarchies it has, and each customer's live figures.
 
-Every decision is made in ``render/cgroups.py``; this module only looks at and
-touches the cgroup filesystem (or the fake tree a test points the settings at).
+Every decision is made in ``render/cgroups.py``; creating cgroups and writing limits
+is the engine's (``hostctl/engine/core/cgroups.py``, also on remote servers).
 """
 
 from __future__ import annotations
 
 import os
 
-from hostctl.errors import HostctlError
-from hostctl.inventory.schema import CgroupSettings, Settings
 from hostctl.render import cgroups
 from hostctl.render.cgroups import CgroupChange, CustomerCgroup, Facts, Hierarchy, Usage
+from hostctl.engine.core import cgroups as engine_cgroups
+from hostctl.engine.core.cgroups import read_value as _read
+from hostctl.errors import from_engine
+from hostctl.inventory.schema import CgroupSettings, Settings
 
 MOUNTS = "/proc/self/mounts"
-
-
-def _read(path: str) -> str | None:
-    """A small cgroup file's content (os-level: this runs for every limit file of every customer)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return os.read(fd, 65536).decode("ascii", errors="replace")
-    finally:
-        os.close(fd)
 
 
 def probe(cfg: CgroupSettings, euid: int | None = None, mounts: str = MOUNTS) -> Facts:
@@ -43,54 +33,13 @@ def hierarchy(settings: Settings, euid: int | None = None, per_customer: bool = 
 
 def read_live(desired: list[CustomerCgroup], h: Hierarchy) -> tuple[dict[str, str | None], list[str]]:
     """Current values of every directory and file in ``desired``, and the customer cgroups present."""
-    live: dict[str, str | None] = {}
-    for cg in desired:
-        for w in cg.writes:
-            value = _read(w.path)
-            live[w.path] = value
-            if value is not None:  # its directory exists: no need to stat it
-                live[w.path.rpartition("/")[0]] = ""
-        for d in cg.dirs:
-            if d not in live:
-                live[d] = "" if os.path.isdir(d) else None
-    present = []
-    for base in cgroups.customer_dirs(h):
-        try:
-            present += [e.path for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
-            pass
-    return live, present
-
-
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, value.encode("ascii"))  # one write(2): cgroup files take one value per write
-    finally:
-        os.close(fd)
+    return engine_cgroups.read_live(desired, cgroups.customer_dirs(h))
 
 
 def apply(changes: tuple[CgroupChange, ...]) -> list[str]:
-    """Perform planned changes in order; raise on a failed write, note a cgroup that cannot be removed yet."""
-    messages = []
-    for change in changes:
-        try:
-            if change.action == "mkdir":
-                os.makedirs(change.path, 0o755, exist_ok=True)
-            elif change.action == "write":
-                _write(change.path, change.after or "")
-            else:
-                os.rmdir(change.path)
-        except OSError as exc:
-            if change.optional:
-                messages.append(f"{change.path} is not available here ({exc.strerror}); left as the kernel has it")
-                continue
-            if change.action == "rmdir":
-                messages.append(f"cgroup {change.path} was not removed ({exc.strerror}); a later apply retries once its processes are gone")
-                continue
-            what = f"write {change.after!r} to {change.path}" if change.action == "write" else f"create {change.path}"
-            raise HostctlError(f"could not {what}: {exc.strerror}; no vassal or server block was written") from exc
-    return messages
+    """Perform planned changes (the engine's step), its errors as ``HostctlError``."""
+    with from_engine():
+        return engine_cgroups.apply(changes)
 
 
 def _int(text: str | None) -> int | None:

@@ -8,7 +8,7 @@ that is gone.
 
 from __future__ import annotations
 
-from hostctl.engine import securefs
+from hostctl.engine.core import securefs
 from hostctl.engine.owners import Owners
 from hostctl.inventory.schema import Settings
 from hostctl.render import layout

@@ -16,59 +16,33 @@ import dataclasses
 
 from pathlib import Path
 
-from hostctl.engine import apply as apply_mod, history, lock, owners as identity, pipeline, state
-from hostctl.engine.history import Generation
-from hostctl.engine.pipeline import Prepared
-from hostctl.engine.safeapply import Provenance
-from hostctl.errors import HostctlError, InventoryError
+from hostctl.engine import apply as apply_mod, history, owners as identity, pipeline
 from hostctl.inventory import loader as inventory
-from hostctl.plan.diff import make_plan
+from hostctl.render import templates
+from hostctl.engine.core import apply as engine_apply, history as engine_history
+from hostctl.engine.core.job import Job
+from hostctl.errors import InventoryError, from_engine
+from hostctl.engine.history import Generation
+from hostctl.inventory.schema import Settings
 from hostctl.plan.files import RenderedFile
-from hostctl.render import layout, templates
 
 
 def choose(generations: list[Generation], customer: str | None) -> tuple[Generation, dict[str, int], int, str]:
-    """Pure: the generation to restore from, and the new generation's origin, base and note.
-
-    ``generations`` are ordered oldest first; the last one is live.
-    """
-    if not generations:
-        raise HostctlError("nothing has been applied yet; there is no generation to roll back to")
-    live = generations[-1]
-    if customer is None:
-        older = [g for g in generations if g.number < live.base]
-        if not older:
-            raise HostctlError(f"generation {live.base} is the oldest kept; there is nothing earlier to roll back to")
-        target = older[-1]
-        return target, {c: target.number for c in {f.customer for f in target.files.values()}}, target.number, f"rollback to generation {target.number}"
-    current = _shape(live, customer)
-    start = live.origin.get(customer, live.number)
-    for gen in reversed(generations):
-        if gen.number < start and _shape(gen, customer) != current:
-            origin = dict(live.origin)
-            origin[customer] = gen.number
-            return gen, origin, live.base, f"rollback of {customer} to generation {gen.number}"
-    raise HostctlError(f"no kept generation has other files for customer {customer!r} than the live ones")
+    """Pure: the generation to restore from, and the new generation's origin, base and note (the engine decides)."""
+    with from_engine():
+        return engine_history.choose(generations, customer)
 
 
-def _shape(gen: Generation, customer: str) -> dict[str, str]:
-    return {p: f.sha256 for p, f in gen.customer_files(customer).items()}
-
-
-def desired_files(settings, live: Generation, target: Generation, customer: str | None) -> dict[str, RenderedFile]:
+def desired_files(settings: Settings, live: Generation, target: Generation, customer: str | None) -> dict[str, RenderedFile]:
     """The files to make live: all of ``target``'s, or ``live``'s with ``customer``'s taken from ``target``."""
-    if customer is None:
-        chosen = dict(target.files)
-    else:
-        chosen = {p: f for p, f in live.files.items() if f.customer != customer}
-        chosen.update(target.customer_files(customer))
-    out = {}
-    for path, rec in chosen.items():
-        text = history.blob(settings, rec.sha256)
-        if text is None:
-            raise HostctlError(f"the stored content of {path} (generation {target.number}) is missing; cannot roll back")
-        out[path] = RenderedFile(path, text, rec.kind, rec.customer, rec.app, rec.mode)
-    return out
+    with from_engine():
+        return engine_history.desired_files(settings.state_dir, live, target, customer)
+
+
+def job(settings: Settings, env, groups: dict[str, str], lock_timeout: float) -> Job:
+    """The engine job a rollback runs with: this server's paths and nginx; the engine plans the files itself."""
+    return Job(apply_mod.paths(settings), apply_mod.nginx_of(settings, env), settings.nginx.listen,
+               emperor_freq=settings.emperor.freq, lock_timeout=lock_timeout, vassal_groups=groups)
 
 
 def rollback(root: Path | str, customer: str | None, lock_timeout: float, say=lambda _: None) -> tuple[apply_mod.ApplyResult, Generation, str]:
@@ -87,13 +61,8 @@ def rollback(root: Path | str, customer: str | None, lock_timeout: float, say=la
         say("note: rolling back customers whose inventory file is broken too: " + ", ".join(sorted(inv.held)))
         inv = dataclasses.replace(inv, held={})
     settings = inv.settings
-    with lock.exclusive(layout.lock(settings), lock_timeout, say):
-        generations = [history.load(settings, n) for n in history.numbers(settings)]
-        target, origin, base, note = choose(generations, customer)
-        desired = desired_files(settings, generations[-1], target, customer)
-        actual = state.read(layout.manifest(settings), desired)
-        plan = make_plan(desired, actual)
-        prepared = Prepared(inv, owners, templates.environment(inv.root), desired, plan)
-        snapshot = target.inventory if customer is None else generations[-1].inventory
-        provenance = Provenance("rollback", note, base, origin, snapshot, readback=False, probe=False)
-        return apply_mod.execute(prepared, say, provenance), target, history.path(settings, target.number)
+    groups = {c.name: c.user for c in inv.customers} if owners.identity.per_customer else {}
+    with from_engine():
+        done, number = engine_apply.rollback(job(settings, templates.environment(inv.root), groups, lock_timeout), customer, say)
+    result = apply_mod.ApplyResult(done.plan, done.messages + done.notes, owners, None, done.rejections)
+    return result, history.load(settings, number), history.path(settings, number)

@@ -1,50 +1,27 @@
-"""Read what is live on disk: the manifest and the files hostctl may touch.
-
-The only module that reads the live directories for planning. It returns plain
-records (``hostctl.plan.files.Actual``) that ``hostctl.plan.diff`` compares with the rendered files.
-"""
+"""Read what is live on disk for planning: the engine's readers (``hostctl/engine/core/plan.py``), errors as ``HostctlError``."""
 
 from __future__ import annotations
 
-import os
-import stat
 from typing import Iterable
 
-from hostctl.errors import HostctlError
-from hostctl.inventory.schema import App
-from hostctl.inventory.spec import AppSpec, Inventory
-from hostctl.plan.files import Actual, LiveFile
-from hostctl.plan.manifest import Manifest
 from hostctl.render import layout
+from hostctl.engine.core import plan as _plan
+from hostctl.engine.core.manifest import Manifest
+from hostctl.engine.core.plan import Actual, LiveFile, read_file  # noqa: F401
+from hostctl.errors import from_engine
+from hostctl.inventory.spec import AppSpec, Inventory
+from hostctl.inventory.schema import App
 from hostctl.render.readback import server_names
 
 
-def read_file(path: str) -> LiveFile:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return LiveFile(None)
-    if not stat.S_ISREG(st.st_mode):
-        return LiveFile(None, None, not_a_file=True)
-    with open(path, "rb") as fh:
-        return LiveFile(fh.read(), stat.S_IMODE(st.st_mode))
-
-
 def read_manifest(path: str) -> Manifest:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return Manifest.from_json(fh.read())
-    except FileNotFoundError:
-        return Manifest()
-    except (ValueError, KeyError, TypeError) as exc:
-        raise HostctlError(f"{path}: the manifest is damaged ({exc}); move it aside to let hostctl rebuild it") from exc
+    with from_engine():
+        return _plan.read_manifest(path)
 
 
 def read(manifest_path: str, paths: Iterable[str]) -> Actual:
-    """The manifest plus the current content of ``paths`` and of every file it lists."""
-    manifest = read_manifest(manifest_path)
-    wanted = set(paths) | set(manifest.files)
-    return Actual(manifest, {path: read_file(path) for path in sorted(wanted)})
+    with from_engine():
+        return _plan.read(manifest_path, paths)
 
 
 def held_apps(inventory: Inventory) -> list[AppSpec]:

@@ -30,7 +30,8 @@ import signal
 import subprocess
 import time
 
-from hostctl.engine import fsops, securefs
+from hostctl.engine import fsops
+from hostctl.engine.core import securefs
 
 KILL_TIMEOUT = 15.0
 PURGE_FILE = "purge.json"

@@ -1,6 +1,7 @@
 """Vet the candidate files before anything goes live, and hold back the customers at fault.
 
-Two kinds of check, cheapest first:
+Two kinds of check, cheapest first (the first here, on the control side; the
+second in the engine, where the server blocks are):
 
 1. per changed customer, pure (``render/readback.py``): each vassal parsed back as
    uWSGI reads it must say exactly what the inventory says; runtime paths stay
@@ -20,32 +21,34 @@ per held-back customer, naming the file and nginx's or the parser's reason.
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from hostctl.engine import nginx
-from hostctl.engine.nginx import CheckResult
-from hostctl.engine.pipeline import Prepared
-from hostctl.errors import HostctlError
-from hostctl.plan import quarantine
-from hostctl.plan.diff import Plan
-from hostctl.plan.manifest import Manifest
-from hostctl.plan.quarantine import Rejection
 from hostctl.render import layout, readback
-
-Check = Callable[[Mapping[str, str]], CheckResult]
+from hostctl.engine.core import nginx as engine_nginx, vetting as engine_vetting
+from hostctl.engine.core.manifest import Manifest
+from hostctl.engine.core.plan import Plan, RenderedFile, changed_customers, restrict
+from hostctl.engine.core.quarantine import Rejection
+from hostctl.engine.core.vetting import Check
+from hostctl.errors import from_engine
+from hostctl.inventory.spec import Inventory
+from hostctl.engine.pipeline import Prepared
 
 
 def rendered_problems(prepared: Prepared, customers: Sequence[str]) -> list[Rejection]:
     """Check 1: the pure per-customer read-back of ``customers``' rendered files."""
-    inv, desired = prepared.inventory, prepared.desired
+    return readback_problems(prepared.inventory, prepared.desired, prepared.owners.identity.per_customer, customers)
+
+
+def readback_problems(inv: Inventory, desired: Mapping[str, RenderedFile], per_customer: bool,
+                      customers: Sequence[str]) -> list[Rejection]:
+    """Check 1 for an inventory (or one host's view of it) and its rendered files."""
     settings = inv.settings
     wanted = set(customers)
     out = []
     for customer in inv.customers:
         if customer.name not in wanted:
             continue
-        user = customer.user if prepared.owners.identity.per_customer else None
+        user = customer.user if per_customer else None
         for app in customer.apps:
             cfg = app.config
             paths = layout.app_paths(settings, customer.name, app.name)
@@ -62,99 +65,23 @@ def rendered_problems(prepared: Prepared, customers: Sequence[str]) -> list[Reje
     return out
 
 
-def foreign_blocks(prepared: Prepared) -> dict[str, str]:
-    """Server blocks in nginx_dir that hostctl did not write (nginx loads them too), and the live
-    blocks of customers held back by a broken inventory file (they stay exactly as they are)."""
-    settings = prepared.inventory.settings
-    held = prepared.inventory.held
-    managed = {p for p, e in prepared.plan.manifest.files.items() if e.customer not in held} | set(prepared.desired)
-    managed |= {c.path for c in prepared.plan.changes}
-    out = {}
-    try:
-        entries = list(os.scandir(settings.nginx_dir))
-    except FileNotFoundError:
-        return out
-    for entry in entries:
-        if entry.name.endswith(".conf") and entry.path not in managed and entry.is_file():
-            with open(entry.path, encoding="utf-8", errors="replace") as fh:
-                out[entry.name] = fh.read()
-    return out
-
-
-def candidate(prepared: Prepared, held: set[str], foreign: Mapping[str, str]) -> dict[str, str]:
-    """Every server block as it will be live when ``held`` customers keep their current files."""
-    changes = {c.path: c for c in prepared.plan.changes}
-    blocks = dict(foreign)
-    for path, want in prepared.desired.items():
-        if want.kind != "nginx":
-            continue
-        change = changes.get(path)
-        if want.customer in held and change is not None:
-            if change.before is not None:
-                blocks[os.path.basename(path)] = change.before
-        else:
-            blocks[os.path.basename(path)] = want.content
-    return blocks
-
-
-def _first_error(output: str) -> str:
-    for line in output.splitlines():
-        if "[emerg]" in line or "[crit]" in line or "[alert]" in line:
-            return line.split("] ", 1)[-1].split(": ", 1)[-1] if "#" in line else line
-    return output.strip().splitlines()[0] if output.strip() else "nginx -t failed"
-
-
-def nginx_problems(prepared: Prepared, held: set[str], check: Check) -> list[Rejection]:
-    """Check 2: ``nginx -t`` on the candidate set; find the culprits only when it fails."""
-    foreign = foreign_blocks(prepared)
-    first = check(candidate(prepared, held, foreign))
-    if first.ok:
-        return []
-    if "Too many open files" in first.output:  # the machine's limit, not a customer's fault
-        raise HostctlError("nginx -t ran out of file descriptors (two log files per app); raise the open-files "
-                           f"limit (ulimit -n, LimitNOFILE=) and apply again; nothing was written:\n{first.output}")
-    nginx_customers = sorted({c.customer for c in prepared.plan.changes
-                              if c.kind == "nginx" and c.action != "delete" and c.customer not in held})
-    own: dict[str, dict[str, str]] = {}
-    for path, want in prepared.desired.items():
-        if want.kind == "nginx" and want.customer in nginx_customers:
-            own.setdefault(want.customer, {})[os.path.basename(path)] = want.content
-    results: dict[str, CheckResult] = {}
-
-    def passes(group: Sequence[str]) -> bool:
-        result = check({name: text for customer in group for name, text in own[customer].items()})
-        if len(group) == 1:
-            results[group[0]] = result
-        return result.ok
-
-    culprits = quarantine.find_culprits(nginx_customers, passes)
-    rejections = [Rejection(c, _server_blocks(prepared, c), f"nginx -t: {_first_error(results[c].output)}") for c in culprits]
-    held = held | set(culprits)
-    again = check(candidate(prepared, held, foreign))
-    if again.ok:
-        return rejections
-    rest = [c for c in nginx_customers if c not in held]
-    last = check(candidate(prepared, held | set(rest), foreign))
-    if not last.ok:
-        raise HostctlError("nginx -t fails even with every customer's last-known-good server blocks "
-                           f"(a file hostctl did not write, or a hand edit?); nothing was written:\n{last.output}")
-    _admitted, refused = quarantine.admit(
-        rest, lambda group: check(candidate(prepared, held | (set(rest) - set(group)), foreign)).ok)
-    reason = f"nginx -t fails with this customer's new server blocks among the others: {_first_error(again.output)}"
-    return rejections + [Rejection(c, _server_blocks(prepared, c), reason) for c in refused]
-
-
-def _server_blocks(prepared: Prepared, customer: str) -> str:
-    return ", ".join(sorted(p for p, f in prepared.desired.items() if f.customer == customer and f.kind == "nginx"))
-
-
 def vet(prepared: Prepared, old: Manifest, check: Check | None = None, readback: bool = True) -> tuple[Plan, list[Rejection]]:
-    """The plan restricted to customers whose output passed, and why the others were held back."""
+    """The plan restricted to customers whose output passed, and why the others were held back.
+
+    Check 1 here; check 2 is the engine's (``hostctl/engine/core/vetting.py``), on the live server blocks.
+    """
     settings = prepared.inventory.settings
-    check = check or (lambda blocks: nginx.check(settings, prepared.env, blocks))
-    rejections = rendered_problems(prepared, quarantine.changed_customers(prepared.plan)) if readback else []
+    if check is None:
+        from hostctl.engine import nginx
+
+        scaffold = nginx.engine_nginx(settings, prepared.env)
+        check = lambda blocks: engine_nginx.check(scaffold, blocks)  # noqa: E731
+    rejections = rendered_problems(prepared, changed_customers(prepared.plan)) if readback else []
     held = {r.customer for r in rejections}
     if any(c.kind == "nginx" and c.customer not in held for c in prepared.plan.changes):
-        rejections += nginx_problems(prepared, held, check)
+        candidates = engine_vetting.Candidates(engine_vetting.live_blocks(settings.nginx_dir), prepared.plan.changes,
+                                               prepared.plan.manifest)
+        with from_engine():
+            rejections += engine_vetting.nginx_problems(candidates, held, check)
         held |= {r.customer for r in rejections}
-    return quarantine.restrict(prepared.plan, old, held), rejections
+    return restrict(prepared.plan, old, held), rejections

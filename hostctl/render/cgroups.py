@@ -13,8 +13,9 @@ the vassal only *joins* its customer's cgroup:
   ``exec-as-root = echo $PPID > <leaf>/cgroup.procs``. The shell's parent is the
   vassal's master, still root, before it forks any worker.
 
-The edge (``hostctl.engine.cgroupfs``) gathers ``Facts`` about the host and performs the
-``CgroupChange`` values planned here; ``cgroupfs.memory`` is the reader other
+The edge (``cgroupfs.py``) gathers ``Facts`` about the host; the engine
+(``hostctl/engine/core/cgroups.py``) compares a ``CustomerCgroup`` with the live
+cgroup filesystem of the server it runs on and performs the ``CgroupChange``s. ``cgroup_memory`` is the reader other
 commands (status, limits) use.
 """
 
@@ -24,14 +25,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
-from hostctl.inventory.schema import CgroupSettings, Limits
+from hostctl.engine.core.cgroups import UNLIMITED_V1, CgroupChange, CustomerCgroup, Write, plan, satisfied  # noqa: F401
+from hostctl.inventory.schema import CgroupSettings, Limits, Settings
 
 V1_CONTROLLERS = ("memory", "cpu", "pids")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 CPU_PERIOD_US = 100_000
 CPU_MIN_QUOTA_US = 1_000  # the kernel refuses smaller quotas
 PAGE = 4096  # the kernel rounds byte limits down to whole pages
-UNLIMITED_V1 = 1 << 62  # v1 reads "no limit" back as a number near 2**63
 
 
 @dataclass(frozen=True)
@@ -68,37 +69,6 @@ class Hierarchy:
             return f"cgroup limits are not enforced: {self.why_off}"
         where = self.v2_root if self.version == "v2" else ", ".join(self.v1[c] for c in V1_CONTROLLERS if c in self.v1)
         return f"cgroup {self.version} ({where}): one cgroup per customer under '{self.parent}/', limiting {', '.join(sorted(self.controllers)) or 'nothing'}"
-
-
-@dataclass(frozen=True)
-class Write:
-    path: str
-    value: str
-    enable: bool = False  # cgroup.subtree_control: satisfied when every named controller is listed
-    optional: bool = False  # the kernel may lack the file (memory.swap.max without swap accounting)
-
-
-@dataclass(frozen=True)
-class CustomerCgroup:
-    customer: str
-    dirs: tuple[str, ...]  # parents first
-    writes: tuple[Write, ...]  # in order
-    notes: tuple[str, ...] = ()  # limits that are set but cannot be enforced here
-
-
-@dataclass(frozen=True)
-class CgroupChange:
-    action: Literal["mkdir", "write", "rmdir"]
-    path: str
-    before: str | None = None
-    after: str | None = None
-    enable: bool = False
-    optional: bool = False
-
-    def describe(self) -> str:
-        if self.action == "write":
-            return f"{self.path}: {self.before.strip() if self.before is not None else '(new)'} -> {self.after}"
-        return self.path
 
 
 def v1_mounts(mounts: str) -> dict[str, str]:
@@ -230,42 +200,6 @@ def customer_dirs(h: Hierarchy) -> list[str]:
     if h.version == "v1":
         return [os.path.join(h.v1[c], h.parent) for c in V1_CONTROLLERS if c in h.v1]
     return []
-
-
-def satisfied(write: Write, current: str | None) -> bool:
-    """Whether the live value of ``write.path`` already is what ``write`` would make it."""
-    if current is None:
-        return False
-    current = current.strip()
-    if write.enable:
-        return {t.lstrip("+") for t in write.value.split()} <= set(current.split())
-    if write.value == "-1" and current.lstrip("-").isdigit():
-        return int(current) == -1 or int(current) >= UNLIMITED_V1
-    return current == write.value
-
-
-def plan(desired: Sequence[CustomerCgroup], live: Mapping[str, str | None], present: Sequence[str]) -> tuple[CgroupChange, ...]:
-    """What to change so that the live cgroups match ``desired``.
-
-    ``live`` maps every directory (to "" when it exists) and limit file to its
-    current content (None: absent); ``present`` lists the customer cgroups that
-    exist now, so those of departed customers are removed.
-    """
-    changes: list[CgroupChange] = []
-    seen: set[str] = set()
-    for cg in desired:
-        for d in cg.dirs:
-            if d not in seen and live.get(d) is None:
-                changes.append(CgroupChange("mkdir", d))
-            seen.add(d)
-        for w in cg.writes:
-            if w.path in seen:
-                continue
-            seen.add(w.path)
-            if not satisfied(w, live.get(w.path)):
-                changes.append(CgroupChange("write", w.path, live.get(w.path), w.value, w.enable, w.optional))
-    changes += [CgroupChange("rmdir", d) for d in sorted(present) if d not in seen]
-    return tuple(changes)
 
 
 def render_changes(changes: Sequence[CgroupChange], notes: Sequence[str] = ()) -> str:

@@ -2,22 +2,34 @@
 
 ``render(inventory, identity, env)`` returns ``{path: RenderedFile}`` for every
 vassal ini and nginx server block the inventory asks for. Nothing here looks at
-the disk's current state; ``hostctl.plan.diff`` compares, ``hostctl.engine.apply`` writes.
+the disk's current state; ``plan.py`` compares, ``apply.py`` writes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import jinja2
 
-from hostctl.inventory import values
-from hostctl.inventory.spec import Inventory
-from hostctl.plan.files import RenderedFile
 from hostctl.render import cgroups, layout, lifecycle, ondemand, templates, tls
+from hostctl.inventory import values
+from hostctl.engine.core.plan import RenderedFile  # noqa: F401  (a value the engine plans with)
 from hostctl.render.escape import INI_PLACEHOLDERS
-from hostctl.render.identity import Identity
+from hostctl.inventory.spec import Inventory
 
+Kind = Literal["vassal", "nginx", "socket"]  # socket: an on-demand companion (ondemand.py)
 VASSAL_TEMPLATE = "vassal.ini.j2"
 SERVER_TEMPLATE = "server.conf.j2"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the vassals run as, decided at the edge (see ``identity.py``)."""
+
+    per_customer: bool  # True: each vassal drops to its customer's Unix user
+    nginx_group: str | None = None  # group of nginx's workers, for socket access
+    cgroup: cgroups.Hierarchy | None = None  # where each customer's cgroup is (None: limits not enforced)
 
 
 def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,

@@ -19,11 +19,6 @@ an existing app between on-demand and always-on means retiring the vassal
 
 from __future__ import annotations
 
-import time
-from typing import Iterable
-
-from hostctl.plan.diff import Plan
-
 EXTENSION = ".socket"  # emperor-on-demand-extension
 KIND = "socket"
 
@@ -37,35 +32,5 @@ def content(socket: str) -> str:
     return socket + "\n"
 
 
-def toggled(plan: Plan) -> list[str]:
-    """Vassals that exist and switch between on-demand and always-on in this plan, or whose on-demand
-    socket moves (a companion's content changes): the Emperor reads a companion only when it first
-    sees a vassal. The socket path is also named in the vassal's comments, so its vassal is rewritten
-    in the same plan."""
-    vassal_actions = {c.path: c.action for c in plan.changes if c.kind == "vassal"}
-    out = []
-    for change in plan.changes:
-        if change.kind != KIND:
-            continue
-        vassal = change.path[: -len(EXTENSION)]
-        if vassal_actions.get(vassal) not in ("create", "delete"):
-            out.append(vassal)
-    return sorted(out)
-
-
-def wait_released(read_stats, address: str, vassals: Iterable[str], timeout: float = 40.0) -> bool:
-    """Wait until the Emperor lists none of ``vassals`` (file paths); True when it does not, or is not running.
-
-    ``read_stats(address)`` returns the Emperor's stats (reading them also makes it rescan).
-    """
-    names = {v.rsplit("/", 1)[-1] for v in vassals}
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = read_stats(address)
-        if stats is None:
-            return True
-        if not names & {v.get("id") for v in stats.get("vassals", [])}:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+from hostctl.engine.core.apply import toggled  # noqa: E402,F401
+from hostctl.engine.core.emperor import wait_released  # noqa: E402,F401

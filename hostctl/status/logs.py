@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
-from hostctl.engine import securefs
+from hostctl.render import layout
+from hostctl.engine.core import securefs
 from hostctl.errors import HostctlError
 from hostctl.inventory.spec import AppSpec, Inventory
-from hostctl.render import layout
 
 BLOCK = 8192
 TAIL_MAX = 1 << 20  # the last lines come from at most this many bytes at the end of a file

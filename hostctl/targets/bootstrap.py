@@ -1,8 +1,9 @@
 """`hostctl bootstrap --host NAME`: prepare a new Debian/Ubuntu server for multi-host deploys.
 
 Renders, for one host of the inventory, the system files ``hostctl init
---production`` would (the Emperor's ini, its systemd unit, the nginx include;
-see ``scaffold.system_files``) with that host's paths, and a script
+--production`` would (the Emperor's ini, its systemd unit, the boot-time
+``hostctl-restore`` unit, the nginx include; see ``scaffold.system_files``) with
+that host's paths, installs the engine zip the restore unit runs, and a script
 (``templates/bootstrap.sh.j2``) that installs nginx and uWSGI with its Python 3
 plugin from the distribution, creates hostctl's directories, puts the files in
 place and starts the Emperor. ``build`` is pure; ``run`` sends it over SSH in
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 import jinja2
 
 from hostctl.engine import logrotate
-from hostctl.errors import HostctlError
 from hostctl.inventory import placement
-from hostctl.inventory.spec import Inventory
-from hostctl.render import templates
 from hostctl.targets import remote, scaffold, ssh
+from hostctl.targets import shipping
+from hostctl.render import templates
+from hostctl.errors import HostctlError
+from hostctl.inventory.spec import Inventory
 
 PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3", "logrotate")
 LOGROTATE_UNITS = {name: t for name, t in scaffold.UNIT_FILES.items() if name.startswith("hostctl-logrotate.")}
@@ -50,12 +52,15 @@ def build(inv: Inventory, name: str, env: jinja2.Environment, *, packages: bool 
     rendered[logrotate.CONFIG_NAME] = logrotate.render(settings, env, logrotate.host_patterns(settings))
     rendered.update(scaffold.unit_files(LOGROTATE_UNITS, settings, env, None, logrotate_conf=logrotate_conf,
                                         logrotate_status=os.path.join(settings.state_dir, logrotate.STATUS_NAME)))
+    rendered[shipping.NAME] = ""  # the engine (binary), added to the tar below
     targets = {
         "emperor.ini": host.emperor_ini,
         "hostctl-emperor.service": os.path.join(host.systemd_dir, "hostctl-emperor.service"),
+        "hostctl-restore.service": os.path.join(host.systemd_dir, "hostctl-restore.service"),
         "nginx-hostctl.conf": host.nginx_include,
         logrotate.CONFIG_NAME: logrotate_conf,
         **{unit: os.path.join(host.systemd_dir, unit) for unit in LOGROTATE_UNITS},
+        shipping.NAME: shipping.installed_path(settings.state_dir),
     }
     stage = os.path.join(settings.state_dir, STAGE)
     files = [dict(name=n, target=t, dir=os.path.dirname(t),
@@ -71,12 +76,13 @@ def build(inv: Inventory, name: str, env: jinja2.Environment, *, packages: bool 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for n, content in rendered.items():
-            remote.add_member(tar, os.path.join(stage, n), content.encode(), 0o600)
+            data = shipping.engine_zip()[0] if n == shipping.NAME else content.encode()
+            remote.add_member(tar, os.path.join(stage, n), data, 0o600)
         remote.add_member(tar, os.path.join(stage, "bootstrap.sh"), script.encode(), 0o700)
     q = shlex.quote
     command = (f"umask 022 && mkdir -p -m 700 -- {q(settings.state_dir)} && rm -rf -- {q(stage)} && "
                f"tar -xzpmf - -C / && exec sh {q(os.path.join(stage, 'bootstrap.sh'))}")
-    return Bootstrap(command, buffer.getvalue(), script, {targets[n]: c for n, c in rendered.items()})
+    return Bootstrap(command, buffer.getvalue(), script, {targets[n]: c for n, c in rendered.items() if n != shipping.NAME})
 
 
 def run(inv: Inventory, name: str, *, packages: bool = True, services: bool = True) -> str:

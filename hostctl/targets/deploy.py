@@ -1,9 +1,12 @@
 """`hostctl deploy`: bring every host of a multi-host inventory in line, in parallel.
 
-Per host: render its customers locally, read its manifest and file hashes
-(one SSH round trip), plan, and, when something changed, send one tar of the
-changed files plus a script that applies them there (a second round trip; see
-``remote.py``). Hosts run in parallel threads and fail independently.
+Per host: read its state digest and facts (one SSH round trip), render its
+customers for it, plan, and, when something changed, run the engine there (a
+second round trip): the engine, shipped as a zip (``shipping.py``), gets a job
+with the changed files and does exactly what ``apply`` does locally (lock,
+compare-and-swap on the state, users, cgroups and limits, quarantine with
+``nginx -t``, probes and rollback, generations). Hosts run in parallel threads
+and fail independently.
 
 When the inventory's bytes are those of an earlier deploy (``deploycache.py``)
 and every host answers the digest recorded then, nothing is loaded or rendered.
@@ -18,23 +21,34 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from fabric import Connection
 
-from hostctl.errors import HostctlError, Problem
+from hostctl.engine import apply as apply_mod, history, nginx
+from hostctl.render import cgroups
+from hostctl.targets import deploycache, remote
 from hostctl.inventory import loader as inventory_mod, placement
-from hostctl.inventory.spec import Inventory
 from hostctl.plan import quarantine
-from hostctl.plan.diff import Plan, make_plan, render_plan
-from hostctl.plan.files import Actual, RenderedFile
-from hostctl.plan.manifest import Manifest, sha256
+from hostctl.targets import shipping
+from hostctl.targets import ssh
+from hostctl.errors import Problem
 from hostctl.render import templates
+from hostctl.engine import vetting
+from hostctl.engine.core import runtime
+from hostctl.engine.core.job import Job, Provenance
+from hostctl.engine.core.manifest import Manifest, sha256
+from hostctl.engine.core.plan import Actual, Plan, changed_customers, make_plan
+from hostctl.engine.core.quarantine import Rejection
+from hostctl.engine.core.runtime import CustomerRuntime, HostRuntime
+from hostctl.errors import HostctlError
+from hostctl.inventory.spec import Inventory
+from hostctl.plan.diff import render_plan
+from hostctl.render import identity as identity_mod
+from hostctl.render.identity import Identity
 from hostctl.render.files import render
-from hostctl.render.identity import host_identity
-from hostctl.targets import deploycache, remote, ssh
 
 Say = Callable[[str], None]
 
@@ -51,17 +65,21 @@ class HostOutcome:
     held: dict[str, str] = field(default_factory=dict)  # customer -> host it moved to; still served here
     round_trips: int = 0  # SSH commands run there
     rendered: bool = True  # False: its inputs and its digest were those recorded, so it was not even rendered
+    rejections: list[Rejection] = field(default_factory=list)  # customers quarantined or rolled back there
+    runtime: list[str] = field(default_factory=list)  # customers whose runtime record (directories, limits) changes
+    cgroup_changes: list[str] = field(default_factory=list)  # what the engine changed in the host's cgroups
+    generation: int | None = None  # recorded there by this deploy
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.rejections
 
     def count(self, action: str) -> int:
         return sum(p.count(action) for p in self.plans)  # type: ignore[arg-type]
 
     @property
     def changed(self) -> bool:
-        return any(not p.empty for p in self.plans)
+        return any(not p.empty for p in self.plans) or bool(self.runtime)
 
 
 @dataclass
@@ -83,11 +101,12 @@ def moved_out(plan: Plan, host: str, placed: dict[str, str]) -> dict[str, str]:
 
 
 class HeadStart:
-    """SSH begun before the inventory is loaded: a connection to each host and the digest of its state.
+    """SSH begun before the inventory is loaded: a connection to each host, the digest of its state and its facts.
 
     Loading thousands of customer files and rendering them takes a while; meanwhile
-    every host computes the digest of what it holds (``remote.digest_command``).
-    A host whose digest matches the rendered files needs nothing more.
+    every host computes the digest of what it holds (``remote.digest_command``) and
+    prints its facts (uid, cgroup mounts). A host whose digest matches the rendered
+    files needs nothing more.
     """
 
     def __init__(self, root: str, wanted: list[str] | tuple[str, ...]):
@@ -98,21 +117,21 @@ class HeadStart:
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="hostctl-head")
         self.digests = {n: self.pool.submit(self._digest, n, settings) for n in names}
 
-    def _digest(self, name: str, settings) -> str:
+    def _digest(self, name: str, settings) -> tuple[str, str]:
         command = remote.digest_command(placement.host_settings(settings, self.hosts[name]))
         done = ssh.execute(self.connections[name], command)
         if done.status != 0:
             raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
-        return done.output[:64]
+        return remote.parse_head(done.output)
 
     def all_in_sync(self, expected: dict[str, str], wanted: list[str] | tuple[str, ...]) -> list[str] | None:
-        """The hosts, when every one of them answered exactly its ``expected`` digest; else None."""
+        """The hosts, when every one of them answered exactly its ``expected`` digest (and facts); else None."""
         names = list(dict.fromkeys(wanted)) or sorted(self.hosts)
         if not expected or not names or any(n not in self.digests or n not in expected for n in names):
             return None
         for name in names:
             try:
-                if self.digests[name].result() != expected[name]:
+                if remote.answered(*self.digests[name].result()) != expected[name]:
                     return None
             except Exception:  # noqa: BLE001 - the full deploy reports it
                 return None
@@ -124,15 +143,39 @@ class HeadStart:
             conn.close()
 
 
+@dataclass
+class HostPlan:
+    """One host's plan: its files, and the runtime records (directories, cgroup limits) that change."""
+
+    plan: Plan
+    actual: Actual | None  # None: the host is in sync and was not rendered
+    identity: "Identity | None" = None
+    records: tuple[CustomerRuntime, ...] = ()  # new or changed runtime records
+    host_record: HostRuntime | None = None
+    runtime_changed: bool = False  # a record changes or goes
+    desired: dict = field(default_factory=dict)  # the rendered files (path -> RenderedFile)
+
+    @property
+    def empty(self) -> bool:
+        return self.plan.empty and not self.runtime_changed
+
+
+def limits_only(hp: HostPlan, plan: Plan) -> list[str]:
+    """Customers whose runtime record (directories, cgroup limits) changes while none of their files do."""
+    with_files = {c.customer for c in plan.changes}
+    return [r.customer for r in hp.records if r.customer not in with_files]
+
+
 class Deployment:
     """One deploy run: the loaded inventory, what each host should have, and the SSH connections."""
 
     def __init__(self, inv: Inventory, hosts: list[str], head: "HeadStart | None" = None,
-                 inputs: deploycache.Inputs | None = None):
+                 inputs: deploycache.Inputs | None = None, create_users: bool = False):
         if not inv.settings.hosts:
             raise HostctlError("hostctl.yaml has no 'hosts:'; this inventory is applied locally with `hostctl apply`.")
         self.inv = inv
         self.hosts = hosts
+        self.create_users = create_users
         self.placed = placement.placed(inv)
         self.connections: dict[str, Connection] = {}
         self.digests: dict[str, Future] = {}
@@ -143,13 +186,10 @@ class Deployment:
                 self.digests[name] = head.digests[name]
             else:
                 self.connections[name] = ssh.connect(host, str(inv.root))
-        env = templates.environment(inv.root)
-        self.script_env = remote.script_environment(env)
+        self.env = templates.environment(inv.root)
         self.views = {name: placement.host_inventory(inv, name) for name in hosts}
-        self.desired: dict[str, dict[str, RenderedFile]] = {}
-        self.expected: dict[str, Actual] = {}  # each host's state right after this deploy
-        self.listings: dict[str, str] = {}  # ... as remote.read_command prints it
-        self.digests_expected: dict[str, str] = {}
+        self.listings: dict[str, str] = {}  # each host's expected state right after this deploy, as read_command prints it
+        self.digests_expected: dict[str, str] = {}  # ... its digest and facts (remote.answered)
         self.host_fps: dict[str, str] = {}
         self.basis: dict[str, str] = {}  # digest of the state each host's plan was made from
         self.in_sync: dict[str, str] = {}  # hosts not rendered: they answered the digest recorded for their inputs
@@ -159,18 +199,12 @@ class Deployment:
                 recorded = deploycache.host_digest(str(inv.root), name, self.host_fps[name])
                 if recorded is not None and self._answered(name) == recorded:
                     self.in_sync[name] = recorded
-                    continue
-            identity = host_identity(inv.settings, inv.settings.hosts[name])
-            self.desired[name] = render(self.views[name], identity, env)
-            self.expected[name] = remote.expected(self.desired[name])
-            self.listings[name] = remote.listing(self.expected[name])
-            self.digests_expected[name] = sha256(self.listings[name])
 
     def _answered(self, name: str) -> str | None:
-        """The digest host ``name`` answered to the head start (None: no answer)."""
+        """What host ``name`` answered to the head start (None: no answer)."""
         future = self.digests.get(name)
         try:
-            return future.result() if future is not None else None
+            return remote.answered(*future.result()) if future is not None else None
         except Exception:  # noqa: BLE001 - reported when the host is deployed
             return None
 
@@ -182,80 +216,124 @@ class Deployment:
         host = self.inv.settings.hosts[name]
         return f"{host.user}@{host.address}:{host.port}"
 
-    def read_plan(self, name: str, outcome: HostOutcome) -> tuple[Plan, Actual | None]:
-        """The host's plan: from the head start's digest when the host is exactly as expected, else read in full.
-
-        ``None`` for the state of a host that is in sync and was not rendered.
-        """
-        if name in self.in_sync:
-            self.digests.pop(name, None)
-            outcome.round_trips += 1
-            return Plan((), (), Manifest()), None
-        desired = self.desired[name]
-        head = self.digests.pop(name, None)
-        if head is not None:
-            digest = head.result()
-            outcome.round_trips += 1
-            self.basis[name] = digest
-            if digest == self.digests_expected[name]:
-                actual = self.expected[name]
-                return self._plan(desired, actual), actual
-            known = deploycache.listing(str(self.inv.root), name, digest)
-            if known is not None:  # the host is as the previous deploy left it: no need to read it in full
-                actual = remote.parse_state(known, f"host {name!r}")
-                return self._plan(desired, actual), actual
-        settings = self.views[name].settings
-        done = ssh.execute(self.connections[name], remote.read_command(settings))
+    def _read(self, name: str, outcome: HostOutcome) -> tuple[str, str]:
+        """The host's state text and facts, read in full (one SSH command)."""
+        done = ssh.execute(self.connections[name], remote.state_command(self.views[name].settings))
         outcome.round_trips += 1
         if done.status != 0:
             raise HostctlError(f"reading the state failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
-        self.basis[name] = hashlib.sha256(done.output.encode("utf-8", "surrogateescape")).hexdigest()
-        actual = remote.parse_state(done.output, f"host {name!r}")
-        return self._plan(desired, actual), actual
+        text, _, facts = done.output.partition(f"{remote.FACTS_MARK}\n")
+        return text, facts
 
-    def _plan(self, desired, actual: Actual) -> Plan:
-        """The plan for a host; customers whose own file is broken keep their files there as they are."""
-        return quarantine.keep_live(make_plan(desired, actual), actual.manifest, self.inv.held)
+    def identity(self, name: str, facts: str) -> "Identity":
+        """Who vassals run as on host ``name`` and where their cgroups are, from its settings and facts."""
+        settings = self.inv.settings
+        ident = identity_mod.host_identity(settings, settings.hosts[name])
+        h, errors = cgroups.decide(settings.cgroup, remote.parse_facts(facts, settings.cgroup), ident.per_customer)
+        if errors:
+            raise HostctlError(f"hostctl.yaml: cgroup: {'; '.join(errors)} (on host {name!r})")
+        return replace(ident, cgroup=h)
+
+    def read_plan(self, name: str, outcome: HostOutcome) -> HostPlan:
+        """The host's plan: rendered with its facts, against its state (from the digest when it is as expected)."""
+        if name in self.in_sync:
+            self.digests.pop(name, None)
+            outcome.round_trips += 1
+            return HostPlan(Plan((), (), Manifest()), None)
+        view = self.views[name]
+        head = self.digests.pop(name, None)
+        text = None
+        if head is not None:
+            digest, facts = head.result()
+            outcome.round_trips += 1
+        else:
+            text, facts = self._read(name, outcome)
+            digest = sha256(text.encode("utf-8", "surrogateescape"))
+        ident = self.identity(name, facts)
+        desired = render(view, ident, self.env)
+        root = remote.parse_facts(facts, self.inv.settings.cgroup).root
+        records, host_record = apply_mod.runtime_records(view, ident.per_customer, root, ident.nginx_group, ident.cgroup)
+        record_sums = {runtime.record_path(view.settings.state_dir, r.customer): sha256(r.to_json()) for r in records}
+        expected_text = remote.listing(remote.expected(desired), record_sums)
+        self.listings[name] = expected_text
+        self.digests_expected[name] = remote.answered(sha256(expected_text), facts)
+        if text is None:
+            if digest == sha256(expected_text):
+                text = expected_text
+            else:
+                text = deploycache.listing(str(self.inv.root), name, digest)
+                if text is None:  # the host is not as the last deploy left it: read it in full
+                    text, facts = self._read(name, outcome)
+                    digest = sha256(text.encode("utf-8", "surrogateescape"))
+        self.basis[name] = digest
+        actual = remote.parse_state(text, f"host {name!r}")
+        live_records = remote.parse_runtime(text)
+        changed = tuple(r for r in records if live_records.get(runtime.record_path(view.settings.state_dir, r.customer)) != sha256(r.to_json()))
+        held = {runtime.record_path(view.settings.state_dir, c) for c in self.inv.held}
+        gone = set(live_records) - set(record_sums) - held
+        plan = quarantine.keep_live(make_plan(desired, actual), actual.manifest, self.inv.held)  # a broken file: kept as it is
+        return HostPlan(plan, actual, ident, changed, host_record, bool(changed or gone), desired)
 
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
-        plan, actual = self.read_plan(name, outcome)
-        if actual is None:  # in sync
-            outcome.plans.append(plan)
+        hp = self.read_plan(name, outcome)
+        if hp.actual is None:  # in sync
+            outcome.plans.append(hp.plan)
             outcome.rendered = False
             return outcome
-        outcome.held = {c: t for c, t in moved_out(plan, name, self.placed).items() if c in hold}
-        plan = remote.hold_back(plan, actual.manifest, outcome.held)
+        actual = hp.actual
+        outcome.held = {c: t for c, t in moved_out(hp.plan, name, self.placed).items() if c in hold}
+        plan = remote.hold_back(hp.plan, actual.manifest, outcome.held)
         outcome.plans.append(plan)
+        outcome.runtime = limits_only(hp, plan)
         if plan.conflicts:
             lines = "; ".join(f"{c.path}: {c.reason}" for c in plan.conflicts)
             raise HostctlError(f"files hostctl did not create are in the way; nothing was written: {lines}")
-        if plan.empty and plan.manifest == actual.manifest:
+        if plan.empty and plan.manifest == actual.manifest and not hp.runtime_changed:
             return outcome
-        view = self.views[name]
-        host = self.inv.settings.hosts[name]
-        users = {c.name: c.user for c in view.customers}
-        users.update({c.customer: self._user(c.customer) for c in plan.changes if c.customer not in users})
-        bundle = remote.bundle(name, view.settings, plan, actual.manifest,
-                               host_identity(self.inv.settings, host), users, self.script_env,
-                               self.basis[name])
-        done = ssh.execute(self.connections[name], bundle.command, bundle.payload)
+        job = self.job(name, plan, hp)
+        settings = self.views[name].settings
+        done = ssh.execute(self.connections[name], shipping.command(settings.state_dir, ["apply"]), shipping.payload(job.to_dict()))
         outcome.round_trips += 1
-        outcome.messages += [line.removeprefix("hostctl-deploy: ") for line in done.output.splitlines()
-                             if line.startswith("hostctl-deploy: ") and not line.endswith(": done")]
-        if done.status != 0:
-            detail = (done.output + done.errors).strip()
-            if done.status in (remote.EXIT_CHANGED, remote.EXIT_LOCKED):
-                raise HostctlError(detail.removeprefix("hostctl-deploy: "))
-            if done.status == remote.EXIT_NGINX_TEST:
-                raise HostctlError(f"nginx -t failed there; its previous server blocks were put back:\n{detail}")
-            raise HostctlError(f"the deploy script failed (exit {done.status}):\n{detail}")
-        outcome.uploaded += bundle.uploaded
+        answer = shipping.answer(done.output)
+        if not answer:
+            raise HostctlError(f"the engine failed there (exit {done.status}):\n{(done.output + done.errors).strip()[-2000:]}")
+        if answer.get("error"):
+            raise HostctlError(answer["error"])
+        applied = {(a, p) for a, p, *_ in answer["changes"]}
+        final = Plan(tuple(c for c in plan.changes if (c.action, c.path) in applied), plan.conflicts, plan.manifest, plan.unchanged)
+        outcome.plans[-1] = final
+        outcome.messages += answer["messages"]
+        outcome.rejections += [Rejection(*r) for r in answer["rejections"]]
+        outcome.cgroup_changes += [f"{a} {p}" + (f" -> {after}" if after is not None else "") for a, p, _, after in answer["cgroup_changes"]]
+        outcome.uploaded += [c.path for c in final.changes if c.action != "delete" and not c.mode_only]
+        outcome.generation = answer.get("generation")
         return outcome
 
-    def _user(self, customer: str) -> str:
-        spec = self.inv.customer(customer)
-        return spec.user if spec else self.inv.settings.isolation.user_prefix + customer
+    def job(self, name: str, plan: Plan, hp: HostPlan) -> Job:
+        """What the engine does on host ``name``."""
+        view = self.views[name]
+        s = view.settings
+        ident = hp.identity
+        assert ident is not None
+        changed = changed_customers(plan)
+        rejections = tuple(vetting.readback_problems(view, hp.desired, ident.per_customer, changed))
+        snapshot = {k: v for k, v in history.snapshot_inventory(self.inv.root).items()
+                    if k == "hostctl.yaml" or k in {c.file for c in view.customers}}
+        return Job(
+            paths=apply_mod.paths(s), nginx=nginx.engine_nginx(s, self.env), listen=s.nginx.listen, host=name,
+            emperor_freq=s.emperor.freq, lock_timeout=remote.LOCK_WAIT, basis=self.basis[name],
+            changes=tuple(replace(c, before=None) if c.action != "create" and not c.mode_only else c for c in plan.changes),
+            manifest=plan.manifest, rejections=rejections, sockets=apply_mod.vassal_sockets(s, plan.changes),
+            probes=apply_mod.probe_targets(view, changed),
+            users=tuple(sorted({c.user for c in view.customers})) if ident.per_customer else (),
+            create_users=self.create_users, home_dir=s.isolation.home_dir,
+            uid_range=(s.isolation.uid_min, s.isolation.uid_max),
+            vassal_groups={c.name: c.user for c in view.customers} if ident.per_customer else {},
+            runtime=hp.records, host_runtime=hp.host_record,
+            customers=tuple(sorted({c.name for c in view.customers} | set(self.inv.held))),  # held: their records stay
+            provenance=Provenance("apply", inventory=snapshot),
+        )
 
 
 def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOutcome],
@@ -270,7 +348,8 @@ def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOut
             outcomes[name] = result
 
 
-def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: bool = False) -> DeployReport:
+def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: bool = False,
+           create_users: bool = False) -> DeployReport:
     """Deploy the inventory at ``root`` to ``hosts`` (all when empty); never raises for one host's failure."""
     root = os.path.abspath(root)
     head = HeadStart(root, tuple(hosts))
@@ -282,7 +361,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     try:
         inv = inventory_mod.load(root, partial=True)  # a broken customer file holds back that customer only
         names = placement.select_hosts(inv, hosts)
-        deployment = Deployment(inv, names, head, inputs)
+        deployment = Deployment(inv, names, head, inputs, create_users)
     except BaseException:
         head.close()
         raise
@@ -292,9 +371,10 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
         if dry_run:
             def look(name: str) -> HostOutcome:
                 outcome = HostOutcome(name)
-                plan, _ = deployment.read_plan(name, outcome)
-                outcome.plans.append(plan)
-                outcome.held = moved_out(plan, name, deployment.placed)
+                hp = deployment.read_plan(name, outcome)
+                outcome.plans.append(hp.plan)
+                outcome.runtime = limits_only(hp, hp.plan)
+                outcome.held = moved_out(hp.plan, name, deployment.placed)
                 return outcome
 
             _run(deployment, names, look, outcomes)
@@ -302,23 +382,26 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
             # Wave 1: everything except removing customers that moved to another host.
             _run(deployment, names, lambda n: deployment.push(n, set(deployment.placed), HostOutcome(n)), outcomes)
             # Wave 2: remove them where their new host now serves them.
-            served = {n for n, o in outcomes.items() if o.ok}
+            def serves(target: str, customer: str) -> bool:
+                o = outcomes.get(target)
+                return o is not None and o.error is None and customer not in {r.customer for r in o.rejections}
+
             second = {}
             for name, outcome in outcomes.items():
-                if outcome.ok and any(target in served for target in outcome.held.values()):
-                    second[name] = {c for c, target in outcome.held.items() if target not in served}
+                if outcome.error is None and any(serves(t, c) for c, t in outcome.held.items()):
+                    second[name] = {c for c, t in outcome.held.items() if not serves(t, c)}
             before = {n: dict(outcomes[n].held) for n in second}
             _run(deployment, sorted(second), lambda n: deployment.push(n, second[n], outcomes[n]), outcomes)
     finally:
         deployment.close()
         head.close()
     if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
-        deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync)
+        deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync, deployment.digests_expected)
         deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings})
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:
-        moves = {c: (n, target) for n, held in before.items() if outcomes[n].ok
+        moves = {c: (n, target) for n, held in before.items() if outcomes[n].error is None
                  for c, target in held.items() if c not in outcomes[n].held}
         for o in outcomes.values():
             for customer, target in o.held.items():
@@ -343,7 +426,7 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
             out.append(f"moved: {customer!r} from {source!r} to {target!r} ({target!r} was deployed first).")
     for name, outcome in report.outcomes.items():
         label = f"{name} ({where(name)})" if where else name
-        if not outcome.ok:
+        if outcome.error is not None:
             out.append(f"{label}: FAILED: {outcome.error}")
             continue
         o = outcome
@@ -354,8 +437,15 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
         else:
             verdict = (f"{o.count('create')} added, {o.count('update')} changed, {o.count('delete')} removed; "
                        f"{len(o.uploaded)} file(s) uploaded")
+        if o.runtime:
+            verb = "change" if report.dry_run else "changed"
+            verdict += f"; directories or limits of {len(o.runtime)} customer(s) {verb} ({', '.join(o.runtime[:5])}{' ...' if len(o.runtime) > 5 else ''})"
         notes = "".join(f"; {m}" for m in outcome.messages)
         out.append(f"{label}: {verdict}{notes} ({outcome.round_trips} SSH round trip{'s' if outcome.round_trips != 1 else ''})")
+        for change in outcome.cgroup_changes:
+            out.append(f"  {name}: cgroup {change}")
+        if outcome.rejections:
+            out.append(f"  {name}: " + quarantine.report(outcome.rejections).replace("\n", f"\n  {name}: "))
     if report.held:
         out.append(f"{len(report.held)} customer(s) held back by their own inventory file; their files stay as they are on their host:")
         out += [f"  {r}" for r in sorted(quarantine.held_back(report.held))]
@@ -365,3 +455,50 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
     elif not report.dry_run:
         out.append(f"Deploy complete on {len(report.outcomes)} host(s).")
     return "\n".join(out) + "\n"
+
+
+def plan_host(root: Path | str, name: str) -> HostOutcome:
+    """Host ``name``'s plan, read from the server (a dry run of deploy for that host alone)."""
+    report = deploy(root, [name], dry_run=True)
+    outcome = report.outcomes[name]
+    if outcome.error is not None:
+        raise HostctlError(f"host {name!r}: {outcome.error}")
+    return outcome
+
+
+@dataclass
+class HostRollback:
+    plan: Plan
+    messages: list[str]
+    rejections: list[Rejection]
+    target: int
+
+
+def rollback_host(root: Path | str, name: str, customer: str | None, lock_timeout: float = remote.LOCK_WAIT) -> HostRollback:
+    """Put host ``name``'s previous generation back live (only ``customer``'s files, if given): the engine
+    there plans it from the generations it keeps, and applies it like a deploy."""
+    root = os.path.abspath(root)
+    inv = inventory_mod.load(root)
+    placement.select_hosts(inv, [name])
+    view = placement.host_inventory(inv, name)
+    s = view.settings
+    ident = identity_mod.host_identity(inv.settings, inv.settings.hosts[name])
+    job = Job(apply_mod.paths(s), nginx.engine_nginx(s, templates.environment(inv.root)), s.nginx.listen, host=name,
+              emperor_freq=s.emperor.freq, lock_timeout=lock_timeout,
+              vassal_groups={c.name: c.user for c in view.customers} if ident.per_customer else {})
+    conn = ssh.connect(inv.settings.hosts[name], root)
+    try:
+        done = ssh.execute(conn, shipping.command(s.state_dir, ["rollback", *([customer] if customer else [])]),
+                           shipping.payload(job.to_dict()))
+    finally:
+        conn.close()
+    answer = shipping.answer(done.output)
+    if not answer:
+        raise HostctlError(f"host {name!r}: the engine failed there (exit {done.status}):\n{(done.output + done.errors).strip()[-2000:]}")
+    if answer.get("error"):
+        raise HostctlError(f"host {name!r}: {answer['error']}")
+    from hostctl.engine.core.plan import Change
+
+    changes = tuple(Change(a, p, k, c, "", None, None, drift=d, mode_only=m) for a, p, k, c, d, m in answer["changes"])
+    return HostRollback(Plan(changes, (), Manifest()), answer["messages"], [Rejection(*r) for r in answer["rejections"]],
+                        answer["target"])

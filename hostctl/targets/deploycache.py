@@ -137,14 +137,15 @@ def expected_digests(root: str, fp: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in data["digests"].items()}
 
 
-def remember(root: str, fp: str, listings: dict[str, str], known: dict[str, str] | None = None) -> None:
+def remember(root: str, fp: str, listings: dict[str, str], known: dict[str, str] | None = None,
+             answers: dict[str, str] | None = None) -> None:
     """Record each host's expected state listing for fingerprint ``fp``: its digest, and the text. Best effort.
 
     The texts let the next deploy skip reading a host in full when the host still
     answers that digest (the inventory changed, the host did not). ``known``: digests
     of hosts not rendered this time (they were in sync), recorded for ``fp`` too.
     """
-    digests = {host: hashlib.sha256(text.encode()).hexdigest() for host, text in listings.items()}
+    digests = answers if answers is not None else {host: hashlib.sha256(text.encode()).hexdigest() for host, text in listings.items()}
     merged = {**expected_digests(root, fp), **(known or {}), **digests}
     _write(_path(root), json.dumps({"fingerprint": fp, "digests": merged}))
     for host, text in listings.items():

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import jinja2
 
-from hostctl.errors import HostctlError
 from hostctl.inventory import loader as inventory
-from hostctl.inventory.schema import Settings
 from hostctl.render import layout, templates
+from hostctl.targets import shipping
+from hostctl.inventory.schema import Settings
+from hostctl.errors import HostctlError
 
 LOCAL_SETTINGS = """\
 # hostctl settings. Relative paths are relative to this directory.
@@ -72,6 +73,7 @@ defaults:
 SYSTEM_FILES = {
     "emperor.ini": "emperor.ini.j2",
     "hostctl-emperor.service": "hostctl-emperor.service.j2",
+    "hostctl-restore.service": "hostctl-restore.service.j2",
     "nginx-hostctl.conf": "nginx-include.conf.j2",
 }
 # The units run hostctl from here: the production install (README "Running it in production")
@@ -105,7 +107,6 @@ def render_system_files(root: Path, hostctl_bin: str = PRODUCTION_BIN) -> dict[s
 
 # One template per unit; each runs `hostctl -i <inventory> ...` from PRODUCTION_BIN.
 UNIT_FILES = {
-    "hostctl-limits.service": "hostctl-limits.service.j2",
     "hostctl-certs.service": "hostctl-certs.service.j2",
     "hostctl-certs.timer": "hostctl-certs.timer.j2",
     "hostctl-logrotate.service": "hostctl-logrotate.service.j2",
@@ -120,16 +121,30 @@ def unit_files(names: dict[str, str], settings: Settings, env: jinja2.Environmen
     return {name: templates.render(templates.get(env, template), **context) for name, template in names.items()}
 
 
+def restore_command(settings: Settings, hostctl_bin: str | None = None) -> str:
+    """What the boot-time unit runs: the engine's ``restore`` on this host's ``state_dir``.
+
+    On a server reached by deploy (``hostctl_bin`` None) it is the engine zip the last
+    deploy left there, run by the system's python3; where hostctl is installed, `hostctl restore`.
+    """
+    if hostctl_bin is None:
+        return f"{shipping.PYTHON} {shipping.installed_path(settings.state_dir)} restore --state-dir {settings.state_dir}"
+    return f"{hostctl_bin} restore --state-dir {settings.state_dir}"
+
+
 def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str = "/etc/hostctl/emperor.ini",
                  inventory_root: str | None = None, hostctl_bin: str = PRODUCTION_BIN) -> dict[str, str]:
     """The system files for ``settings`` (one host's, for multi-host bootstrap): {file name: content}.
 
-    ``inventory_root``: the inventory lives on this host, so the Emperor's unit
-    wants hostctl-limits.service, which recreates the customers' cgroups at boot.
+    The Emperor's unit wants hostctl-restore.service, which recreates the customers' runtime
+    directories, cgroups and limits at boot from the runtime record. ``inventory_root``: the
+    inventory lives on this host (hostctl is installed here), so that unit runs `hostctl restore`;
+    else the engine zip a deploy left in ``state_dir``.
     """
     context = dict(settings=settings, emperor_stats=layout.emperor_stats(settings),
                    pidfile=None, logto=None, emperor_ini=emperor_ini, inventory=inventory_root,
-                   hostctl_bin=hostctl_bin)
+                   hostctl_bin=hostctl_bin,
+                   restore_command=restore_command(settings, hostctl_bin if inventory_root else None))
     return {name: templates.render(templates.get(env, template), **context) for name, template in SYSTEM_FILES.items()}
 
 

@@ -46,14 +46,15 @@ def test_wheel_installs_into_a_fresh_virtualenv_and_runs_init_production_and_val
 
     # Every unit that runs hostctl names the stable path, and no failure is hidden (ExecStart*=-).
     units = {p.name: p.read_text() for p in (inv / "system").iterdir() if p.suffix in (".service", ".timer")}
-    assert set(units) >= {"hostctl-emperor.service", "hostctl-limits.service", "hostctl-certs.service",
+    assert set(units) >= {"hostctl-emperor.service", "hostctl-restore.service", "hostctl-certs.service",
                           "hostctl-certs.timer", "hostctl-logrotate.service", "hostctl-logrotate.timer"}
     commands = [line for text in units.values() for line in text.splitlines() if re.match(r"Exec\w*=", line)]
     hostctl_commands = [c for c in commands if "hostctl -i" in c]
-    assert len(hostctl_commands) == 3 and all(c.split("=", 1)[1].startswith(f"{scaffold.PRODUCTION_BIN} -i {inv} ")
+    assert f"ExecStart={scaffold.PRODUCTION_BIN} restore --state-dir /var/lib/hostctl" in commands, commands
+    assert len(hostctl_commands) == 2 and all(c.split("=", 1)[1].startswith(f"{scaffold.PRODUCTION_BIN} -i {inv} ")
                                               for c in hostctl_commands), hostctl_commands
     assert not [c for c in commands if "=-" in c or str(tmp_path / "opt") in c], commands
-    assert "Wants=hostctl-limits.service" in units["hostctl-emperor.service"]
+    assert "Wants=hostctl-restore.service" in units["hostctl-emperor.service"]
 
     # The sdist carries what a checkout has: templates, the fabfile, the tests and the Makefile.
     listing = subprocess.run(["tar", "tzf", str(sdist)], capture_output=True, text=True, check=True).stdout.split()

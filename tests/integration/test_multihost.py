@@ -17,12 +17,12 @@ from typing import Iterator
 import pytest
 import yaml
 
-from hostctl.engine import nginx
-from hostctl.inventory.schema import Settings
-from hostctl.plan.manifest import sha256
-from hostctl.render import templates
-from hostctl.render.identity import host_identity
 from hostctl.targets import deploy
+from hostctl.engine import nginx
+from hostctl.inventory import placement
+from hostctl.render import templates
+from hostctl.plan.manifest import sha256
+from hostctl.inventory.schema import Settings
 from tests.harness import Sandbox
 from tests.sshd import SshHosts, hosts_for
 
@@ -199,8 +199,9 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     assert "emperor/acme_web.ini" in fleet.files("a")
 
 
-def test_nginx_test_failure_on_one_host_puts_its_server_blocks_back(fleet: Fleet) -> None:
-    """A real `nginx -t` on host a rejects the new server blocks; a keeps its old ones, b is deployed."""
+def test_a_customer_whose_server_block_breaks_nginx_t_on_a_host_is_quarantined_there(fleet: Fleet) -> None:
+    """A real `nginx -t` on host a rejects acme's new server block: acme keeps its old files there (quarantined),
+    initech on the same host and globex on b go live."""
     env = templates.environment(None)
     for name in ("a", "b"):
         root = fleet.box.root / "hosts" / name
@@ -212,26 +213,32 @@ def test_nginx_test_failure_on_one_host_puts_its_server_blocks_back(fleet: Fleet
         fleet.add_host(name, nginx={"test_command": f"nginx -t -q -p {prefix} -c {prefix}/nginx.conf -e stderr",
                                     "reload_command": "true"})
     fleet.customer("acme", "a")
+    fleet.customer("initech", "a")
     fleet.customer("globex", "b")
     fleet.deploy_here()
-    before_a = fleet.files("a")
-    manifest_a = fleet.manifest("a")
+    acme_before = {k: v for k, v in fleet.files("a").items() if "acme" in k}
+    acme_manifest = {p: e for p, e in fleet.manifest("a").items() if "acme" in p}
 
-    # a server block nginx rejects, on both hosts' customers; only a's test fails (a bogus directive for acme only)
+    # a server block nginx rejects, for acme only (a bogus directive); everyone's domains change
     templates_dir = fleet.box.inventory / "templates"
     templates_dir.mkdir()
     original = (Path(templates.packaged_templates()) / "server.conf.j2").read_text()
     (templates_dir / "server.conf.j2").write_text(original.replace(
         "    client_max_body_size", "{% if customer.name == 'acme' %}    bogus_directive on;\n{% endif %}    client_max_body_size"))
-    fleet.customer("acme", "a", domains=["acme.example", "www.acme.example"])
-    fleet.customer("globex", "b", domains=["globex.example", "www.globex.example"])
+    for name, host in (("acme", "a"), ("initech", "a"), ("globex", "b")):
+        fleet.customer(name, host, domains=[f"{name}.example", f"www.{name}.example"])
     result = fleet.deploy_here()
     assert result.returncode == 1
-    assert "a: FAILED: nginx -t failed there; its previous server blocks were put back" in result.stdout, result.stdout
-    assert 'unknown directive "bogus_directive"' in result.stdout
+    assert "a: 1 customer(s) quarantined; their last-known-good files stay live:" in result.stdout, result.stdout
+    assert 'acme_web.conf: nginx -t: unknown directive "bogus_directive"' in result.stdout
+    assert "a: 0 added, 1 changed, 0 removed; 1 file(s) uploaded; nginx reloaded" in result.stdout
     assert "b: 0 added, 1 changed, 0 removed; 1 file(s) uploaded; nginx reloaded" in result.stdout
-    assert fleet.files("a") == before_a and fleet.manifest("a") == manifest_a
+    assert {k: v for k, v in fleet.files("a").items() if "acme" in k} == acme_before
+    assert {p: e for p, e in fleet.manifest("a").items() if "acme" in p} == acme_manifest
+    assert b"www.initech.example" in fleet.files("a")["nginx/initech_web.conf"]
     assert b"www.globex.example" in fleet.files("b")["nginx/globex_web.conf"]
+    quarantined = json.loads((fleet.root("a") / "state" / "quarantine.json").read_text())["customers"]
+    assert list(quarantined) == ["acme"] and "bogus_directive" in quarantined["acme"]["reason"]
 
 
 def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_server) -> None:
@@ -318,15 +325,16 @@ def test_missing_customer_users_stop_that_host(fleet: Fleet) -> None:
     fleet.customer("nosuchuser", "a")
     result = fleet.deploy_here()
     assert result.returncode == 1
-    assert "a: FAILED: the deploy script failed (exit 4)" in result.stdout
-    assert "these Unix users do not exist on this host; create them first: hc-nosuchuser" in result.stdout
+    assert ("a: FAILED: these Unix users do not exist on host 'a': hc-nosuchuser; nothing was changed "
+            "(create them, or run with --create-users)") in result.stdout, result.stdout
     assert fleet.files("a") == {} and not (fleet.root("a") / "state" / "manifest.json").exists()
 
 
 def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The script holds the host's deploy lock and applies only onto the state its plan was made from."""
+    """The engine holds the host's lock and applies only onto the state its plan was made from."""
     from hostctl.inventory import loader as inventory
     from hostctl.targets import remote, ssh
+    from hostctl.targets import shipping
 
     fleet.add_host("a")
     fleet.customer("acme", "a")
@@ -334,34 +342,33 @@ def test_a_host_changed_or_locked_by_another_deploy_is_left_alone(fleet: Fleet, 
     fleet.customer("acme", "a", greeting="v2")
     deployment = deploy.Deployment(inventory.load(fleet.box.inventory), ["a"])
     try:
-        plan, actual = deployment.read_plan("a", deploy.HostOutcome("a"))
-        assert [c.action for c in plan.changes] == ["update"]
-        view = deployment.views["a"]
+        hp = deployment.read_plan("a", deploy.HostOutcome("a"))
+        assert [c.action for c in hp.plan.changes] == ["update"]
+        state_dir = deployment.views["a"].settings.state_dir
 
-        def send() -> ssh.Completed:
-            bundle = remote.bundle("a", view.settings, plan, actual.manifest, host_identity(view.settings, view.settings.hosts["a"]),
-                                   {}, deployment.script_env, deployment.basis["a"])
-            return ssh.execute(deployment.connections["a"], bundle.command, bundle.payload)
+        def send() -> dict:
+            job = deployment.job("a", hp.plan, hp)
+            done = ssh.execute(deployment.connections["a"], shipping.command(state_dir, ["apply"]), shipping.payload(job.to_dict()))
+            return shipping.answer(done.output) | {"status": done.status}
 
-        # another deploy holds the lock (a short wait here): nothing happens
+        # another apply or deploy holds the lock (a short wait here): nothing happens
         monkeypatch.setattr(remote, "LOCK_WAIT", 1)
-        lock = fleet.root("a") / "state" / "deploy.lock"
+        lock = fleet.root("a") / "state" / "apply.lock"
         holder = subprocess.Popen(["flock", str(lock), "sleep", "4"])
         try:
             subprocess.run(["sh", "-c", f"until ! flock -n {lock} true; do sleep 0.05; done"], timeout=10)
             locked = send()
         finally:
             holder.wait()
-        assert locked.status == remote.EXIT_LOCKED and "another deploy to this host holds" in locked.output
+        assert locked["status"] == locked["code"] == 7 and "another hostctl apply" in locked["error"], locked
         assert b"GREETING=v1" in fleet.files("a")["emperor/acme_web.ini"]
 
         # the host changed after it was read (as if another deploy ran in between): nothing happens
         other = fleet.root("a") / "nginx" / "acme_web.conf"
         other.write_bytes(other.read_bytes() + b"# another deploy\n")
         changed = send()
-        assert changed.status == remote.EXIT_CHANGED and "the host changed since it was read" in changed.output
+        assert changed["status"] == changed["code"] == 8 and "the host changed since it was read" in changed["error"], changed
         assert b"GREETING=v1" in fleet.files("a")["emperor/acme_web.ini"] and other.read_bytes().endswith(b"# another deploy\n")
-        assert not list((fleet.root("a") / "emperor").glob(".hostctl-*")), "staging left behind"
     finally:
         deployment.close()
 

@@ -138,12 +138,12 @@ def test_init_refresh_renders_system_again_and_shows_the_diff(tmp_path: Path, ru
     customers_before = sorted(os.listdir(root / "customers"))
     settings = (root / "hostctl.yaml").read_text()
     (root / "hostctl.yaml").write_text(settings.replace("check_interval: 60 ", "check_interval: 30 "))
-    (system / "hostctl-limits.service").unlink()
+    (system / "hostctl-restore.service").unlink()
     (system / "emperor.ini").write_text("hand edit\n")
     code, out, err = run(runner, root, "init", "--refresh")
     assert code == 0, err
     assert "-OnBootSec=60\n-OnUnitActiveSec=60\n+OnBootSec=30\n+OnUnitActiveSec=30\n" in out
-    assert "--- /dev/null\n+++ b/system/hostctl-limits.service\n" in out and "-hand edit\n" in out
+    assert "--- /dev/null\n+++ b/system/hostctl-restore.service\n" in out and "-hand edit\n" in out
     assert out.rstrip().endswith("3 file(s) written in " + str(system) + "; install them as the README's "
                                  "'Running it in production' says, then `systemctl daemon-reload`")
     assert "OnUnitActiveSec=30" in (system / "hostctl-logrotate.timer").read_text()

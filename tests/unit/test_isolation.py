@@ -87,15 +87,16 @@ def test_cli_says_who_vassals_run_as_and_what_is_not_enforced(tmp_path: Path) ->
     assert shown.exit_code == 0 and shown.stdout.startswith("cgroup limits are not enforced: vassals run as the invoking user")
 
 
-def test_production_unit_recreates_cgroups_before_the_emperor(tmp_path: Path) -> None:
+def test_production_restore_unit_recreates_runtime_dirs_and_cgroups_before_the_emperor(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["-i", str(tmp_path / "prod"), "init", "--production"])
     assert result.exit_code == 0, result.output
-    unit = (tmp_path / "prod" / "system" / "hostctl-emperor.service").read_text()
-    limits = (tmp_path / "prod" / "system" / "hostctl-limits.service").read_text()
+    emperor = (tmp_path / "prod" / "system" / "hostctl-emperor.service").read_text()
     # A separate unit: its failure shows in `systemctl --failed` (no hidden ExecStartPre=-), and the Emperor still starts.
-    assert "Wants=hostctl-limits.service\nAfter=hostctl-limits.service\n" in unit and "hostctl -i" not in unit
-    assert f"ExecStart=/usr/local/bin/hostctl -i {tmp_path / 'prod'} limits --apply\n" in limits
-    assert "Type=oneshot" in limits and "Before=hostctl-emperor.service" in limits
+    assert "Wants=hostctl-restore.service\nAfter=hostctl-restore.service\n" in emperor and "hostctl -i" not in emperor
+    unit = (tmp_path / "prod" / "system" / "hostctl-restore.service").read_text()
+    assert "ExecStart=/usr/local/bin/hostctl restore --state-dir /var/lib/hostctl\n" in unit
+    assert "Before=hostctl-emperor.service" in unit and "Type=oneshot" in unit
+    assert "WantedBy=hostctl-emperor.service multi-user.target" in unit
 
 
 def test_an_optional_limit_file_the_kernel_lacks_is_noted_not_fatal(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -10,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostctl.errors import HostctlError, InventoryError
-from hostctl.inventory import loader as inventory, placement
-from hostctl.plan.diff import make_plan
-from hostctl.plan.manifest import Entry, Manifest, sha256
-from hostctl.render import templates
-from hostctl.render.files import render
-from hostctl.render.identity import host_identity
+from hostctl.engine import apply as apply_mod
 from hostctl.targets import bootstrap, deploy, remote
+from hostctl.inventory import loader as inventory, placement
+from hostctl.render import identity as identity_mod, templates
+from hostctl.errors import HostctlError, InventoryError
+from hostctl.plan.manifest import Entry, Manifest, sha256
+from hostctl.plan.diff import make_plan
+from hostctl.render.files import render
 from tests.unit.test_validation import write_inventory
 
 # Placement errors (cases/multihost_validation.yaml) run in tests/unit/test_validation.py.
@@ -81,8 +82,8 @@ def test_host_views_render_each_host_with_its_own_paths(inv: inventory.Inventory
     assert [c.name for c in one.customers] == ["acme"] and [c.name for c in two.customers] == ["globex", "initech"]
     assert one.settings.nginx.listen == "8081" and two.settings.nginx.listen == inv.settings.nginx.listen
     assert one.settings.nginx.reload_command == "kill -HUP $(cat /srv/one/nginx.pid)"
-    files_one = render(one, host_identity(inv.settings, inv.settings.hosts["web1"]), env)
-    files_two = render(two, host_identity(inv.settings, inv.settings.hosts["web2"]), env)
+    files_one = render(one, identity_mod.host_identity(inv.settings, inv.settings.hosts["web1"]), env)
+    files_two = render(two, identity_mod.host_identity(inv.settings, inv.settings.hosts["web2"]), env)
     assert sorted(files_one) == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
     assert sorted(files_two) == ["/srv/two/nginx/globex_web.conf", "/srv/two/nginx/initech_web.conf",
                                  "/srv/two/vassals/globex_web.ini", "/srv/two/vassals/initech_web.ini",
@@ -112,7 +113,7 @@ def _answer(manifest: Manifest, files: dict[str, tuple[str, int]]) -> str:
 def test_plan_from_hashes(inv: inventory.Inventory) -> None:
     """The remote answer parsed back compares by hash: unchanged, changed, hand-edited, foreign, departed."""
     view = placement.host_inventory(inv, "web2")
-    desired = render(view, host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
+    desired = render(view, identity_mod.host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
     globex_ini, globex_conf = "/srv/two/vassals/globex_web.ini", "/srv/two/nginx/globex_web.conf"
     initech_ini = "/srv/two/vassals/initech_web.ini"
     gone = "/srv/two/vassals/oldco_web.ini"
@@ -165,7 +166,7 @@ def test_read_command_lists_only_hostctl_kinds(inv: inventory.Inventory) -> None
 def test_a_move_is_held_back_on_the_old_host(inv: inventory.Inventory) -> None:
     """globex moved from web1 to web2: web1's plan removes it, but only after web2 serves it."""
     view = placement.host_inventory(inv, "web1")
-    desired = render(view, host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
+    desired = render(view, identity_mod.host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
     old = Manifest({p: Entry(sha256(f.content), f.kind, f.customer, f.app) for p, f in desired.items()})
     moved = {"/srv/one/vassals/globex_web.ini": "vassal", "/srv/one/nginx/globex_web.conf": "nginx",
              "/srv/one/vassals/gone_web.ini": "vassal"}
@@ -182,7 +183,7 @@ def test_a_move_is_held_back_on_the_old_host(inv: inventory.Inventory) -> None:
     assert remote.hold_back(plan, old, []) is plan
 
 
-# --- the bundle: one tar and one script per host ------------------------------------------
+# --- the job: what the engine is told to do on one host -----------------------------------
 
 def _members(payload: bytes) -> dict[str, tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
@@ -192,57 +193,41 @@ def _members(payload: bytes) -> dict[str, tarfile.TarInfo]:
 def _host(inv: inventory.Inventory, name: str) -> tuple:
     """One host's inventory view, identity, template environment and rendered files."""
     view = placement.host_inventory(inv, name)
-    identity = host_identity(inv.settings, inv.settings.hosts[name])
+    identity = identity_mod.host_identity(inv.settings, inv.settings.hosts[name])
     env = templates.environment(inv.root)
     return view, identity, env, render(view, identity, env)
 
 
-def test_bundle_stages_changed_files_next_to_their_targets(inv: inventory.Inventory) -> None:
+def test_a_host_job_carries_its_paths_changes_users_and_runtime_as_json(inv: inventory.Inventory) -> None:
+    from hostctl.engine.core.job import Job
+
     view, identity, env, desired = _host(inv, "web1")
     old = Manifest({"/srv/one/nginx/acme_web.conf": Entry(sha256("old"), "nginx", "acme", "web"),
                     "/srv/one/vassals/gone_web.ini": Entry(sha256("gone"), "vassal", "gone", "web")})
     live = {"/srv/one/nginx/acme_web.conf": ("old", 0o644), "/srv/one/vassals/gone_web.ini": ("gone", 0o640)}
     plan = make_plan(desired, remote.parse_state(_answer(old, live), "web1"))
-    bundle = remote.bundle("web1", view.settings, plan, old, identity, {"acme": "hc-acme"}, remote.script_environment(env), "b" * 64)
-    members = _members(bundle.payload)
-    assert sorted(members) == [
-        "srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf",
-        "srv/one/state/.hostctl-deploy/deploy.sh",
-        "srv/one/state/.hostctl-deploy/intent.json",
-        "srv/one/state/.hostctl-deploy/manifest.json",
-        "srv/one/vassals/.hostctl-deploy-vassals/acme_web.ini",
-    ]
-    vassal = members["srv/one/vassals/.hostctl-deploy-vassals/acme_web.ini"]
-    assert (vassal.mode, vassal.uname, vassal.gname) == (0o640, "root", "hc-acme")  # readable by its customer's group
-    assert bundle.uploaded == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
-    script = bundle.script
-    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    steps = ["now=$( { { cat /srv/one/state/manifest.json", f"if [ \"$now\" != {'b' * 64} ]; then", "getent passwd hc-acme",
-             "mkdir -p -- /srv/one/run/ondemand", "chown -h -- root:www-data /srv/one/run/ondemand",
-             "mkdir -p -- /srv/one/run/acme", "chown -h -- hc-acme:www-data /srv/one/run/acme", "chmod -- 2750 /srv/one/run/acme",
-             "mkdir -p -- /srv/one/log/acme", "chown -h -- root:hc-acme /srv/one/log/acme",
-             "mkdir -p -- /srv/one/log/acme/uwsgi", "chown -h -- hc-acme:hc-acme /srv/one/log/acme/uwsgi",
-             'mv -f -- "$STAGE/intent.json" "$MANIFEST"', 'touch -d "@$stamp" -- /srv/one/nginx/.hostctl-deploy-nginx/acme_web.conf',
-             "ln -f -t \"$NGINX_BACKUP\" -- /srv/one/nginx/acme_web.conf", 'mv -f -t /srv/one/nginx -- "$NGINX_STAGE"/*',
-             "if ! out=$( nginx -t -q 2>&1 ); then", 'mv -f -t /srv/one/vassals -- "$VASSAL_STAGE"/*',
-             "uwsgi --connect-and-read /srv/one/run/emperor.stats", "kill -HUP $(cat /srv/one/nginx.pid)",
-             "rm -f -- /srv/one/vassals/gone_web.ini", 'mv -f -- "$STAGE/manifest.json" "$MANIFEST"']
-    positions = [script.find(step) for step in steps]
-    assert -1 not in positions, [s for s, p in zip(steps, positions) if p == -1]
-    assert positions == sorted(positions), "the script must run its steps in apply's order"
-    assert bundle.command.endswith("tar -xzpmf - -C / && exec sh /srv/one/state/.hostctl-deploy/deploy.sh")
-    assert "exec 9>>/srv/one/state/deploy.lock && { flock -w 120 9 ||" in bundle.command
-
-
-def test_bundle_without_server_changes_neither_tests_nor_reloads_nginx(inv: inventory.Inventory) -> None:
-    view, identity, env, desired = _host(inv, "web2")
-    old = Manifest({p: Entry(sha256(f.content if f.kind != "vassal" else "old"), f.kind, f.customer, f.app) for p, f in desired.items()})
-    live = {p: (f.content if f.kind != "vassal" else "old", f.mode) for p, f in desired.items()}
-    plan = make_plan(desired, remote.parse_state(_answer(old, live), "web2"))
-    assert {c.kind for c in plan.changes} == {"vassal"}
-    script = remote.bundle("web2", view.settings, plan, old, identity, {}, remote.script_environment(env), "b" * 64).script
-    assert "nginx -t -q" not in script and "systemctl reload nginx" not in script and "getent" not in script
-    assert 'mv -f -t /srv/two/vassals -- "$VASSAL_STAGE"/*' in script
+    deployment = deploy.Deployment.__new__(deploy.Deployment)  # only the pure part: no SSH
+    deployment.inv, deployment.views, deployment.env, deployment.create_users = inv, {"web1": view}, env, True
+    deployment.basis = {"web1": "b" * 64}
+    records, host_record = apply_mod.runtime_records(view, True, True, "www-data", None)
+    hp = deploy.HostPlan(plan, remote.parse_state(_answer(old, live), "web1"), identity, records, host_record, True, desired)
+    job = deployment.job("web1", plan, hp)
+    assert Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job
+    assert job.paths.state_dir == "/srv/one/state" and job.basis == "b" * 64 and job.host == "web1"
+    assert (job.nginx.test_command, job.nginx.reload_command) == ("nginx -t -q", "kill -HUP $(cat /srv/one/nginx.pid)")
+    # changes planned from hashes carry no 'before' (the engine reads the live file it replaces)
+    assert sorted((c.action, c.path, c.before) for c in job.changes) == [
+        ("create", "/srv/one/vassals/acme_web.ini", None), ("delete", "/srv/one/vassals/gone_web.ini", None),
+        ("update", "/srv/one/nginx/acme_web.conf", None)]
+    assert job.users == ("hc-acme",) and job.create_users and job.vassal_groups == {"acme": "hc-acme"}
+    [acme] = job.runtime
+    assert [(d.path, oct(d.mode), d.owner, d.group) for d in acme.dirs] == [  # as layout.customer_dirs says
+        ("/srv/one/run/acme", "0o2750", "hc-acme", "www-data"), ("/srv/one/log/acme", "0o750", "root", "@hc-acme"),
+        ("/srv/one/log/acme/uwsgi", "0o750", "hc-acme", "@hc-acme")]
+    assert [(d.path, oct(d.mode), d.owner, d.group) for d in job.host_runtime.shared] == [
+        ("/srv/one/run/ondemand", "0o750", "root", "www-data")]
+    assert set(job.provenance.inventory) == {"hostctl.yaml", "customers/acme.yaml"}
+    assert "/HOSTCTL_SCAFFOLD_PREFIX/conf.d/*.conf" in job.nginx.scaffold
 
 
 # --- bootstrap ------------------------------------------------------------------------------
@@ -260,7 +245,9 @@ def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
     assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
     assert sorted(full.files) == ["/srv/two/emperor.ini", "/srv/two/logrotate.conf", "/srv/two/nginx-include.conf",
                                   "/srv/two/systemd/hostctl-emperor.service", "/srv/two/systemd/hostctl-logrotate.service",
-                                  "/srv/two/systemd/hostctl-logrotate.timer"]
+                                  "/srv/two/systemd/hostctl-logrotate.timer", "/srv/two/systemd/hostctl-restore.service"]
+    assert ("ExecStart=/usr/bin/python3 /srv/two/state/engine/hostctl-engine.pyz restore --state-dir /srv/two/state"
+            in full.files["/srv/two/systemd/hostctl-restore.service"])
     # Log retention on a server without hostctl: logrotate on a timer, over every customer's nginx logs.
     assert '"/srv/two/log/*/*.access.log" "/srv/two/log/*/*.error.log" {' in full.files["/srv/two/logrotate.conf"]
     assert ("ExecStart=/usr/sbin/logrotate -s /srv/two/state/logrotate.status /srv/two/logrotate.conf\n"
@@ -271,8 +258,9 @@ def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
     assert "ExecStart=/usr/bin/uwsgi --ini /srv/two/emperor.ini" in full.files["/srv/two/systemd/hostctl-emperor.service"]
     assert "include /srv/two/nginx/*.conf;" in full.files["/srv/two/nginx-include.conf"]
     assert sorted(_members(full.payload)) == [f"srv/two/state/.hostctl-bootstrap/{n}" for n in
-                                               ("bootstrap.sh", "emperor.ini", "hostctl-emperor.service", "hostctl-logrotate.service",
-                                                "hostctl-logrotate.timer", "logrotate.conf", "nginx-hostctl.conf")]
+                                               ("bootstrap.sh", "emperor.ini", "hostctl-emperor.service", "hostctl-engine.pyz",
+                                                "hostctl-logrotate.service", "hostctl-logrotate.timer", "hostctl-restore.service",
+                                                "logrotate.conf", "nginx-hostctl.conf")]
     files_only = bootstrap.build(inv, "web2", env, packages=False, services=False)
     assert "apt-get" not in files_only.script and "systemctl" not in files_only.script
     assert files_only.files == full.files

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from hostctl.plan.diff import diff, make_plan, redact, render_plan
-from hostctl.plan.files import Actual, LiveFile, RenderedFile
 from hostctl.plan.manifest import Entry, Manifest, sha256
+from hostctl.plan.diff import diff, make_plan, redact, render_plan
+from hostctl.plan.files import RenderedFile
+from hostctl.plan.files import Actual, LiveFile
 
 V = "/e/acme_web.ini"
 N = "/n/acme_web.conf"
@@ -98,7 +99,7 @@ def test_diffs_redact_env_values() -> None:
 def test_intent_remembers_the_live_content_not_the_manifests() -> None:
     """Killed towards B (manifest: B, previous A; file still A), killed again before writing, then
     towards B again: the intent must still accept A, or the next plan calls the file drift."""
-    from hostctl.engine.apply import _intent
+    from hostctl.engine.core.apply import intent as _intent
 
     old = Manifest({V: Entry(sha256("B\n"), "vassal", "acme", "web", previous=sha256("A\n"))})
     plan = make_plan({V: rendered(V, "B\n")}, Actual(old, {V: LiveFile(b"A\n", 0o640)}))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hostctl.engine import securefs
-from hostctl.errors import HostctlError
+from hostctl.engine.core import securefs
+from hostctl.engine.core.errors import EngineError
 
 CUSTOMER = 65534
 
@@ -59,7 +59,7 @@ def test_ensure_dir_refuses_a_symlink_in_place_of_a_directory(tmp_path: Path, ca
     os.symlink(canary.parent, tmp_path / "d")
     fd = securefs.open_dir(str(tmp_path))
     try:
-        with pytest.raises(HostctlError, match="not a directory hostctl can use"):
+        with pytest.raises(EngineError, match="not a directory hostctl can use"):
             securefs.ensure_dir(fd, "d", 0o750)
     finally:
         os.close(fd)

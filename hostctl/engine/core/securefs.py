@@ -20,7 +20,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from hostctl.errors import HostctlError
+from hostctl.engine.core.errors import EngineError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -57,7 +57,7 @@ def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1) 
     try:
         fd = open_dir_at(parent, name)
     except OSError as exc:
-        raise HostctlError(f"{name!r} in directory fd {parent} is not a directory hostctl can use ({exc.strerror}); "
+        raise EngineError(f"{name!r} in directory fd {parent} is not a directory hostctl can use ({exc.strerror}); "
                            "remove it by hand") from None
     try:
         st = before = os.fstat(fd)
@@ -120,7 +120,7 @@ def rmtree_at(parent: int, name: str) -> None:
     import shutil
 
     if not shutil.rmtree.avoids_symlink_attacks:  # the fd-based implementation (Linux)
-        raise HostctlError("this platform's shutil.rmtree can follow symlinks; refusing to remove customer trees")
+        raise EngineError("this platform's shutil.rmtree can follow symlinks; refusing to remove customer trees")
     st = os.stat(name, dir_fd=parent, follow_symlinks=False)
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent)

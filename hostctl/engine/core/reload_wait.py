@@ -239,31 +239,6 @@ def reload_and_wait(master: int, send: Callable[[], None] | None = None, timeout
         time.sleep(POLL)
 
 
-# --- on a server: `python3 -c "$source" COMMAND ...` from the deploy script ---------------------------
-
-
-def _emperor_stats(address: str, timeout: float = 2.0, limit: int = 64 << 20) -> dict:
-    """The Emperor's stats JSON (bounded: at most ``limit`` bytes, ``timeout`` per read), or {}."""
-    import json
-    import socket
-
-    chunks, size = [], 0
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            while size < limit:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        found = json.loads(b"".join(chunks).decode("utf-8", "replace"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def master_from(pid_file: str | None) -> int | None:
     """The pid in ``pid_file`` when that process is alive, else None."""
     if not pid_file:
@@ -275,70 +250,3 @@ def master_from(pid_file: str | None) -> int | None:
         return pid
     except (OSError, ValueError):
         return None
-
-
-def main(argv: list[str]) -> int:
-    """The deploy script's waits, run by the server's python3 (this module's source is sent along).
-
-    ``nginx PID_FILE COMMAND``: run the reload COMMAND (``/bin/sh -c``) and wait until nginx took over.
-    ``workers EMPEROR_STATS VASSAL...``: print the running workers of those vassals as JSON.
-    ``settle EMPEROR_STATS OLD_JSON [SOCKET VASSAL]...``: wait for the new sockets and for the old workers.
-    """
-    import json
-    import subprocess
-
-    if argv[:1] == ["nginx"] and len(argv) == 3:
-        pid_file, command = argv[1], argv[2]
-
-        def send() -> None:
-            done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise RuntimeError((done.stdout + done.stderr).strip())
-
-        master = master_from(pid_file)
-        try:
-            if master is None:
-                send()
-                print(f"nginx reloaded; not waiting for its old workers: no running master in {pid_file}")
-                return 0
-            ok, what = reload_and_wait(master, send)
-        except RuntimeError as exc:
-            print(str(exc))
-            return 1
-        print(what)
-        return 0 if ok else 1
-    if argv[:1] == ["workers"] and len(argv) >= 2:
-        stats = _emperor_stats(argv[1])
-        masters = {v.get("id"): v.get("pid") for v in stats.get("vassals") or [] if isinstance(v, dict)}
-        found = {name: sorted(uwsgi_workers(masters[name])) for name in argv[2:]
-                 if isinstance(masters.get(name), int) and masters[name] > 0}
-        print(json.dumps(found))
-        return 0
-    if argv[:1] == ["settle"] and len(argv) >= 3 and len(argv) % 2 == 1:
-        address = argv[1]
-        try:
-            old = {name: set(pids) for name, pids in json.loads(argv[2]).items()}
-        except (ValueError, AttributeError, TypeError):
-            old = {}
-        sockets = dict(zip(argv[3::2], argv[4::2]))
-        if not _emperor_stats(address):  # no Emperor answers: it starts them when it starts
-            return 0
-
-        def blacklisted() -> set[str]:
-            return {b.get("id") for b in _emperor_stats(address).get("blacklist") or [] if isinstance(b, dict)}
-
-        late = wait_listening(sockets, blacklisted) if sockets else []
-        if late:
-            print(f"not listening yet (see `hostctl status` and the app's log): {', '.join(late)}")
-        late = wait_exited(old, nudge=lambda: _emperor_stats(address))
-        if late:
-            print(f"still finishing requests on workers with the previous code or settings: {', '.join(late)}")
-        return 0
-    print("usage: reload_wait.py nginx PID_FILE COMMAND | workers STATS VASSAL... | settle STATS OLD [SOCKET VASSAL]...")
-    return 2
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,115 @@
+"""The engine on its own: standard library only, shipped as a zip, its state listing, its runtime record and restore."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hostctl.targets import shipping
+from hostctl.engine.core import listing, runtime
+from hostctl.engine.core.cgroups import CustomerCgroup, Write
+from hostctl.engine.core.manifest import Entry, Manifest, sha256
+from hostctl.engine.core.runtime import CustomerRuntime, Directory, HostRuntime
+
+ENGINE = Path(shipping.ENGINE_DIR)
+
+
+def test_the_engine_imports_only_the_standard_library_and_itself() -> None:
+    """What is shipped to a server must run with its python3 alone."""
+    wrong = []
+    for path in sorted(ENGINE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                top = name.split(".")[0]
+                if top == "__future__" or top in sys.stdlib_module_names:
+                    continue
+                if name == "hostctl.engine.core" or name.startswith("hostctl.engine.core."):
+                    continue
+                wrong.append(f"{path.name}:{node.lineno}: {name}")
+    assert not wrong, wrong
+
+
+def _tree(tmp_path: Path) -> listing.Where:
+    where = listing.Where(str(tmp_path / "vassals"), str(tmp_path / "nginx"), str(tmp_path / "state"))
+    for d in (where.emperor_dir, where.nginx_dir, where.runtime_dir):
+        os.makedirs(d)
+    files = {f"{where.emperor_dir}/acme_web.ini": ("[uwsgi]\n", 0o640), f"{where.emperor_dir}/acme_web.ini.socket": ("/s\n", 0o640),
+             f"{where.nginx_dir}/acme_web.conf": ("server {}\n", 0o644), f"{where.nginx_dir}/zeta b.conf": ("x", 0o600),
+             f"{where.runtime_dir}/acme.json": ("{}\n", 0o600), f"{where.emperor_dir}/notes.txt": ("not listed", 0o644)}
+    for path, (text, mode) in files.items():
+        Path(path).write_text(text)
+        os.chmod(path, mode)
+    os.symlink("/etc/passwd", f"{where.nginx_dir}/link.conf")  # not a regular file: never listed
+    Path(where.manifest).write_text(Manifest({f"{where.emperor_dir}/acme_web.ini": Entry(sha256("[uwsgi]\n"), "vassal", "acme", "web")}).to_json())
+    return where
+
+
+def test_the_state_text_computed_in_python_is_what_the_shell_command_prints(tmp_path: Path) -> None:
+    """The engine's compare-and-swap hashes the same text deploy read over SSH."""
+    where = _tree(tmp_path)
+    shell = subprocess.run(["sh", "-c", listing.shell_command(where, facts=False)], capture_output=True, text=True, check=True).stdout
+    assert listing.state_text(where) == shell
+    assert "notes.txt" not in shell and "link.conf" not in shell and f"{where.runtime_dir}/acme.json" in shell
+    with_facts = subprocess.run(["sh", "-c", listing.shell_command(where)], capture_output=True, text=True, check=True).stdout
+    files, facts = listing.split(with_facts)
+    assert files == shell and facts.startswith(f"uid {os.geteuid()}\n")
+    Path(f"{where.nginx_dir}/acme_web.conf").write_text("edited\n")
+    assert listing.digest(listing.state_text(where)) != listing.digest(shell)
+
+
+def _records(tmp_path: Path, state: str) -> list[str]:
+    """Runtime records of three customers whose directories and (fake) cgroup live under tmp_path."""
+    run, fake = tmp_path / "run", tmp_path / "cgroup"
+    customers = ["alpha", "beta", "gamma"]
+    records = [CustomerRuntime(c, None, (Directory(str(run / c), 0o750), Directory(str(tmp_path / "log" / c), 0o750)),
+                               CustomerCgroup(c, (str(fake / "memory/hc"), str(fake / "memory/hc" / c)),
+                                              (Write(str(fake / "memory/hc" / c / "memory.limit_in_bytes"), "67108864"),)))
+               for c in customers]
+    base = (Directory(str(run), 0o755), Directory(str(tmp_path / "log"), 0o755))
+    runtime.save(state, HostRuntime(base, (str(fake / "memory/hc"),)), records, customers)
+    return customers
+
+
+def test_restore_rebuilds_every_customer_from_its_record_and_skips_a_damaged_one(tmp_path: Path) -> None:
+    """After a reboot (run dir and cgroups gone) the shipped zip, run by the system python3, brings them back."""
+    state = str(tmp_path / "state")
+    _records(tmp_path, state)
+    data, _ = shipping.engine_zip()
+    pyz = tmp_path / "hostctl-engine.pyz"
+    pyz.write_bytes(data)
+    restore = [shipping.PYTHON, str(pyz), "restore", "--state-dir", state]
+    done = subprocess.run(restore, capture_output=True, text=True)
+    assert done.returncode == 0, done
+    assert "3 customer(s) restored, 0 failed" in done.stdout
+    for c in ("alpha", "beta", "gamma"):
+        assert (tmp_path / "run" / c).is_dir() and (tmp_path / "log" / c).is_dir()
+        assert (tmp_path / "cgroup/memory/hc" / c / "memory.limit_in_bytes").read_text() == "67108864"
+    # "reboot": runtime directories and cgroups gone, and beta's record damaged
+    subprocess.run(["rm", "-rf", str(tmp_path / "run"), str(tmp_path / "cgroup")], check=True)
+    Path(runtime.record_path(state, "beta")).write_text('{"version": 1, "customer": "beta", "dirs": [')
+    done = subprocess.run(restore, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "2 customer(s) restored, 1 failed" in done.stdout and "beta: FAILED:" in done.stderr
+    assert (tmp_path / "run" / "alpha").is_dir() and (tmp_path / "run" / "gamma").is_dir()
+    assert not (tmp_path / "run" / "beta").exists()
+    assert (tmp_path / "cgroup/memory/hc/gamma/memory.limit_in_bytes").read_text() == "67108864"
+
+
+def test_the_zip_is_built_once_per_content_and_carries_only_the_engine(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    data, digest = shipping.engine_zip()
+    assert shipping.engine_zip() == (data, digest) and len(digest) == 32
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert names[:3] == ["__main__.py", "hostctl/__init__.py", "hostctl/engine/__init__.py"]
+    assert sorted(names[3:]) == sorted(f"hostctl/engine/core/{p.name}" for p in ENGINE.glob("*.py"))
+    payload = shipping.payload({"version": 1})
+    head, _, rest = payload.partition(b"\n")
+    assert int(head) == len(data) and rest[:len(data)] == data and json.loads(rest[len(data):]) == {"version": 1}
