@@ -274,3 +274,18 @@ def test_root_reads_current_with_readlink_only_and_refuses_odd_roots(tmp_path: P
         os.chown(tmp_path, 0, 0)
         with pytest.raises(appagent.AgentError, match="belongs to uid 0, not to 'nobody'"):
             appagent.ensure_root(str(root), user, -1)
+
+
+def test_the_fabric_release_task_is_the_release_command(tmp_path: Path) -> None:
+    from invoke.exceptions import Exit
+
+    from hostctl.fabfile import fabfile
+
+    root = tmp_path / "inv"
+    shutil.copytree(CASES / "apps", root, ignore=shutil.ignore_patterns("expected"))
+    with pytest.raises(Exit) as info:
+        fabfile.release.body(None, "nobody", source=str(tmp_path), inventory=str(root))
+    assert "no customer 'nobody'" in str(info.value.message) and info.value.code == 1
+    with pytest.raises(Exit) as info:
+        fabfile.release.body(None, "shop", app="legacy", rollback="previous", inventory=str(root))
+    assert "shop_legacy has no 'root:'" in str(info.value.message)
