@@ -14,6 +14,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from tests.harness import APPS, Sandbox, Server, wait_for
-from tests.integration.test_limits import CONTROLLERS, V1, _remove_cgroups, _v1_writable
+from tests.integration.test_limits import CONTROLLERS, V1, _remove_cgroups, _v1_writable, _v2_root
 
 pytestmark = pytest.mark.integration
 
@@ -249,3 +250,32 @@ def test_removing_the_customer_stops_its_workers(life: Life) -> None:
     gone = subprocess.run(["pgrep", "-u", life.user], capture_output=True, text=True)
     wait_for(lambda: subprocess.run(["pgrep", "-u", life.user], capture_output=True).returncode == 1,
              timeout=60, what=f"no process of the customer left ({gone.stdout.split()})")
+
+
+def test_run_joins_the_customers_cgroup_v2_leaf() -> None:
+    """The agent's `run` on the v2 hierarchy (this host's cgroup2 mount has no controllers, so only the attach
+    is shown): the command runs in <v2>/<parent>/<customer>, as the customer."""
+    from hostctl.engine import appagent
+
+    v2 = _v2_root()
+    if v2 is None or os.geteuid() != 0:
+        pytest.skip("needs root and a writable cgroup2 mount")
+    parent = f"hostctl-test-{secrets.token_hex(3)}"
+    leaf = Path(v2, parent, "acme")
+    leaf.mkdir(parents=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix="hostctl-test-", dir="/tmp"))  # nobody can enter it
+    try:
+        os.chmod(tmp_path, 0o777)
+        req = {"op": "run", "customer": "acme", "user": "nobody", "env": {"X": "y"}, "workdir": str(tmp_path), "venv": None,
+               "cgroup": {"mode": "v2", "parent": parent, "required": True},
+               "argv": ["sh", "-c", "id -u > out; cat /proc/self/cgroup >> out; echo $X >> out"]}
+        status, _ = appagent.handle(req)
+        assert status == 0
+        lines = (tmp_path / "out").read_text().splitlines()
+        assert lines[0] == str(pwd.getpwnam("nobody").pw_uid)
+        assert f"0::/{parent}/acme" in lines and lines[-1] == "y"
+    finally:
+        wait_for(lambda: not (leaf / "cgroup.procs").read_text().split(), timeout=10, what="the leaf to empty")
+        leaf.rmdir()
+        leaf.parent.rmdir()
+        shutil.rmtree(tmp_path, ignore_errors=True)
