@@ -90,8 +90,12 @@ def cgroup_procs(spec: dict | None, customer: str, mounts_text: str | None = Non
     return found
 
 
-def account(name: str | None) -> dict | None:
-    """uid, gid and home of the customer's Unix user on this host (None: stay the invoking user)."""
+def account(name: str | None, rule: dict | None = None) -> dict | None:
+    """uid, gid and home of the customer's Unix user on this host (None: stay the invoking user).
+
+    ``rule`` (``uid_min``, ``uid_max``, ``nginx_user``, ``nginx_group``): the part of
+    ``engine/accounts.py``'s rule this host's own user database decides, checked here
+    so that a server refuses what apply refuses (nginx's user or group, a system account)."""
     if name is None:
         return None
     try:
@@ -100,7 +104,39 @@ def account(name: str | None) -> dict | None:
         raise AgentError(f"Unix user {name!r} does not exist on this host (run `hostctl apply --create-users`)") from None
     if entry.pw_uid == 0:
         raise AgentError(f"Unix user {name!r} is root; customer commands never run as root")
+    why = refused(entry, rule) if rule else None
+    if why:
+        raise AgentError(f"Unix user {name!r} {why}; customer commands never run as it (apply refuses it too)")
     return {"name": name, "uid": entry.pw_uid, "gid": entry.pw_gid, "home": entry.pw_dir}
+
+
+def refused(entry: pwd.struct_passwd, rule: dict) -> str | None:
+    """Why ``entry`` may not be a customer's account on this host, or None."""
+    import grp
+
+    if not rule["uid_min"] <= entry.pw_uid <= rule["uid_max"]:
+        return f"has uid {entry.pw_uid}, outside isolation.uid_min..uid_max ({rule['uid_min']}..{rule['uid_max']})"
+    nginx_gids = set()
+    try:
+        nginx = pwd.getpwnam(rule["nginx_user"])
+        if nginx.pw_uid == entry.pw_uid:
+            return f"is nginx's user ({rule['nginx_user']})"
+        nginx_gids.add(nginx.pw_gid)
+    except KeyError:
+        pass
+    for name in filter(None, [rule.get("nginx_group")]):
+        try:
+            nginx_gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            pass
+    for gid in nginx_gids:
+        try:
+            members = grp.getgrgid(gid).gr_mem
+        except KeyError:
+            members = []
+        if entry.pw_gid == gid or entry.pw_name in members:
+            return "is in nginx's group, which can enter every customer's socket directory"
+    return None
 
 
 def environment(env: dict, user: dict | None, workdir: str | None, venv: str | None) -> dict:
@@ -345,7 +381,7 @@ def restart(req: dict) -> dict:
 
 def run(req: dict) -> int:
     """`hostctl run`: the command as the customer, in its cgroup, with the app's environment; its exit status."""
-    user = account(req.get("user"))
+    user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
     env = environment(req.get("env") or {}, user, req.get("workdir"), req.get("venv"))
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's (same terminal)
@@ -597,7 +633,7 @@ def go_live(req: dict, user: dict | None, procs: list[str], rid: str, previous: 
 
 def release_release(req: dict, stdin) -> tuple[int, dict]:
     """Unpack, build, check and run the hooks as the customer; then switch, reload, health check, prune."""
-    user = account(req.get("user"))
+    user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
     group = -1
     if req.get("group"):
@@ -668,7 +704,7 @@ def release_list(req: dict, stdin) -> tuple[int, dict]:
 
 def release_rollback(req: dict, stdin) -> tuple[int, dict]:
     """Switch back to release ``to`` (default: the newest one older than the live one), with reload and health check."""
-    user = account(req.get("user"))
+    user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
     root = req["root"]
     ids, live = list_releases(root), read_current(root)

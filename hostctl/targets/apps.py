@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from hostctl.engine import appagent, probe
+from hostctl.engine import appagent, owners, probe
 from hostctl.errors import HostctlError
 from hostctl.inventory import placement
 from hostctl.inventory.schema import Settings
@@ -90,6 +90,14 @@ def request(inv: Inventory, customer: CustomerSpec, app: AppSpec, host: str | No
         "env": dict(cfg.env), "workdir": workdir, "venv": venv,
         "vassal": paths.vassal, "stats": paths.stats, "emperor_stats": layout.emperor_stats(settings),
     }
+    if separate:  # the account rule apply uses (engine/accounts.py): here in full, on the server for its own users
+        iso = settings.isolation
+        req["account_rule"] = {"uid_min": iso.uid_min, "uid_max": iso.uid_max, "nginx_user": owners.DEFAULT_NGINX_USER,
+                               "nginx_group": settings.nginx.group}
+        if host is None:
+            mine = [p for p in owners.account_problems(inv, owners.nginx_group(inv, True)) if p.file == customer.file]
+            if mine:
+                raise HostctlError(f"{mine[0]}; not acting as that account")
     return req
 
 
