@@ -20,6 +20,9 @@ from tests.harness import APPS, REPO, Sandbox, wait_for
 FIGURES: dict[str, str] = {}  # printed at the end of the session (conftest.pytest_terminal_summary)
 HOSTCTL = f"{GUEST_VENV}/bin/hostctl"
 APP_DIR = "/srv/fleet"  # the test apps, on every guest
+INVENTORY = "/etc/hostctl/inventory"  # on a server that runs `hostctl apply` itself
+# How an operator makes a customer's user on a server reached by deploy (hostctl's own message and uid range).
+USERADD = "useradd --system --user-group --no-create-home --shell /usr/sbin/nologin -K SYS_UID_MIN=20000 -K SYS_UID_MAX=29999 -K SYS_GID_MIN=20000 -K SYS_GID_MAX=29999"
 SERVER_PATHS = {"emperor_dir": "/etc/hostctl/vassals", "nginx_dir": "/etc/hostctl/nginx", "run_dir": "/run/hostctl",
                 "log_dir": "/var/log/hostctl", "state_dir": "/var/lib/hostctl"}
 
@@ -66,8 +69,8 @@ def install_hostctl(guest: Guest, wheel: Path) -> str:
     """Install (or upgrade/downgrade to) ``wheel`` in the guest's hostctl virtualenv; return its version."""
     remote = f"/tmp/{wheel.name}"
     guest.put(wheel, remote)
-    guest.run(f"{GUEST_VENV}/bin/pip install -q --no-index --no-deps --force-reinstall {shlex.quote(remote)} && rm -f {shlex.quote(remote)}",
-              timeout=600)
+    guest.run(f"{GUEST_VENV}/bin/pip install -q --no-index --no-deps --force-reinstall {shlex.quote(remote)} && rm -f {shlex.quote(remote)} "
+              f"&& ln -sf {GUEST_VENV}/bin/hostctl /usr/local/bin/hostctl", timeout=600)  # README, production step 2
     return guest.run(f"{GUEST_VENV}/bin/python -c 'import importlib.metadata as m; print(m.version(\"hostctl\"))'").stdout.strip()
 
 
@@ -119,3 +122,32 @@ def probe_app(domain: str, **extra: Any) -> dict[str, Any]:
 def procs_of(guest: Guest, user: str) -> list[int]:
     out = guest.run(f"pgrep -u {shlex.quote(user)} || true").stdout.split()
     return [int(p) for p in out]
+
+
+def server_hostctl(guest: Guest, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    return guest.run(f"{HOSTCTL} -i {INVENTORY} " + " ".join(shlex.quote(a) for a in args), check=check, timeout=timeout)
+
+
+def install_system_files(guest: Guest) -> None:
+    """What the README ("Running it in production", step 4) tells the operator to do with system/; the units an
+    older version did not render are skipped."""
+    guest.run(f"cd {INVENTORY}/system && install -m 644 emperor.ini /etc/hostctl/emperor.ini && "
+              "install -m 644 nginx-hostctl.conf /etc/nginx/conf.d/hostctl.conf && "
+              "install -m 644 hostctl-*.service hostctl-*.timer /etc/systemd/system/ && systemctl daemon-reload && "
+              "for unit in hostctl-limits.service hostctl-restore.service hostctl-logrotate.timer hostctl-certs.timer; do "
+              "  if [ -f $unit ]; then systemctl enable --now $unit; fi; done && "
+              "systemctl enable --now hostctl-emperor && nginx -t && systemctl reload nginx")
+
+
+REBOOT_LIMIT = 300.0  # seconds from `systemctl reboot` until every customer answers (TCG on 2 shared cores: 25-120 s to SSH)
+
+
+def reboot_to_served(guest: Guest, domains: list[str], limit: float = REBOOT_LIMIT) -> float:
+    """Reboot the guest; the seconds until every one of ``domains`` answers 200 from its app, with no command run."""
+    before = guest.boot_id()
+    started = time.monotonic()
+    guest.run("systemctl reboot", check=False, timeout=30)
+    guest.wait_ssh(limit, not_boot=before)
+    for domain in domains:
+        wait_served(guest, domain, timeout=max(5.0, limit - (time.monotonic() - started)))
+    return time.monotonic() - started

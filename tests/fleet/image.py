@@ -13,14 +13,17 @@ two ext4 images without loop devices or mounts:
 - ``served.raw``: the same, with those packages installed from the same .debs
   (a server that ``bootstrap`` has already provisioned with packages).
 
-The cache key is a hash of this file (the recipe), the package lists and
-hostctl's Python dependencies; a build happens only when the key changes.
+The cache key is a hash of the recipe (the customize script and build steps), the
+package lists (bootstrap's among them) and hostctl's Python dependencies; a build
+happens only when the key changes. Images of other keys are removed once unused for
+two days (another checkout may still be booting them).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -33,6 +36,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostctl.targets import bootstrap
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE_ROOT = Path(os.environ.get("HOSTCTL_FLEET_CACHE", "/var/cache/hostctl-fleet"))
 SUITE = "bookworm"
@@ -41,8 +46,8 @@ BASE_PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-venv",
     "curl", "iproute2", "ca-certificates", "procps", "initramfs-tools", "kmod", "psmisc",
 )
-# What `hostctl bootstrap` installs (hostctl.bootstrap.PACKAGES): cached in the image, installed only in served.raw.
-SERVER_PACKAGES = ("nginx", "uwsgi-core", "uwsgi-plugin-python3")
+# What `hostctl bootstrap` installs: cached in the image, installed only in served.raw (a change rebuilds the image).
+SERVER_PACKAGES = bootstrap.PACKAGES
 IMAGE_SIZE = "3G"
 GUEST_VENV = "/opt/hostctl"  # hostctl's virtualenv on the guests (its dependencies are baked in)
 
@@ -85,9 +90,12 @@ def python_requirements() -> list[str]:
 
 
 def cache_key() -> str:
+    """A hash of what goes into the image: the recipe (customize script, build steps) and the package lists."""
     digest = hashlib.sha256()
-    digest.update(Path(__file__).read_bytes())
-    digest.update(json.dumps([SUITE, MIRROR, BASE_PACKAGES, SERVER_PACKAGES, python_requirements()]).encode())
+    for part in (CUSTOMIZE, inspect.getsource(build), inspect.getsource(install_server_packages)):
+        digest.update(part.encode())
+    digest.update(json.dumps([SUITE, MIRROR, BASE_PACKAGES, SERVER_PACKAGES, IMAGE_SIZE, GUEST_VENV,
+                              python_requirements()]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -99,15 +107,22 @@ def get_image(log=print) -> Image:
     with open(CACHE_ROOT / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "done").exists():
+            (directory / "done").touch()  # last used: see prune()
             return Image(directory, None)
         started = time.monotonic()
         build(directory, log)
         seconds = time.monotonic() - started
         (directory / "done").write_text(json.dumps({"build_seconds": round(seconds, 1)}) + "\n")
-        for old in CACHE_ROOT.glob("image-*"):  # earlier keys: their images are never used again
-            if old != directory:
-                shutil.rmtree(old, ignore_errors=True)
+        prune(keep=directory)
         return Image(directory, seconds)
+
+
+def prune(keep: Path, unused_for: float = 2 * 86400) -> None:
+    """Remove images of other keys not used for ``unused_for`` seconds (another checkout may still boot them)."""
+    for old in CACHE_ROOT.glob("image-*"):
+        stamp = old / "done"
+        if old != keep and (not stamp.exists() or time.time() - stamp.stat().st_mtime > unused_for):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _run(argv: list[str], log, **kwargs) -> None:

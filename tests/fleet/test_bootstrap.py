@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.fleet.fleet import booted, deploy_inventory, figure, get_json, probe_app, wait_served
+from tests.fleet.fleet import USERADD, booted, deploy_inventory, figure, get_json, probe_app, wait_served
 from tests.fleet.image import SERVER_PACKAGES
 from tests.fleet.vm import Guest
 from tests.harness import Sandbox
@@ -58,7 +58,7 @@ def test_bootstrap_installs_and_starts_everything_on_a_fresh_server(fresh: Guest
 
 
 def test_a_deploy_serves_the_customer_as_its_own_user(fresh: Guest, control: Sandbox) -> None:
-    fresh.run("id hc-acme >/dev/null 2>&1 || useradd --system --user-group --shell /usr/sbin/nologin hc-acme")
+    fresh.run(f"id hc-acme >/dev/null 2>&1 || {USERADD} hc-acme")
     started = time.monotonic()
     done = control.hostctl("deploy", timeout=600)
     figure("first deploy to a bootstrapped guest", f"{time.monotonic() - started:.1f} s")
