@@ -9,7 +9,10 @@ file may only name an account that
 - is not root and not nginx's user, and is in no group of nginx's;
 - has a uid inside ``isolation.uid_min``..``uid_max`` (the range hostctl itself
   creates users in: everything below is a system account, e.g. www-data or
-  postgres);
+  postgres), unless hostctl already gave it to that customer (``granted``: the
+  account its live vassal runs as; an older hostctl created users below today's
+  range, and refusing them would hold back every customer of an upgraded server
+  while the same vassal keeps running as the same account);
 - belongs to no other customer: not the same name, not the same uid, not the
   same primary group, and not a member of another customer's group.
 
@@ -46,8 +49,13 @@ class Wanted:
 
 
 def account_problems(wanted: list[Wanted], passwd: dict[str, Passwd], groups: dict[int, Group],
-                     uid_min: int, uid_max: int, nginx_user: str | None, nginx_group: str | None) -> dict[str, str]:
-    """customer -> why its account may not be used (customers whose account is missing are skipped)."""
+                     uid_min: int, uid_max: int, nginx_user: str | None, nginx_group: str | None,
+                     granted: dict[str, str] | None = None) -> dict[str, str]:
+    """customer -> why its account may not be used (customers whose account is missing are skipped).
+
+    ``granted``: customer -> the account hostctl's own live vassal of that customer runs as (exempt from the
+    uid range only)."""
+    granted = granted or {}
     problems: dict[str, str] = {}
     nginx = passwd.get(nginx_user) if nginx_user else None
     nginx_gids = {g.gid for g in groups.values() if g.name == nginx_group}
@@ -68,7 +76,7 @@ def account_problems(wanted: list[Wanted], passwd: dict[str, Passwd], groups: di
                                     "customer's socket; give the customer its own user")
         elif entry.gid in nginx_gids:
             problems[w.customer] = f"Unix user {w.user!r} has nginx's group as its primary group; give the customer its own user"
-        elif not uid_min <= entry.uid <= uid_max:
+        elif not uid_min <= entry.uid <= uid_max and granted.get(w.customer) != w.user:
             problems[w.customer] = (f"Unix user {w.user!r} has uid {entry.uid}, outside isolation.uid_min..uid_max "
                                     f"({uid_min}..{uid_max}), the range of accounts hostctl may give to customers "
                                     "(below it are system accounts); `hostctl apply --create-users` creates users inside it")

@@ -14,7 +14,8 @@ import pwd
 from dataclasses import dataclass, field
 
 from hostctl.engine import accounts
-from hostctl.errors import Problem
+from hostctl.errors import HostctlError, Problem
+from hostctl.plan.manifest import sha256
 from hostctl.inventory.spec import Inventory
 from hostctl.render.identity import Identity
 
@@ -104,12 +105,40 @@ def user_database(names: set[str]) -> tuple[dict[str, accounts.Passwd], dict[int
     return passwd, groups
 
 
+def granted_accounts(inventory: Inventory) -> dict[str, str]:
+    """customer -> the account (``uid =``) of a live vassal of that customer that hostctl wrote: listed in the
+    manifest and with the content recorded there (a file edited by hand does not count)."""
+    from hostctl.engine import state
+    from hostctl.render import layout
+
+    granted: dict[str, str] = {}
+    try:
+        manifest = state.read_manifest(layout.manifest(inventory.settings))
+    except HostctlError:
+        return granted
+    for path, entry in manifest.files.items():
+        if entry.kind != "vassal" or not path.startswith(inventory.settings.emperor_dir + os.sep):
+            continue
+        try:
+            with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as fh:
+                content = fh.read(1 << 20)
+        except OSError:
+            continue
+        if not entry.accepts(sha256(content)):
+            continue
+        for line in content.decode("utf-8", "replace").splitlines():
+            if line.startswith("uid = "):
+                granted[entry.customer] = line[len("uid = "):].strip()
+    return granted
+
+
 def account_problems(inventory: Inventory, nginx_group: str | None) -> list[Problem]:
     """``accounts``' rule for every customer's user, as problems at its file and ``user`` field."""
     iso = inventory.settings.isolation
     wanted = [accounts.Wanted(c.name, c.user) for c in inventory.customers]
     passwd, groups = user_database({w.user for w in wanted} | {DEFAULT_NGINX_USER})
-    found = accounts.account_problems(wanted, passwd, groups, iso.uid_min, iso.uid_max, DEFAULT_NGINX_USER, nginx_group)
+    found = accounts.account_problems(wanted, passwd, groups, iso.uid_min, iso.uid_max, DEFAULT_NGINX_USER, nginx_group,
+                                      granted=granted_accounts(inventory))
     out = []
     for customer in inventory.customers:
         if customer.name in found:

@@ -88,3 +88,46 @@ def test_resolve_refuses_root_nginx_and_system_accounts_naming_file_line_and_fie
     assert text[0].startswith("customers/a.yaml:6: user: Unix user 'root' is root"), text
     assert text[1].startswith("customers/b.yaml:6: user: Unix user 'www-data' is nginx's user"), text
     assert text[2].startswith("customers/c.yaml:6: user: Unix user 'daemon' has uid 1, outside isolation.uid_min..uid_max (20000..29999)"), text
+
+
+def test_an_account_hostctl_already_gave_the_customer_is_kept_after_an_upgrade() -> None:
+    """Found by the fleet (tests/fleet/test_upgrade.py): hostctl 8421bc9 created customer users with `useradd
+    --system` (uid 999, 997); the new uid range must not hold back every customer of an upgraded server. The range
+    rule yields to an account hostctl's own live vassal of that customer already runs as; no other rule does."""
+    passwd = {**PASSWD, **parse_passwd("hc-old:x:999:999::/nonexistent:/usr/sbin/nologin\n")}
+    groups = {**GROUPS, **parse_group("hc-old:x:999:\n")}
+    check = lambda granted: account_problems([Wanted("old", "hc-old"), Wanted("b", "www-data")], passwd, groups,  # noqa: E731
+                                             20000, 29999, "www-data", "www-data", granted=granted)
+    assert "uid 999, outside isolation.uid_min..uid_max" in check({})["old"]
+    assert check({"old": "hc-old", "b": "www-data"}) == {"b": check({})["b"]}  # nginx's user stays refused
+    assert "uid 999" in check({"other": "hc-old"})["old"]  # given to another customer: not this one's
+
+
+def test_resolve_keeps_the_account_of_hostctls_own_live_vassal_only(tmp_path) -> None:
+    """`daemon` (uid 1) stands for a user an older hostctl created below today's range."""
+    import yaml
+
+    from hostctl.engine import owners as identity
+    from hostctl.inventory import loader as inventory
+    from hostctl.plan.manifest import Entry, Manifest, sha256
+
+    inv = _inventory(tmp_path, {"old": {"apps": {"web": {"domains": ["old.example"], "wsgi": "app:application"}},
+                                        "user": "daemon"}})
+    settings = yaml.safe_load((inv.root / "hostctl.yaml").read_text())
+    settings.update(emperor_dir="vassals", state_dir="state")
+    (inv.root / "hostctl.yaml").write_text(yaml.safe_dump(settings))
+    (inv.root / "vassals").mkdir()
+    (inv.root / "state").mkdir()
+    vassal = inv.root / "vassals" / "old_web.ini"
+    text = "[uwsgi]\nuid = daemon\ngid = daemon\n"
+    vassal.write_text(text)
+
+    def problems() -> list[str]:
+        return [str(p) for p in identity.resolve(inventory.load(inv.root), euid=0)[1]]
+
+    assert any("Unix user 'daemon' has uid 1, outside" in p for p in problems())  # no manifest: not hostctl's
+    manifest = Manifest({str(vassal): Entry(sha256(text), "vassal", "old", "web")})
+    (inv.root / "state" / "manifest.json").write_text(manifest.to_json())
+    assert problems() == []
+    vassal.write_text("[uwsgi]\nuid = daemon\n; edited by hand\n")  # not what hostctl wrote: no longer counts
+    assert any("Unix user 'daemon' has uid 1, outside" in p for p in problems())
