@@ -168,6 +168,17 @@ class Server:
     def wait_status(self, host: str, status: int, timeout: float = 15.0) -> None:
         wait_for(lambda: self.request(host)[0] == status, timeout=timeout, what=f"{host} to answer {status}")
 
+    def unserved(self, host: str) -> bool:
+        """Whether nginx closes the connection for ``host`` without an answer (the default server's 444)."""
+        try:
+            self.request(host)
+        except http.client.RemoteDisconnected:
+            return True
+        return False
+
+    def wait_unserved(self, host: str, timeout: float = 15.0) -> None:
+        wait_for(lambda: self.unserved(host), timeout=timeout, what=f"{host} to be served by nobody (444)")
+
     def nginx_workers(self) -> set[int]:
         """Pids of nginx's worker processes (a reload replaces them)."""
         pidfile = self.sandbox.path("run") / "serve" / "nginx.pid"

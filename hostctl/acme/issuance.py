@@ -82,6 +82,9 @@ def preflight(settings: Settings, domains: Iterable[str], timeout: float = 5.0) 
                 conn.request("GET", f"{tls.ACME_CHALLENGE}{token}", headers={"Host": domain})
                 response = conn.getresponse()
                 body = response.read()
+            except http.client.RemoteDisconnected:  # the default server's 444: no server block has this name
+                return (f"nginx does not serve {tls.ACME_CHALLENGE} for {domain} (no server block has this name); "
+                        "run `hostctl apply` first so its server block is live")
             except OSError as exc:
                 return f"nginx does not answer on {settings.nginx.listen} ({exc}); is it running?"
             finally:

@@ -52,9 +52,8 @@ def write_configs(inv: Inventory, owners: Owners, env: jinja2.Environment) -> tu
     conf = os.path.join(sdir, "nginx.conf")
     with open(conf, "w", encoding="utf-8") as fh:
         # With any app on TLS, a default HTTPS server refuses handshakes for unknown names.
-        https_listen = settings.tls.https_listen if any(app.config.tls for app in inv.apps()) else None
         fh.write(nginx.scaffold(settings, env, sdir, os.path.join(settings.nginx_dir, "*.conf"), user=user, group=group,
-                                https_listen=https_listen))
+                                https=any(app.config.tls for app in inv.apps())))
     return emperor_ini, conf
 
 

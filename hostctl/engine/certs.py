@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
 
+from hostctl.engine import boundedio
 from hostctl.errors import Problem
 from hostctl.inventory.spec import Inventory
 from hostctl.render import tls
@@ -96,18 +97,24 @@ def parse(cert_pem: bytes, key_pem: bytes | None, path: str = "") -> CertFacts:
                      cert.not_valid_after_utc, cert.serial_number, matches, error)
 
 
+PEM_MAX = 1 << 20  # a chain of a dozen certificates is ~20 KB
+
+
 def read(certificate: str, key: str) -> CertFacts | None:
-    """Facts about ``certificate`` and ``key``; None when the certificate does not exist."""
+    """Facts about ``certificate`` and ``key``; None when the certificate does not exist.
+
+    Either file may sit where a customer can write: only a regular file of at most ``PEM_MAX``
+    bytes is read (a FIFO or /dev/zero is refused without blocking), see ``boundedio``.
+    Symlinks are followed: Let's Encrypt's live/ directory is made of them.
+    """
     try:
-        with open(certificate, "rb") as fh:
-            cert_pem = fh.read()
+        cert_pem = boundedio.read_regular(certificate, PEM_MAX)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return CertFacts(certificate, error=f"{certificate!r} cannot be read ({exc.strerror})")
     try:
-        with open(key, "rb") as fh:
-            key_pem: bytes | None = fh.read()
+        key_pem: bytes | None = boundedio.read_regular(key, PEM_MAX)
     except OSError as exc:
         return dataclasses.replace(parse(cert_pem, None, certificate), error=f"the key {key!r} cannot be read ({exc.strerror})")
     return parse(cert_pem, key_pem, certificate)

@@ -8,21 +8,41 @@ fails inside uWSGI in confusing ways ("No module named 'math'",
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import shlex
+import socket
+import stat
+import subprocess
 
 from hostctl.errors import Problem
-from hostctl.inventory import values
+from hostctl.engine import boundedio, nginxdump
+from hostctl.inventory import domains, values
+from hostctl.inventory.loader import SETTINGS_FILE
+from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import Inventory
+from hostctl.render import listens
+
+DUMP_TIMEOUT = 60
+
+
+PYVENV_CFG_MAX = 64 * boundedio.KIB  # a real one is a few hundred bytes
 
 
 def read_pyvenv_cfg(virtualenv: str) -> dict[str, str] | None:
+    """The virtualenv's pyvenv.cfg; None when it has none; ``boundedio.Refused`` when it is not a small regular file.
+
+    The virtualenv is the customer's: its pyvenv.cfg may be a FIFO, /dev/zero or a symlink.
+    """
     try:
-        with open(os.path.join(virtualenv, "pyvenv.cfg"), encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        text = boundedio.read_regular(os.path.join(virtualenv, "pyvenv.cfg"), PYVENV_CFG_MAX, nofollow=True)
+    except boundedio.Refused:
+        raise
     except OSError:
         return None
     out = {}
-    for line in lines:
+    for line in text.decode("utf-8", errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value.strip()
@@ -33,7 +53,10 @@ def virtualenv_problem(virtualenv: str, python: str) -> str | None:
     """Why ``virtualenv`` cannot be used with a plugin embedding ``python``, or None."""
     if not os.path.isdir(virtualenv):
         return f"{virtualenv!r} does not exist"
-    cfg = read_pyvenv_cfg(virtualenv)
+    try:
+        cfg = read_pyvenv_cfg(virtualenv)
+    except boundedio.Refused as exc:
+        return f"{exc.filename!r} {exc.strerror}; it is not read"
     if cfg is None or "home" not in cfg:
         return f"{virtualenv!r} is not a virtualenv (no pyvenv.cfg with 'home')"
     expected = os.path.dirname(os.path.realpath(python))
@@ -46,7 +69,7 @@ def virtualenv_problem(virtualenv: str, python: str) -> str | None:
 
 
 def check_host(inventory: Inventory) -> list[Problem]:
-    problems = []
+    problems = domain_problems(inventory, own_names(socket.gethostname(), _etc_hosts()), *live_servers(inventory.settings))
     python = inventory.settings.emperor.python
     for customer in inventory.customers:
         for app in customer.apps:
@@ -62,3 +85,143 @@ def check_host(inventory: Inventory) -> list[Problem]:
             if entry and not os.path.isfile(entry[0]):
                 problems.append(inventory.problem(customer.file, base + ("wsgi",), f"{entry[0]!r} does not exist"))
     return problems
+
+
+# --- the host's own names and the servers hostctl did not write ---------------------------
+
+
+def own_names(hostname: str, etc_hosts: str) -> set[str]:
+    """The host's own names: its hostname and the names /etc/hosts gives its loopback addresses."""
+    names = {hostname.lower()}
+    for line in etc_hosts.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and (fields[0].startswith("127.") or fields[0] == "::1"):
+            names.update(name.lower() for name in fields[1:])
+    out = set()
+    for name in names:
+        try:
+            values.host_name(name)
+        except ValueError:
+            continue
+        if domains.refusal(name) is None and not name.startswith("ip6-"):
+            out.add(name)
+    return out
+
+
+def _etc_hosts(path: str = "/etc/hosts") -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return ""
+
+
+def dump_command(settings: Settings) -> list[str] | None:
+    """How to print the live nginx configuration: ``nginx.dump_command``, else ``test_command`` with -T for -t."""
+    if settings.nginx.dump_command is not None:
+        return shlex.split(settings.nginx.dump_command) or None
+    if settings.hosts or not settings.nginx.test_command:
+        return None  # hostctl serve's nginx, or a fleet whose nginx lives on other hosts
+    argv = shlex.split(settings.nginx.test_command)
+    if "-t" not in argv:
+        return None
+    return ["-T" if arg == "-t" else arg for arg in argv if arg != "-q"]
+
+
+def live_servers(settings: Settings) -> tuple[list[nginxdump.Server], list[Problem]]:
+    """The http servers of the live nginx configuration that hostctl did not write."""
+    argv = dump_command(settings)
+    if argv is None:
+        return [], []
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=DUMP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command", f"`{shlex.join(argv)}` could not run: {exc}")]
+    if proc.returncode != 0:
+        return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command",
+                            f"`{shlex.join(argv)}` failed, so customer domains cannot be checked against the other "
+                            f"servers of this host: {proc.stderr.strip()[-500:]}")]
+    return nginxdump.foreign_servers(proc.stdout, (settings.nginx_dir,)), []
+
+
+def domain_problems(inventory: Inventory, own: set[str], foreign: list[nginxdump.Server],
+                    problems: list[Problem] | None = None) -> list[Problem]:
+    """Customer domains that are the host's own names or collide with a server hostctl did not write."""
+    out = list(problems or [])
+    ours = nginxdump.hostctl_listens(listens_of(inventory.settings))
+    foreign = [server for server in foreign if nginxdump.shares_listen(server.listens, ours)]
+    for customer in inventory.customers:
+        for app in customer.apps:
+            for index, domain in enumerate(app.config.domains):
+                path = ("apps", app.name, "domains", index)
+                taken = domains.reserved_clash(domain, own)
+                if taken:
+                    what = "is" if taken == domain else f"covers {taken!r},"
+                    out.append(inventory.problem(customer.file, path, f"{domain!r} {what} a name of this host (its hostname or /etc/hosts)"))
+                for server in foreign:
+                    clash = next((name for name in server.names if domains.foreign_overlap(domain, name)), None)
+                    if clash is not None:
+                        out.append(inventory.problem(customer.file, path, (
+                            f"{domain!r} collides with server_name {clash!r} of a server hostctl did not write "
+                            f"({server.where}); nginx would send one of them the other's visitors")))
+    return out
+
+
+def listens_of(settings: Settings) -> tuple[str, ...]:
+    return listens.http(settings) + listens.https(settings)
+
+
+# --- can nginx's workers reach the static directories? -------------------------------------
+
+
+def blocked_directory(path: str, uid: int, gids: set[int]) -> tuple[str, os.stat_result] | None:
+    """The first directory from / down to ``path`` (inclusive) that a process of ``uid``/``gids`` may not
+    enter, with its stat; None when every existing one is searchable (a missing one ends the walk)."""
+    parts = [p for p in path.split("/") if p]
+    for directory in ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid in gids else stat.S_IXOTH
+        if uid != 0 and not st.st_mode & bit:
+            return directory, st
+    return None
+
+
+def static_access_problems(inventory: Inventory, nginx_user: str, nginx_gid: int) -> list[Problem]:
+    """Static directories nginx's workers cannot enter: every file there would answer 403."""
+    try:
+        entry = pwd.getpwnam(nginx_user)
+    except KeyError:
+        return []
+    gids = set(os.getgrouplist(nginx_user, entry.pw_gid)) | ({nginx_gid} if nginx_gid != -1 else set())
+    group = _group_name(nginx_gid if nginx_gid != -1 else entry.pw_gid)
+    problems = []
+    for customer in inventory.customers:
+        for app in customer.apps:
+            for prefix, target in app.config.static.items():
+                blocked = blocked_directory(target, entry.pw_uid, gids)
+                if blocked is not None:
+                    directory, st = blocked
+                    problems.append(inventory.problem(customer.file, ("apps", app.name, "static", prefix), (
+                        f"nginx's workers ({nginx_user}) cannot enter {directory!r} (mode {stat.S_IMODE(st.st_mode):04o}, "
+                        f"{_user_name(st.st_uid)}:{_group_name(st.st_gid)}), so every file under {target!r} would answer 403; "
+                        f"give them search permission there (chmod o+x, or group {group} with g+x)")))
+    return problems
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import jinja2
 
-from hostctl.render import layout, templates
+from hostctl.render import layout, listens, templates
 from hostctl.engine.core import nginx as engine
 from hostctl.engine.core.nginx import CheckResult  # noqa: F401
 from hostctl.errors import from_engine
@@ -24,11 +24,16 @@ SCAFFOLD_TEMPLATE = "nginx.conf.j2"
 
 def scaffold(settings: Settings, env: jinja2.Environment, prefix: str, include: str, *,
              user: str | None = None, group: str | None = None, default_server: bool = True,
-             https_listen: str | None = None) -> str:
-    """The text of a minimal nginx.conf around ``include`` (a glob of server blocks)."""
+             https: bool = False) -> str:
+    """The text of a minimal nginx.conf around ``include`` (a glob of server blocks).
+
+    ``https``: the default servers include one for the HTTPS addresses (refusing unknown names' handshakes).
+    """
     return templates.render(
         templates.get(env, SCAFFOLD_TEMPLATE),
-        settings=settings, user=user, group=group, include=include, default_server=default_server, https_listen=https_listen,
+        settings=settings, user=user, group=group, include=include,
+        default_server=default_server and settings.nginx.default_server,
+        http_listens=listens.http(settings), https_listens=listens.https(settings) if https else (),
         pidfile=os.path.join(prefix, "nginx.pid"), error_log=os.path.join(prefix, "error.log"),
         temp_dir=os.path.join(prefix, "tmp"),
     )

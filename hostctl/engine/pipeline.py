@@ -58,6 +58,8 @@ def load_checked(root: Path | str, host_checks: bool = True, missing_users_ok: b
     if host_checks:
         problems += checks.check_host(inv)
         problems += certs.check(inv)
+        if owners.root:  # nginx's workers run as www-data (serve and Debian's nginx)
+            problems += checks.static_access_problems(inv, identity.DEFAULT_NGINX_USER, owners.nginx_gid)
     shared = [p for p in problems if not inventory_mod.is_own(p)]
     if shared or (problems and not partial):
         raise InventoryError(problems)

@@ -12,6 +12,7 @@ is then reported, never raised.
 
 import json
 import os
+import re
 import socket
 import stat
 import struct
@@ -25,17 +26,27 @@ NOT_RUNNING = ("no such file or directory", "connection refused")  # nothing lis
 MARK = "@@hostctl-status@@"  # the answer's JSON follows it (SSH mixes in anything written to stderr)
 
 
-def read_socket(address, timeout=1.0):
+# A vassal's stats socket is in its customer's directory, so whatever answers there may be the
+# customer's own program: every read is bounded in total time, bytes and JSON nesting.
+MAX_STATS_BYTES = 4 << 20  # a vassal's stats: 256 workers with 8 cores each are ~80 KB
+EMPEROR_STATS_BYTES = 64 << 20  # the Emperor's (a root socket in run_dir): ~450 bytes per vassal
+MAX_JSON_DEPTH = 32  # uWSGI's stats nest 4 levels (workers -> cores -> ...)
+
+
+def read_socket(address, timeout=1.0, max_bytes=MAX_STATS_BYTES):
     """Everything a stats server sends on one connection: (bytes, None), or (None, why not).
 
     ``address`` is a UNIX socket path, or host:port for TCP. ``emperor.py`` reads through it too.
+    ``timeout`` bounds the whole exchange (connect to last byte), not each read, so a server that
+    trickles bytes cannot hold the caller; more than ``max_bytes`` is refused.
     """
     if ":" in address and not address.startswith("/"):
         host, _, port = address.rpartition(":")
         family, target = socket.AF_INET, (host, int(port))
     else:
         family, target = socket.AF_UNIX, address
-    chunks = []
+    chunks, total = [], 0
+    deadline = time.monotonic() + timeout
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -47,10 +58,17 @@ def read_socket(address, timeout=1.0):
             if refused:
                 return None, refused
             while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout()
+                sock.settimeout(left)
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                total += len(chunk)
+                if total > max_bytes:
+                    return None, "sent more than %d bytes (a stats server sends one small JSON object)" % max_bytes
     except OSError as exc:
         if isinstance(exc, socket.timeout):
             return None, "did not answer within %g s" % timeout
@@ -87,18 +105,51 @@ def peer_refused(sock, path):
     return None
 
 
-def fetch(address, timeout=1.0):
-    """A uWSGI stats server's JSON: (stats, None), or (None, why it could not be read)."""
-    data, error = read_socket(address, timeout)
-    if error is not None:
-        return None, error
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data, limit=MAX_JSON_DEPTH):
+    """How deeply ``data`` (JSON text as bytes) nests arrays and objects (strings skipped), counted up to
+    ``limit + 1`` without parsing: innermost pairs are removed once per level, each pass at C speed."""
+    brackets = _JSON_STRING.sub(b"", data).translate(_BRACKETS, _NOT_BRACKETS)
+    depth = 0
+    while brackets and depth <= limit:
+        inner = brackets.replace(b"()", b"")
+        if inner == brackets:
+            break  # unbalanced: json.loads will refuse it
+        brackets, depth = inner, depth + 1
+    return depth
+
+
+def parse_stats(data, check_depth=True):
+    """(stats, None) or (None, why): a JSON object nested at most ``MAX_JSON_DEPTH`` deep.
+
+    ``check_depth``: count the nesting before parsing (~25 ms per MB); json.loads alone would
+    recurse into it (a RecursionError, caught too, comes only past ~1,000 levels)."""
     if not data:
         return None, "answered nothing"
+    if check_depth and json_depth(data) > MAX_JSON_DEPTH:
+        return None, "answered JSON nested deeper than %d levels" % MAX_JSON_DEPTH
     try:
         parsed = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, "answered something that is not JSON"
     return (parsed, None) if isinstance(parsed, dict) else (None, "answered something that is not a JSON object")
+
+
+def fetch(address, timeout=1.0, max_bytes=MAX_STATS_BYTES, check_depth=True):
+    """A uWSGI stats server's JSON: (stats, None), or (None, why it could not be read)."""
+    data, error = read_socket(address, timeout, max_bytes)
+    if error is not None:
+        return None, error
+    return parse_stats(data, check_depth)
+
+
+def fetch_emperor(address, timeout=1.0):
+    """The Emperor's stats: its socket is root's (in run_dir), and it lists every vassal, so it may be large."""
+    return fetch(address, timeout, EMPEROR_STATS_BYTES, check_depth=False)
 
 
 def children_map(proc="/proc"):
@@ -210,7 +261,7 @@ def master_pids(app_ids, emperor, vassals):
 def collect(request):
     """Everything ``status_remote`` needs, read on this server."""
     timeout = request.get("timeout", 1.0)
-    emperor, emperor_error = fetch(request["emperor_stats"], timeout)
+    emperor, emperor_error = fetch_emperor(request["emperor_stats"], timeout)
     vassals, stats_errors = {}, {}
     for app_id, address in request["apps"].items():
         stats, error = fetch(address, timeout)

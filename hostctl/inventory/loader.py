@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pydantic
 
 from hostctl.errors import InventoryError, Problem
-from hostctl.inventory import envfile, placement, tls_settings, values
+from hostctl.inventory import domains, envfile, placement, staticfiles, tls_settings, values
 from hostctl.inventory.schema import TUNING_FIELDS, App, Customer, Limits, Settings
 from hostctl.inventory.spec import CUSTOMERS_DIR, AppSpec, CustomerSpec, Inventory
 from hostctl.inventory.yamlsource import Source, parse
@@ -165,6 +165,8 @@ def _resolve_settings(root: Path, settings: Settings, source: Source) -> tuple[S
         updates[key] = resolved
     updates["tls"], found = tls_settings.resolve_settings(settings.tls, lambda value: _absolute(root, value), source)
     problems += found
+    roots = [_absolute(root, value) for value in settings.isolation.static_roots]
+    updates["isolation"] = settings.isolation.model_copy(update={"static_roots": roots})
     return settings.model_copy(update=updates), problems
 
 
@@ -211,6 +213,19 @@ def _check_resolved_paths(app: App, source: Source, base: tuple) -> list[Problem
             values.path(value)
         except ValueError:
             problems.append(source.problem(base + key, f"resolves to {value!r}, which contains characters that cannot be written to nginx or uWSGI configuration"))
+    return problems
+
+
+def _static_problems(app: App, roots: list[str], source: Source, base: tuple) -> list[Problem]:
+    """A static target outside the app's chdir and ``isolation.static_roots`` would let nginx serve any file."""
+    problems = []
+    for prefix, target in app.static.items():
+        if staticfiles.allowed_root(target, app.chdir, roots) is None:
+            where = " or ".join(filter(None, [f"the app's chdir ({app.chdir})" if app.chdir else None,
+                                              f"isolation.static_roots ({', '.join(roots)})" if roots else None]))
+            problems.append(source.problem(base + ("static", prefix), (
+                f"{target!r} is not under {where or 'a chdir (the app has none) or isolation.static_roots (none set)'}; "
+                "nginx would serve whatever its user can read there")))
     return problems
 
 
@@ -321,6 +336,7 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
         for app_name, app in customer.apps.items():
             resolved = _resolve_app(root, app, settings.defaults, secrets)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
+            problems += _static_problems(resolved, settings.isolation.static_roots, source, ("apps", app_name))
             problems += tls_settings.check_app(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
         limits = _merge_limits(customer.limits, settings.defaults.limits)
@@ -328,6 +344,9 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
 
     shared, own = _cross_checks(customers, sources)
     problems += own
+    found_shared, found_own = domain_checks(sources, settings.isolation.reserved_domains if settings else ())
+    shared += found_shared
+    problems += found_own
     if settings is not None:
         problems += placement.check(settings, customers, sources)
     if not partial and (problems or shared):
@@ -351,27 +370,51 @@ def _raw_domains(source: Source) -> Iterator[tuple[str, int, str]]:
                     yield app_name, index, domain
 
 
-def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> tuple[list[Problem], list[Problem]]:
-    """(problems shared by two customers, problems within one customer's file)."""
-    problems, own = [], []
-    seen: dict[str, tuple[str, str, int | None]] = {}
+def _claims(sources: Mapping[str, Source]) -> list[domains.Claim]:
+    """Every domain of every customer file, in file order, as written (valid or not)."""
+    claims = []
     for rel, source in sorted(sources.items()):
         if not rel.startswith(CUSTOMERS_DIR + "/"):
             continue
         name = rel[len(CUSTOMERS_DIR) + 1 : -len(".yaml")]
         for app_name, index, domain in _raw_domains(source):
             path = ("apps", app_name, "domains", index)
-            if domain in seen:
-                other_customer, other_file, other_line = seen[domain]
-                where = f"{other_file}:{other_line}" if other_line else other_file
-                owner = "this customer" if other_customer == name else f"customer {other_customer!r}"
-                (own if other_customer == name else problems).append(
-                    source.problem(path, f"{domain!r} is already used by {owner} ({where})"))
-            else:
-                seen[domain] = (name, rel, source.line_of(path))
+            claims.append(domains.Claim(domain, name, rel, path, source.line_of(path)))
+    return claims
+
+
+def _cross_checks(customers: list[CustomerSpec], sources: dict[str, Source]) -> tuple[list[Problem], list[Problem]]:
+    """(problems shared by two customers, problems within one customer's file)."""
+    problems, own = [], []
+    seen: dict[str, domains.Claim] = {}
+    for claim in _claims(sources):
+        other = seen.setdefault(claim.domain, claim)
+        if other is not claim:
+            owner = "this customer" if other.customer == claim.customer else f"customer {other.customer!r}"
+            (own if other.customer == claim.customer else problems).append(
+                sources[claim.file].problem(claim.path, f"{claim.domain!r} is already used by {owner} ({other.where})"))
     users: dict[str, str] = {}
     for customer in customers:
         if customer.user in users:
             problems.append(sources[customer.file].problem(("user",), f"Unix user {customer.user!r} is already used by customer {users[customer.user]!r}"))
         users.setdefault(customer.user, customer.name)
     return problems, own
+
+
+def domain_checks(sources: Mapping[str, Source], reserved: Iterable[str] = ()) -> tuple[list[Problem], list[Problem]]:
+    """Names no customer may claim: another customer's under a wildcard (shared: it takes two customers),
+    and the host's own (``reserved``; the customer's own problem). Returns (shared, own)."""
+    claims = _claims(sources)
+    shared, own = [], []
+    for later, earlier in domains.wildcard_clashes(claims):
+        wildcard, name = (later, earlier) if later.domain.startswith("*.") and not (
+            earlier.domain.startswith("*.") and domains.covers(earlier.domain, later.domain)) else (earlier, later)
+        shared.append(sources[later.file].problem(later.path, (
+            f"{wildcard.domain!r} of customer {wildcard.customer!r} ({wildcard.where}) covers {name.domain!r} "
+            f"of customer {name.customer!r} ({name.where}); a wildcard may only cover its own customer's names")))
+    for claim in claims:
+        taken = domains.reserved_clash(claim.domain, reserved)
+        if taken:
+            what = "is" if taken == claim.domain else f"covers {taken!r},"
+            own.append(sources[claim.file].problem(claim.path, f"{claim.domain!r} {what} a name of this host (isolation.reserved_domains)"))
+    return shared, own

@@ -19,12 +19,14 @@ AppName = Annotated[str, AfterValidator(lambda v: values.name(v, "app name"))]
 WorkerName = Annotated[str, AfterValidator(lambda v: values.name(v, "worker name"))]
 UserName = Annotated[str, AfterValidator(lambda v: values.name(v, "user name"))]
 Domain = Annotated[str, AfterValidator(values.domain)]
+HostName = Annotated[str, AfterValidator(values.host_name)]
 EnvKey = Annotated[str, AfterValidator(values.env_key)]
 PathStr = Annotated[str, AfterValidator(values.path)]
 SettingsPath = Annotated[str, AfterValidator(values.settings_path)]
 UrlPrefix = Annotated[str, AfterValidator(values.url_prefix)]
 WsgiSpec = Annotated[str, AfterValidator(values.wsgi)]
 Listen = Annotated[str, AfterValidator(values.listen)]
+ListenV6 = Annotated[str, AfterValidator(values.listen_v6)]
 Size = Annotated[int, BeforeValidator(values.size)]
 AbsPath = Annotated[str, AfterValidator(values.absolute_path)]
 Command = Annotated[str, AfterValidator(values.command)]
@@ -166,6 +168,14 @@ class Defaults(Strict):
 
 class NginxSettings(Strict):
     listen: Listen = "127.0.0.1:8080"
+    # auto: a wildcard listen (80, 0.0.0.0:80) also gets [::]:PORT; off; or an IPv6 address ([::]:80)
+    listen_v6: ListenV6 = "auto"
+    # A default server on every listen closes connections for unknown names (444) and refuses
+    # their TLS handshakes; false only if another default_server of the host owns these addresses.
+    default_server: bool = True
+    # Prints the live configuration (`nginx -T`) so customer domains that collide with servers
+    # hostctl did not write are refused; default: `<binary> -T` when test_command is set; "" turns it off.
+    dump_command: str | None = None
     binary: SettingsPath = "nginx"
     uwsgi_params: SettingsPath = "/etc/nginx/uwsgi_params"
     # `hostctl serve` and the nginx -t scaffold include it (the system nginx.conf already does):
@@ -201,6 +211,11 @@ class IsolationSettings(Strict):
     # --create-users makes them there. Below are system accounts (www-data, postgres, ...).
     uid_min: int = Field(default=20000, ge=1000, le=2**31 - 2)
     uid_max: int = Field(default=29999, ge=1000, le=2**31 - 2)
+    # Names of the host itself that no customer may claim, besides its hostname and the names
+    # /etc/hosts gives its loopback addresses (both read by `validate`, `plan` and `apply`).
+    reserved_domains: list[HostName] = Field(default_factory=list)
+    # Directories under which a `static:` target may lie besides the app's own chdir (relative to the inventory).
+    static_roots: list[SettingsPath] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _range(self) -> "IsolationSettings":
@@ -268,6 +283,7 @@ class AcmeSettings(Strict):
 
 class TlsSettings(Strict):
     https_listen: Listen = "127.0.0.1:8443"
+    https_listen_v6: ListenV6 = "auto"  # as nginx.listen_v6
     webroot: SettingsPath = "acme-challenge"  # nginx serves /.well-known/acme-challenge/ from here
     cert_dir: SettingsPath = "certs"  # ACME certificates: <customer>_<app>/{fullchain,privkey}.pem
     renew_days: int = Field(default=30, ge=1, le=365)  # renew certificates that expire within this many days

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from hostctl.inventory import domains
+
 # Every pattern is applied with fullmatch: with match, '$' also accepts a trailing newline.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _LABEL = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)"
@@ -35,9 +37,22 @@ def name(value: str, what: str = "name") -> str:
 
 
 def domain(value: str) -> str:
+    """A customer's domain: a DNS name or ``*.`` + one, never an IP literal or a loopback name."""
+    if ":" in value and re.fullmatch(r"\[?[0-9A-Fa-f:.]+\]?", value):
+        raise ValueError(f"{value!r} is an IP address; customers get domain names only")
     if len(value) > 253 or not DOMAIN_RE.fullmatch(value):
         hint = " (use lowercase)" if value.lower() != value and DOMAIN_RE.fullmatch(value.lower()) else ""
         raise ValueError(f"{value!r} is not a valid domain name{hint}")
+    why = domains.refusal(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+def host_name(value: str) -> str:
+    """A name the host answers to itself (``isolation.reserved_domains``): a plain DNS name."""
+    if len(value) > 253 or not DOMAIN_RE.fullmatch(value) or value.startswith("*."):
+        raise ValueError(f"{value!r} is not a host name (lowercase DNS labels separated by dots)")
     return value
 
 
@@ -128,6 +143,15 @@ def listen(value: str) -> str:
     if not match or not 0 < int(match.group(2)) < 65536:
         raise ValueError(f"{value!r} is not a listen address (use 'PORT' or 'HOST:PORT', e.g. '127.0.0.1:8080')")
     return value
+
+
+def listen_v6(value: str) -> str:
+    """``auto``, ``off`` or an IPv6 listen address (``[::]:80``)."""
+    if value in ("auto", "off"):
+        return value
+    if not value.startswith("["):
+        raise ValueError(f"{value!r} is not 'auto', 'off' or an IPv6 listen address (e.g. '[::]:80')")
+    return listen(value)
 
 
 def absolute_path(value: str) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import jinja2
 
-from hostctl.render import cgroups, layout, lifecycle, ondemand, templates, tls
+from hostctl.render import cgroups, layout, lifecycle, listens, ondemand, templates, tls
 from hostctl.inventory import values
 from hostctl.engine.core.plan import RenderedFile  # noqa: F401  (a value the engine plans with)
 from hostctl.render.escape import INI_PLACEHOLDERS
@@ -39,6 +39,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
     server_t = templates.get(env, SERVER_TEMPLATE)
     settings = inventory.settings
     out: dict[str, RenderedFile] = {}
+    http_listens, https_listens = listens.http(settings), listens.https(settings)
     for customer in inventory.customers:
         user = customer.user if identity.per_customer else None
         for app in customer.apps:
@@ -51,6 +52,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
                 cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
                 lifecycle_lines=lifecycle.vassal_lines(cfg),
                 tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,
+                http_listens=http_listens, https_listens=https_listens,
             )
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)

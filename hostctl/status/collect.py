@@ -192,7 +192,7 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     or a fresh one ``cpu_interval`` seconds before the second."""
     settings = inv.settings
     address = layout.emperor_stats(settings)
-    emperor_stats, emperor_error = status_probe.fetch(address, STATS_TIMEOUT)
+    emperor_stats, emperor_error = status_probe.fetch_emperor(address, STATS_TIMEOUT)
     absent = emperor_error in status_probe.NOT_RUNNING
     if emperor_error is not None:
         emperor_error = f"the Emperor's stats socket {address}: {emperor_error}"

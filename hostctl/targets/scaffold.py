@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from hostctl.inventory import loader as inventory
-from hostctl.render import layout, templates
+from hostctl.render import layout, listens, templates
 from hostctl.targets import shipping
 from hostctl.inventory.schema import Settings
 from hostctl.errors import HostctlError
@@ -142,6 +142,7 @@ def system_files(settings: Settings, env: jinja2.Environment, emperor_ini: str =
     else the engine zip a deploy left in ``state_dir``.
     """
     context = dict(settings=settings, emperor_stats=layout.emperor_stats(settings),
+                   http_listens=listens.http(settings), https_listens=listens.https(settings),
                    pidfile=None, logto=None, emperor_ini=emperor_ini, inventory=inventory_root,
                    hostctl_bin=hostctl_bin,
                    restore_command=restore_command(settings, hostctl_bin if inventory_root else None))

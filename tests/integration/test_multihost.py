@@ -294,7 +294,7 @@ def test_a_deployed_host_serves_over_http(fleet: Fleet, sandbox: Sandbox, make_s
     # the customer leaves the host: it is no longer served there
     (fleet.box.inventory / "customers" / "globex.yaml").unlink()
     fleet.deploy_here()
-    server.wait_status("globex.example", 404)
+    server.wait_unserved("globex.example")
     assert server.get_json("acme.example")["customer"] == "acme"
 
 

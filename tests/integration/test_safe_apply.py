@@ -44,7 +44,7 @@ def test_quarantine_probe_rollback(sandbox: Sandbox, make_server) -> None:
     assert server.get_json("globex.example")["pid"] == globex_pid  # untouched
     assert (sandbox.path("nginx") / "globex_web.conf").read_text() == globex_conf  # last-known-good stays live
     assert not (sandbox.path("nginx") / "hooli_web.conf").exists() and not (sandbox.path("vassals") / "hooli_web.ini").exists()
-    assert server.request("hooli.example")[0] == 404
+    assert server.unserved("hooli.example")
     plan = sandbox.hostctl("plan", "--no-diff")
     assert "quarantined by the last apply (its last-known-good files stay live): globex: " in plan.stdout
     settings = inventory.load(sandbox.inventory).settings
@@ -86,7 +86,7 @@ def test_quarantine_probe_rollback(sandbox: Sandbox, make_server) -> None:
     # rollback: every file back to the generation before the live one (hooli disappears again).
     result = sandbox.hostctl("rollback")
     assert "Rollback to generation 2 complete" in result.stdout
-    server.wait_status("hooli.example", 404)
+    server.wait_unserved("hooli.example")
     assert server.wait_json("globex.example", lambda d: d["greeting"] == "g1")["greeting"] == "g1"
     assert [line.split()[2] for line in sandbox.hostctl("rollback", "--list").stdout.splitlines()][-2:] == ["rollback", "rollback"]
     snapshot = history.load(settings, 2).inventory

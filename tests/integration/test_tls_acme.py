@@ -80,7 +80,7 @@ def test_acme_customers_get_certificates_from_pebble_and_a_failed_challenge_leav
     again = box.hostctl("certs", "issue", check=False)
     assert again.returncode == 1
     assert "held bad_web (customer bad): no certificate yet; backing off after 1 failed order" in again.stdout
-    assert ("FAILED late_web (customer late): nginx does not serve /.well-known/acme-challenge/ for late.test (HTTP 404); "
+    assert ("FAILED late_web (customer late): nginx does not serve /.well-known/acme-challenge/ for late.test (no server block has this name); "
             "run `hostctl apply` first") in again.stdout
 
     # Renewal replaces a certificate and nginx serves the new one without an apply.

@@ -88,7 +88,8 @@ def root() -> Path:
     with tempfile.TemporaryDirectory(prefix="hostctl-prop-") as tmp:
         base = Path(tmp) / "inv"
         (base / "customers").mkdir(parents=True)
-        (base / "hostctl.yaml").write_text("emperor_dir: ../vassals\nnginx_dir: ../nginx\nrun_dir: ../run\nlog_dir: ../log\n")
+        (base / "hostctl.yaml").write_text("emperor_dir: ../vassals\nnginx_dir: ../nginx\nrun_dir: ../run\nlog_dir: ../log\n"
+                                           "isolation: {static_roots: [/]}\n")  # any static target (validation has its own cases)
         yield base
 
 

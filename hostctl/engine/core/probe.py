@@ -9,6 +9,7 @@ customer whose probe fails is rolled back by ``apply.py``.
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,15 +43,39 @@ def address(listen: str) -> tuple[str, int]:
     return ("127.0.0.1" if host in ("", "0.0.0.0", "*") else "::1" if host == "::" else host), int(port)
 
 
+STATUS_LINE_MAX = 8 << 10  # the answer is the customer app's: only its status line is read, and at most this much
+
+
 def fetch(where: tuple[str, int], target: Target, timeout: float) -> int:
-    conn = http.client.HTTPConnection(where[0], where[1], timeout=timeout)
+    """The HTTP status nginx answers for ``target``; the whole exchange takes at most ``timeout`` seconds.
+
+    Only the status line is read (the app behind nginx is the customer's: its body may be endless
+    or trickle byte by byte), then the connection is closed.
+    """
+    deadline = time.monotonic() + timeout
+    request = (f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\nUser-Agent: hostctl-probe\r\n"
+               "Connection: close\r\n\r\n").encode("ascii")
+    head = b""
     try:
-        conn.request("GET", target.path, headers={"Host": target.host, "User-Agent": "hostctl-probe"})
-        response = conn.getresponse()
-        response.read(1 << 20)  # a customer's app answers: read a bounded amount
-        return response.status
-    finally:
-        conn.close()
+        with socket.create_connection(where, timeout=timeout) as sock:
+            sock.sendall(request)
+            while b"\r\n" not in head:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout()
+                sock.settimeout(left)
+                chunk = sock.recv(1024)
+                if not chunk:
+                    raise http.client.RemoteDisconnected("closed without a status line")
+                head += chunk
+                if len(head) > STATUS_LINE_MAX:
+                    raise http.client.BadStatusLine(f"no status line in the first {STATUS_LINE_MAX} bytes")
+    except socket.timeout:
+        raise socket.timeout(f"no status line within {timeout:.1f} s ({len(head)} bytes)") from None
+    parts = head.split(b"\r\n", 1)[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise http.client.BadStatusLine(repr(head[:80]))
+    return int(parts[1])
 
 
 def check(where: tuple[str, int], target: Target, interval: float = 0.1) -> Outcome:
@@ -59,7 +84,7 @@ def check(where: tuple[str, int], target: Target, interval: float = 0.1) -> Outc
     while True:
         left = deadline - time.monotonic()
         try:
-            status = fetch(where, target, max(0.1, min(left, target.timeout)))
+            status = fetch(where, target, max(0.1, left))
             got = f"HTTP {status}"
             if status == target.status:
                 return Outcome(target, True, got)
