@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -191,8 +193,17 @@ def test_init_writes_a_gitignore_so_git_status_shows_only_configuration(tmp_path
 
 
 def test_add_customer_takes_static_threads_app_cpu_pids(inv: Path, runner: CliRunner, tmp_path: Path) -> None:
-    site = tmp_path / "site"
+    # validate checks that nginx's workers can enter a static directory; pytest's tmp_path is under a 0700 one
+    site = Path(tempfile.mkdtemp(prefix="hostctl-site-", dir="/tmp"))
+    os.chmod(site, 0o755)
     (site / "static").mkdir(parents=True)
+    try:
+        _add_customer_with_static(inv, runner, site)
+    finally:
+        shutil.rmtree(site)
+
+
+def _add_customer_with_static(inv: Path, runner: CliRunner, site: Path) -> None:
     code, _, err = run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "acme.wsgi:application",
                        "--app", "shop", "--chdir", str(site), "--threads", "4", "--static", f"/static/={site / 'static'}",
                        "--static", f"/media/={site}", "--cpu", "0.5", "--pids", "64", "--memory", "128M")
