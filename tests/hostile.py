@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from tests.harness import Sandbox, Server
 
@@ -138,6 +139,9 @@ class Tenants:
         tag = secrets.token_hex(3)
         self.users = {"acme": f"hct-h{tag}", "globex": f"hct-g{tag}"}
         self.box = Sandbox({"isolation": {"users": "per-customer"}})
+        # a static target must lie under the app's chdir or an isolation.static_roots entry
+        self.box.write_settings({**yaml.safe_load((self.box.inventory / "hostctl.yaml").read_text()),
+                                 "isolation": {"users": "per-customer", "static_roots": [str(self.box.root / "static")]}})
         (self.box.root / "static").mkdir()
         os.chmod(self.box.root / "static", 0o755)
         self.acme_app = acme_app or {}
