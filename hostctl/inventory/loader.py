@@ -220,8 +220,9 @@ def _static_problems(app: App, roots: list[str], source: Source, base: tuple) ->
     """A static target outside the app's chdir and ``isolation.static_roots`` would let nginx serve any file."""
     problems = []
     for prefix, target in app.static.items():
-        if staticfiles.allowed_root(target, app.chdir, roots) is None:
+        if staticfiles.allowed_root(target, (app.chdir, app.root), roots) is None:
             where = " or ".join(filter(None, [f"the app's chdir ({app.chdir})" if app.chdir else None,
+                                              f"the app's root ({app.root})" if app.root else None,
                                               f"isolation.static_roots ({', '.join(roots)})" if roots else None]))
             problems.append(source.problem(base + ("static", prefix), (
                 f"{target!r} is not under {where or 'a chdir (the app has none) or isolation.static_roots (none set)'}; "

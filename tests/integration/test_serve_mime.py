@@ -29,7 +29,8 @@ def test_static_files_are_served_with_their_mime_type(sandbox: Sandbox, make_ser
              "logo.svg": ("<svg/>\n", "image/svg+xml"), "data.unknownext": ("?\n", "application/octet-stream")}
     for name, (content, _) in files.items():
         (static / name).write_text(content)
-    sandbox.write_customer("acme", {"apps": {"web": sandbox.echo_app(["acme.example"], static={"/static/": str(static)})}})
+    sandbox.write_customer("acme", {"apps": {"web": sandbox.echo_app(["acme.example"], static={"/static/": str(static)},
+                                                                     chdir=str(sandbox.root))}})
     server = make_server(sandbox)
     sandbox.hostctl("apply")
     server.wait_json("acme.example")

@@ -22,7 +22,8 @@ from tests.unit.test_validation import write_inventory
     ("/srv/s/a/img", "/srv/a", ["/srv/s", "/srv/s/a"], "/srv/s/a"), ("/anything", None, ["/"], "/"),
 ])
 def test_allowed_root(target: str, chdir: str | None, roots: list[str], want: str | None) -> None:
-    assert staticfiles.allowed_root(target, chdir, roots) == want
+    assert staticfiles.allowed_root(target, (chdir, None), roots) == want
+    assert staticfiles.allowed_root(target, (None, chdir), roots) == want  # a released app's root counts the same
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to www-data's neighbours)")
