@@ -72,6 +72,7 @@ def build(inv: Inventory, name: str, env: jinja2.Environment, *, packages: bool 
         dirs=[settings.emperor_dir, settings.nginx_dir, settings.run_dir, settings.log_dir],
         state_dir=settings.state_dir, files=files,
         test_command=settings.nginx.test_command, reload_command=settings.nginx.reload_command,
+        default_server=settings.nginx.default_server,
     )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

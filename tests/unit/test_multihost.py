@@ -240,7 +240,9 @@ def test_bootstrap_script_and_files(inv: inventory.Inventory) -> None:
              "mkdir -p -- /srv/two/vassals /srv/two/nginx /srv/two/run /srv/two/log", "chmod -- 700 /srv/two/state",
              "mv -f -- /srv/two/.emperor.ini.hostctl-tmp-bootstrap /srv/two/emperor.ini",
              "mv -f -- /srv/two/systemd/.hostctl-emperor.service.hostctl-tmp-bootstrap /srv/two/systemd/hostctl-emperor.service",
-             "systemctl enable --now hostctl-emperor", "nginx -t -q", "systemctl reload nginx"]
+             "systemctl enable --now hostctl-emperor",
+             "rm -f /etc/nginx/sites-enabled/default",  # its default server would clash with the include's
+             "nginx -t -q", "systemctl reload nginx"]
     positions = [full.script.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
     assert sorted(full.files) == ["/srv/two/emperor.ini", "/srv/two/logrotate.conf", "/srv/two/nginx-include.conf",
