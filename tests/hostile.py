@@ -141,7 +141,7 @@ class Tenants:
         self.box = Sandbox({"isolation": {"users": "per-customer"}})
         # a static target must lie under the app's chdir or an isolation.static_roots entry
         self.box.write_settings({**yaml.safe_load((self.box.inventory / "hostctl.yaml").read_text()),
-                                 "isolation": {"users": "per-customer", "static_roots": [str(self.box.root / "static")]}})
+                                 "isolation": {"users": "per-customer", "static_roots": [str(self.box.root)]}})
         (self.box.root / "static").mkdir()
         os.chmod(self.box.root / "static", 0o755)
         self.acme_app = acme_app or {}
