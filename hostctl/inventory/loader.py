@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pydantic
 
 from hostctl.errors import InventoryError, Problem
-from hostctl.inventory import domains, envfile, placement, staticfiles, tls_settings, values
+from hostctl.inventory import domains, envfile, placement, privatetmp, staticfiles, tls_settings, values
 from hostctl.inventory.schema import TUNING_FIELDS, App, Customer, Limits, Settings
 from hostctl.inventory.spec import CUSTOMERS_DIR, AppSpec, CustomerSpec, Inventory
 from hostctl.inventory.yamlsource import Source, parse
@@ -338,6 +338,11 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
             resolved = _resolve_app(root, app, settings.defaults, secrets)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
             problems += _static_problems(resolved, settings.isolation.static_roots, source, ("apps", app_name))
+            hidden = privatetmp.hidden_paths(privatetmp.app_paths(resolved, settings.run_dir, settings.log_dir))
+            if resolved.private_tmp and hidden:
+                problems.append(source.problem(("apps", app_name, "private_tmp"), (
+                    f"a private /tmp would hide {', '.join(map(repr, hidden))} from the app; move it out of /tmp "
+                    "or leave private_tmp unset")))
             problems += tls_settings.check_app(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
         limits = _merge_limits(customer.limits, settings.defaults.limits)

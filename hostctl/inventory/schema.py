@@ -69,6 +69,14 @@ class AppTuning(Strict):
     # first request; after `idle` seconds without one the app exits until the next.
     on_demand: bool = False
     idle: int = Field(default=300, ge=2, le=86400)  # seconds; only for on_demand apps
+    # Shared resources (see the README's "Security model"): requests nginx handles for this app at
+    # once (limit_conn per server block; past it, connections are closed), open files per process of its vassal
+    # (RLIMIT_NOFILE, soft and hard), and a private /tmp (a tmpfs of tmp_size in its own mount namespace;
+    # unset: on unless the app's or hostctl's directories lie under /tmp, which it would hide).
+    connections: int = Field(default=100, ge=1, le=1_000_000)
+    open_files: int = Field(default=4096, ge=64, le=1_048_576)
+    private_tmp: bool | None = None
+    tmp_size: Size = 64 << 20
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
 
 
@@ -162,6 +170,10 @@ class Defaults(Strict):
     listen: int | None = Field(default=None, ge=16, le=65535)
     on_demand: bool | None = None
     idle: int | None = Field(default=None, ge=2, le=86400)
+    connections: int | None = Field(default=None, ge=1, le=1_000_000)
+    open_files: int | None = Field(default=None, ge=64, le=1_048_576)
+    private_tmp: bool | None = None
+    tmp_size: Size | None = None
     env: dict[EnvKey, EnvValue] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
 
@@ -235,6 +247,9 @@ class CgroupSettings(Strict):
     v2_root: SettingsPath | None = None
     # One cgroup per customer at <root>/<parent>/<customer>.
     parent: Name = "hostctl"
+    # Memory for all customers together: the limit of <parent> itself (v1 memory.limit_in_bytes,
+    # v2 memory.max); unset: no limit beyond each customer's own.
+    memory_budget: Size | None = None
 
 
 class HostNginx(Strict):

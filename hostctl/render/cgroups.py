@@ -55,6 +55,7 @@ class Hierarchy:
     v2_root: str | None = None
     controllers: frozenset[str] = frozenset()  # what can be limited
     why_off: str | None = None  # version None: why limits are not enforced
+    memory_budget: int | None = None  # bytes for all customers together (the parent's own limit); None: none
 
     def leaf(self, customer: str, controller: str = "memory") -> str | None:
         """The customer's cgroup directory (for ``controller`` on v1), or None when not enforced."""
@@ -127,11 +128,11 @@ def decide(cfg: CgroupSettings, facts: Facts, per_customer: bool = True) -> tupl
         if facts.v2_root is None:
             return off("no cgroup v2 hierarchy"), ["'v2': no cgroup2 hierarchy is mounted (or v2_root has no cgroup.controllers)"]
         usable = frozenset(c for c in V2_CONTROLLERS if c in facts.v2_controllers)
-        return Hierarchy("v2", cfg.parent, v2_root=facts.v2_root, controllers=usable), []
+        return Hierarchy("v2", cfg.parent, v2_root=facts.v2_root, controllers=usable, memory_budget=cfg.memory_budget), []
     if not facts.v1:
         return off("no cgroup v1 controllers"), ["'v1': no cgroup v1 memory, cpu or pids controller is mounted"]
     v1 = {c: d for c, d in facts.v1.items() if c in V1_CONTROLLERS}
-    return Hierarchy("v1", cfg.parent, v1=v1, controllers=frozenset(v1)), []
+    return Hierarchy("v1", cfg.parent, v1=v1, controllers=frozenset(v1), memory_budget=cfg.memory_budget), []
 
 
 def _memory(limits: Limits) -> int | None:
@@ -148,6 +149,7 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
     notes = tuple(f"limits.{name} is not enforced: " + (h.why_off or f"the {name} controller is not available")
                   for name in sorted(set_limits - h.controllers))
     memory, quota = _memory(limits), _cpu_quota(limits)
+    budget = None if h.memory_budget is None else max(PAGE, h.memory_budget // PAGE * PAGE)
     if h.version == "v1":
         dirs, writes = [], []
         for c in V1_CONTROLLERS:
@@ -157,6 +159,8 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
             leaf = f"{parent}/{customer}"
             dirs += [parent, leaf]
             if c == "memory":
+                # the parent's own limit is the budget of all customers together (cgroup.memory_budget)
+                writes.append(Write(f"{parent}/memory.limit_in_bytes", str(budget) if budget else "-1"))
                 writes.append(Write(f"{leaf}/memory.limit_in_bytes", str(memory) if memory else "-1"))
                 writes.append(Write(f"{leaf}/memory.swappiness", "0"))  # the limit is RAM: never swap past it
             elif c == "cpu":
@@ -174,6 +178,7 @@ def customer_cgroup(h: Hierarchy, customer: str, limits: Limits) -> CustomerCgro
             writes += [Write(f"{h.v2_root}/cgroup.subtree_control", enable, enable=True),
                        Write(f"{parent}/cgroup.subtree_control", enable, enable=True)]
         if "memory" in h.controllers:
+            writes.append(Write(f"{parent}/memory.max", str(budget) if budget else "max"))
             writes.append(Write(f"{leaf}/memory.max", str(memory) if memory else "max"))
             writes.append(Write(f"{leaf}/memory.swap.max", "0" if memory else "max", optional=True))
         if "cpu" in h.controllers:

@@ -12,6 +12,7 @@ from typing import Literal
 
 import jinja2
 
+from hostctl.inventory import privatetmp
 from hostctl.render import cgroups, layout, lifecycle, listens, ondemand, templates, tls
 from hostctl.inventory import values
 from hostctl.engine.core.plan import RenderedFile  # noqa: F401  (a value the engine plans with)
@@ -53,6 +54,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
                 lifecycle_lines=lifecycle.vassal_lines(cfg),
                 tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,
                 http_listens=http_listens, https_listens=https_listens,
+                private_tmp=privatetmp.enabled(cfg, settings.run_dir, settings.log_dir),
             )
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)

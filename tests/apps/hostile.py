@@ -4,7 +4,8 @@
 /stream        200, then a body that never ends (a probe that reads bodies never returns)
 /hang?s=N      answer after N seconds (holds an nginx connection and an upstream connection meanwhile)
 /fds           RLIMIT_NOFILE and how many files this worker can open before EMFILE
-/tmp           what this worker sees in /tmp and $TMPDIR, and whether it can write there
+/tmp?write=N   writes /tmp/N, then lists /tmp as this worker sees it
+/alloc?mb=N    touch N MB of memory, then free it
 """
 import json
 import os
@@ -27,12 +28,18 @@ def _fds():
     return {"soft": soft, "hard": hard, "opened": len(opened), "errno": error}
 
 
-def _tmp():
-    tmpdir = os.environ.get("TMPDIR")
-    out = {"TMPDIR": tmpdir, "gettempdir": tempfile.gettempdir(), "tmp_entries": sorted(os.listdir("/tmp"))[:50]}
-    with tempfile.NamedTemporaryFile(prefix="hostile-") as fh:
-        out["made"] = fh.name
-    return out
+def _tmp(write):
+    if write:
+        with open(os.path.join("/tmp", os.path.basename(write)), "w") as fh:
+            fh.write("written by %d\n" % os.getuid())
+    return {"entries": sorted(os.listdir("/tmp")), "gettempdir": tempfile.gettempdir()}
+
+
+def _alloc(mb):
+    block = bytearray(mb << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return {"touched_mb": mb}
 
 
 def application(environ, start_response):
@@ -51,6 +58,8 @@ def application(environ, start_response):
     if path == "/fds":
         body["fds"] = _fds()
     if path == "/tmp":
-        body["tmp"] = _tmp()
+        body["tmp"] = _tmp(query.get("write", [""])[0])
+    if path == "/alloc":
+        body["alloc"] = _alloc(int(query.get("mb", ["1"])[0]))
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]

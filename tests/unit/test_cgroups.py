@@ -24,7 +24,7 @@ def _facts(data: dict) -> Facts:
 
 def _hierarchy(data: dict) -> Hierarchy:
     return Hierarchy(data["version"], data.get("parent", "hostctl"), data.get("v1", {}), data.get("v2_root"),
-                     frozenset(data.get("controllers", [])), data.get("why_off"))
+                     frozenset(data.get("controllers", [])), data.get("why_off"), data.get("memory_budget"))
 
 
 @pytest.mark.parametrize("case", CASES["decide"], ids=[c["name"] for c in CASES["decide"]])
@@ -38,6 +38,7 @@ def test_decide(case: dict) -> None:
         assert h.why_off == want["why_off"]
     if "parent" in want:
         assert h.parent == want["parent"]
+    assert h.memory_budget == (want.get("memory_budget") if h.version else None)
     assert (h.why_off is None) == (h.version is not None)
     assert errors == case.get("errors", [])
 
@@ -71,6 +72,7 @@ def test_plan_writes_only_what_differs_and_removes_departed_customers() -> None:
     desired = [cgroups.customer_cgroup(h, "acme", Limits(memory=64 << 20, pids=64))]
     live = {
         "/m/hostctl": "", "/m/hostctl/acme": "", "/p/hostctl": "", "/p/hostctl/acme": None,
+        "/m/hostctl/memory.limit_in_bytes": "9223372036854771712\n",  # the parent: no budget, as wanted
         "/m/hostctl/acme/memory.limit_in_bytes": "134217728\n", "/m/hostctl/acme/memory.swappiness": "0\n",
         "/p/hostctl/acme/pids.max": None,
     }

@@ -110,6 +110,8 @@ def read_live(desired: Sequence[CustomerCgroup], parents: Sequence[str]) -> tupl
     live: dict[str, str | None] = {}
     for cg in desired:
         for w in cg.writes:
+            if w.path in live:  # the parent's memory budget: one file shared by every customer
+                continue
             value = read_value(w.path)
             live[w.path] = value
             if value is not None:  # its directory exists: no need to stat it
