@@ -27,7 +27,7 @@ from typing import Callable
 
 from fabric import Connection
 
-from hostctl.engine import apply as apply_mod, history, nginx
+from hostctl.engine import apply as apply_mod, nginx
 from hostctl.render import cgroups
 from hostctl.targets import deploycache, remote
 from hostctl.inventory import loader as inventory_mod, placement
@@ -158,6 +158,17 @@ class HostPlan:
     @property
     def empty(self) -> bool:
         return self.plan.empty and not self.runtime_changed
+
+
+def _snapshot(root: Path, files: list[str]) -> dict[str, str]:
+    """The inventory files a host's generation records: hostctl.yaml and its own customers' files."""
+    out = {}
+    for rel in files:
+        try:
+            out[rel] = (Path(root) / rel).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+    return out
 
 
 def limits_only(hp: HostPlan, plan: Plan) -> list[str]:
@@ -318,8 +329,7 @@ class Deployment:
         assert ident is not None
         changed = changed_customers(plan)
         rejections = tuple(vetting.readback_problems(view, hp.desired, ident.per_customer, changed))
-        snapshot = {k: v for k, v in history.snapshot_inventory(self.inv.root).items()
-                    if k == "hostctl.yaml" or k in {c.file for c in view.customers}}
+        snapshot = _snapshot(self.inv.root, ["hostctl.yaml", *sorted(c.file for c in view.customers)])
         return Job(
             paths=apply_mod.paths(s), nginx=nginx.engine_nginx(s, self.env), listen=s.nginx.listen, host=name,
             emperor_freq=s.emperor.freq, lock_timeout=remote.LOCK_WAIT, basis=self.basis[name],

@@ -168,8 +168,9 @@ def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...]]:
     keep the one on disk (held-back customers, and on a deploy the unchanged ones).
     """
     state = job.paths.state_dir
-    known = runtime.read_all(state) if job.customers is not None else {}
     everyone = job.customers if job.customers is not None else tuple(r.customer for r in job.runtime)
+    given = {r.customer for r in job.runtime}
+    known = runtime.read_all(state, [c for c in everyone if c not in given])
     records = {c: known[c] for c in everyone if c in known}
     records.update({r.customer: r for r in job.runtime})
     ordered = [records[c] for c in sorted(records)]

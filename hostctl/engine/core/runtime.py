@@ -224,16 +224,17 @@ def restore(state_dir: str) -> Restored:
     return out
 
 
-def read_all(state_dir: str) -> dict[str, CustomerRuntime]:
-    """Every readable customer record (damaged ones are left out)."""
+def read_all(state_dir: str, customers: Iterable[str] | None = None) -> dict[str, CustomerRuntime]:
+    """Every readable customer record (or those of ``customers``); damaged ones are left out."""
+    if customers is None:
+        try:
+            names = [n for n in os.listdir(record_dir(state_dir)) if n.endswith(".json")]
+        except FileNotFoundError:
+            return {}
+    else:
+        names = [f"{c}.json" for c in customers]
     out = {}
-    try:
-        names = os.listdir(record_dir(state_dir))
-    except FileNotFoundError:
-        return out
     for name in names:
-        if not name.endswith(".json"):
-            continue
         try:
             with open(os.path.join(record_dir(state_dir), name), encoding="utf-8") as fh:
                 rec = CustomerRuntime.from_json(fh.read())
