@@ -258,9 +258,16 @@ def ensure_root(root: str, user: dict | None, group: int) -> None:
     except FileNotFoundError:
         os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)  # root's, like the parents checked above
         os.mkdir(root, 0o700)
-        if user is not None:
-            os.chown(root, user["uid"], group if group >= 0 else user["gid"], follow_symlinks=False)
-        os.chmod(root, 0o2750)
+        # Mode and owner through a descriptor: once chowned, the directory is the customer's, and a
+        # chmod by path could follow a symlink it swapped in (a sticky, world-writable parent allows it).
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o2750)
+            if user is not None:
+                os.fchown(fd, user["uid"], group if group >= 0 else user["gid"])
+                os.fchmod(fd, 0o2750)  # fchown clears setgid
+        finally:
+            os.close(fd)
         return
     if os.path.islink(root) or not os.path.isdir(root):
         raise AgentError(f"the app root {root!r} is not a directory")
@@ -319,7 +326,7 @@ def read_socket(path: str, timeout: float = 2.0) -> dict | None:
                     break
                 data += chunk
         return json.loads(data.decode("utf-8", errors="replace"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
         return None
 
 
