@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.fleet.fleet import USERADD, booted, deploy_inventory, figure, get_json, probe_app, wait_served
+from tests.fleet.fleet import USERADD, booted, deploy_inventory, figure, get_json, probe_app, reboot_to_served, wait_served
 from tests.fleet.image import SERVER_PACKAGES
 from tests.fleet.vm import Guest
 from tests.harness import Sandbox
@@ -85,3 +85,10 @@ def test_stopping_the_emperor_stops_its_vassals_without_systemd_killing_them(fre
     assert not fresh.run("pgrep -u hc-acme || true").stdout.strip(), "the vassal outlived the Emperor"
     fresh.run("systemctl start hostctl-emperor")
     wait_served(fresh, "acme.example")
+
+
+def test_after_a_reboot_the_customer_is_served_again_with_no_command_run(fresh: Guest, control: Sandbox) -> None:
+    get_json(fresh, "acme.example")
+    seconds = reboot_to_served(fresh, ["acme.example"])
+    figure("reboot to served (server reached by deploy)", f"{seconds:.1f} s")
+    assert get_json(fresh, "acme.example")["uid"] == int(fresh.run("id -u hc-acme").stdout)
