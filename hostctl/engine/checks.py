@@ -135,6 +135,8 @@ def live_servers(settings: Settings) -> tuple[list[nginxdump.Server], list[Probl
         return [], []
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=DUMP_TIMEOUT)
+    except FileNotFoundError:
+        return [], []  # no nginx on this host: no other server to collide with
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command", f"`{shlex.join(argv)}` could not run: {exc}")]
     if proc.returncode != 0:

@@ -164,6 +164,7 @@ error_log stderr;
 events {{ }}
 http {{
     access_log off;
+    limit_conn_zone $server_name zone=hostctl_conn:10m;  # what hostctl's include defines in production
     include {ops}/sites/*;
     include {sandbox.path('nginx')}/*.conf;
 }}
