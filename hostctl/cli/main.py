@@ -133,9 +133,24 @@ def remove_customer(ctx: click.Context, name: str, purge: bool) -> None:
 @cli.command()
 @click.pass_context
 def validate(ctx: click.Context) -> None:
-    """Check the inventory, its templates and the apps' virtualenvs; exit 1 on any problem."""
-    from hostctl.engine import pipeline
+    """Check the inventory, its templates and the apps' virtualenvs; exit 1 on any problem.
 
+    A multi-host inventory is checked without touching a server (for CI or a pre-commit hook).
+    """
+    from hostctl.engine import pipeline
+    from hostctl.inventory import placement
+
+    settings = placement.peek_settings(str(_inventory_root(ctx)))
+    if settings is not None and settings.hosts:
+        from hostctl.engine import hostchecks
+
+        checked = hostchecks.check_hosts(_inventory_root(ctx))
+        inv = checked.inventory
+        per_host = "; ".join(f"{h}: {checked.customers[h]} customers, {checked.files[h]} files" for h in sorted(checked.files))
+        click.echo(f"OK: {len(inv.customers)} customers, {len(inv.apps())} apps on {len(checked.files)} hosts ({per_host}).")
+        _say("note: checked without SSH; what lives on the servers (virtualenvs, chdirs, wsgi files, Unix users, "
+             "certificates, nginx's other servers) was not read")
+        return
     prepared = pipeline.prepare(_inventory_root(ctx))
     held = prepared.inventory.held
     if held:

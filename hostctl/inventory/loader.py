@@ -334,11 +334,12 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
             except envfile.EnvFileError as exc:
                 problems.append(source.problem(("env_file",), f"{env_path} {exc}"))
         apps = []
+        run_dir, log_dir = placement.runtime_dirs(settings, customer.host or settings.default_host)
         for app_name, app in customer.apps.items():
             resolved = _resolve_app(root, app, settings.defaults, secrets)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
             problems += _static_problems(resolved, settings.isolation.static_roots, source, ("apps", app_name))
-            hidden = privatetmp.hidden_paths(privatetmp.app_paths(resolved, settings.run_dir, settings.log_dir))
+            hidden = privatetmp.hidden_paths(privatetmp.app_paths(resolved, run_dir, log_dir))
             if resolved.private_tmp and hidden:
                 problems.append(source.problem(("apps", app_name, "private_tmp"), (
                     f"a private /tmp would hide {', '.join(map(repr, hidden))} from the app; move it out of /tmp "

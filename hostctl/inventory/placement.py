@@ -44,6 +44,63 @@ def check(settings: Settings, customers: Iterable["CustomerSpec"], sources: Mapp
             if written:
                 problems.append(source.problem(("host",), f"{customer.host!r} is not a host in hostctl.yaml (known hosts: {known})"))
             # a bad default_host is reported once, against hostctl.yaml
+    problems += _same_server(hosts, settings_source)
+    problems += _shared_ports(settings, customers, settings_source)
+    return problems
+
+
+def runtime_dirs(settings: Settings, host: str | None) -> tuple[str | None, str | None]:
+    """The run_dir and log_dir a customer's vassals use: its host's in a multi-host inventory
+    ((None, None) when that host is unknown: a placement problem reported on its own), else the settings'."""
+    if not settings.hosts:
+        return settings.run_dir, settings.log_dir
+    found = settings.hosts.get(host) if host is not None else None
+    return (found.run_dir, found.log_dir) if found is not None else (None, None)
+
+
+def _same_server(hosts: Mapping[str, Host], source: "Source | None") -> list[Problem]:
+    """Two hosts reaching one server (address and port): each deploy would plan that server as a whole."""
+    seen: dict[tuple[str, int], str] = {}
+    problems = []
+    for name, host in hosts.items():
+        first = seen.setdefault((host.address.lower(), host.port), name)
+        if first != name and source is not None:
+            problems.append(source.problem(("hosts", name, "address"), (
+                f"{host.address} port {host.port} is host {first!r} too; one server must be one host "
+                "(a deploy plans a server's files, users and cgroups as a whole)")))
+    return problems
+
+
+def _listen_port(listen: str) -> tuple[str, str]:
+    """(address, port) of an nginx listen value; address '' for every address."""
+    address, _, port = listen.rpartition(":")
+    return ("" if address in ("", "*", "0.0.0.0", "[::]") else address.lower()), port
+
+
+def _shared_ports(settings: Settings, customers: Iterable["CustomerSpec"], source: "Source | None") -> list[Problem]:
+    """HTTP and HTTPS on one address and port of a host that serves TLS: nginx applies 'ssl' to the whole socket."""
+    if source is None:
+        return []
+    https = settings.tls.https_listen
+    b_addr, b_port = _listen_port(https)
+    with_tls = {c.host for c in customers if any(a.config.tls is not None for a in c.apps)}
+    places: list[tuple[str | None, str, tuple]] = []
+    if settings.hosts:
+        for name, host in settings.hosts.items():
+            if name in with_tls:
+                own = host.nginx.listen is not None
+                places.append((name, host.nginx.listen or settings.nginx.listen,
+                               ("hosts", name, "nginx", "listen") if own else ("nginx", "listen")))
+    elif with_tls:
+        places.append((None, settings.nginx.listen, ("nginx", "listen")))
+    problems = []
+    for name, listen, path in places:
+        a_addr, a_port = _listen_port(listen)
+        if a_port == b_port and (not a_addr or not b_addr or a_addr == b_addr):
+            where = f" on host {name!r}" if name else ""
+            problems.append(source.problem(path, (
+                f"{listen!r} and tls.https_listen {https!r} are one port{where}; nginx would make it HTTPS for both "
+                "(its HTTP visitors get an error)")))
     return problems
 
 
@@ -99,4 +156,5 @@ def refuse_multi_host(inventory: "Inventory") -> None:
     """The local commands (validate, plan, apply, serve) act on this machine's paths; a multi-host inventory is deployed."""
     if inventory.settings.hosts:
         raise HostctlError("this inventory places customers on hosts ('hosts:' in hostctl.yaml); "
-                           "use `hostctl deploy` (`hostctl deploy --dry-run` shows each host's plan).")
+                           "use `hostctl deploy` (`hostctl deploy --dry-run` shows each host's plan, `hostctl plan --host NAME "
+                           "[--offline]` one host's; `hostctl validate` checks it without SSH).")

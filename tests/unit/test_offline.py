@@ -1,0 +1,67 @@
+"""A multi-host inventory checked with no server reachable (issue 12, item 3): `validate`, `plan --host --offline`.
+
+For CI and pre-commit hooks: every check that needs no server runs, and no SSH connection
+is even attempted (``ssh.connect`` and paramiko's connect fail the test if called).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import paramiko
+import pytest
+from click.testing import CliRunner
+
+from hostctl.cli.main import cli
+from hostctl.targets import ssh
+from tests.unit.test_multihost import HOSTS, customer
+from tests.unit.test_validation import write_inventory
+
+
+@pytest.fixture
+def no_ssh(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an offline command tried to reach a server over SSH")
+
+    monkeypatch.setattr(ssh, "connect", refuse)
+    monkeypatch.setattr(paramiko.SSHClient, "connect", refuse)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    return write_inventory(tmp_path / "inv", HOSTS, {
+        "acme.yaml": customer("acme.example"),
+        "globex.yaml": customer("globex.example", "web2"),
+        "initech.yaml": customer("initech.example", "web2", on_demand=True),
+    })
+
+
+def invoke(root: Path, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["-i", str(root), *args])
+
+
+def test_validate_checks_a_multi_host_inventory_without_ssh(fleet: Path, no_ssh: None) -> None:
+    result = invoke(fleet, "validate")
+    assert result.exit_code == 0, result.output
+    # web2's on-demand customer has a socket companion besides its vassal and server block
+    assert "OK: 3 customers, 3 apps on 2 hosts (web1: 1 customers, 2 files; web2: 2 customers, 5 files)." in result.output
+    assert "checked without SSH" in result.output
+
+
+def test_validate_names_file_line_and_field_of_a_per_host_problem(fleet: Path, no_ssh: None) -> None:
+    """globex lives on web2, whose run_dir is under /tmp: a private /tmp would hide its sockets."""
+    (fleet / "hostctl.yaml").write_text(HOSTS.replace("run_dir: /srv/two/run", "run_dir: /tmp/two/run"))
+    (fleet / "customers" / "globex.yaml").write_text(customer("globex.example", "web2", private_tmp=True))
+    result = invoke(fleet, "validate")
+    assert result.exit_code == 1
+    assert ("customers/globex.yaml:5: apps.web.private_tmp: a private /tmp would hide '/tmp/two/run' from the app"
+            in result.output)
+
+
+def test_validate_renders_every_hosts_files(fleet: Path, no_ssh: None) -> None:
+    """The inventory's templates are rendered for each host: a broken one fails validate (exit 1)."""
+    (fleet / "templates").mkdir()
+    (fleet / "templates" / "server.conf.j2").write_text("server { {% if %} }\n")
+    result = invoke(fleet, "validate")
+    assert result.exit_code == 1
+    assert "Error: template " in result.output and "server.conf.j2" in result.output
