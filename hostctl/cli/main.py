@@ -162,7 +162,8 @@ def validate(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--exit-code", is_flag=True, help="Exit 2 when there are changes, 0 when there are none.")
+@click.option("--exit-code", is_flag=True, help="Exit 2 when there are changes, 0 when there are none (1 on an error "
+              "or a customer held back by its broken file).")
 @click.option("--no-diff", is_flag=True, help="List the files only.")
 @click.option("--host", "host", metavar="NAME", help="Multi-host: the plan of this host, read from the server over SSH.")
 @click.pass_context
@@ -174,11 +175,12 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None) -
     if host is not None:
         from hostctl.targets import deploy
 
-        outcome = deploy.plan_host(str(_inventory_root(ctx)), host)
+        outcome, held = deploy.plan_host(str(_inventory_root(ctx)), host)
         for customer in outcome.runtime:
             click.echo(f"~ runtime {customer}: directories or cgroup limits change (no vassal is reloaded)")
         for p in outcome.plans:
             click.echo(render_plan(p, show_diff=False), nl=False)
+        _refuse_held(held, "deploy keeps their files on their host as they are")
         if exit_code and outcome.changed:
             ctx.exit(2)
         return
@@ -202,13 +204,19 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None) -
             click.echo(f"quarantined by the last apply (its last-known-good files stay live): {name}: {why}")
     if prepared.plan.conflicts:
         raise HostctlError("files hostctl did not create are in the way (marked '!'); apply would refuse")
+    _refuse_held(held, "apply keeps their live files as they are")
+    if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):
+        ctx.exit(2)
+
+
+def _refuse_held(held, kept: str) -> None:
+    """Exit 1 naming each customer held back by its own inventory file (README: exit status 1, as apply and
+    deploy exit then; not 2, so a script that applies on 2 does not go on without anyone seeing the broken file)."""
     if held:
         from hostctl.plan.quarantine import held_back
 
-        lines = [f"{len(held)} customer(s) held back by their own inventory file; apply keeps their live files as they are:"]
+        lines = [f"{len(held)} customer(s) held back by their own inventory file; {kept}:"]
         raise HostctlError("\n".join(lines + [f"  {r}" for r in sorted(held_back(held))]))
-    if exit_code and not (prepared.plan.empty and (limits is None or limits.empty)):
-        ctx.exit(2)
 
 
 @cli.command()

@@ -467,13 +467,14 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
     return "\n".join(out) + "\n"
 
 
-def plan_host(root: Path | str, name: str) -> HostOutcome:
-    """Host ``name``'s plan, read from the server (a dry run of deploy for that host alone)."""
+def plan_host(root: Path | str, name: str) -> tuple[HostOutcome, dict[str, tuple[Problem, ...]]]:
+    """Host ``name``'s plan, read from the server (a dry run of deploy for that host alone), and the
+    customers held back by their own broken inventory file (their host is unknown: each plan names them)."""
     report = deploy(root, [name], dry_run=True)
     outcome = report.outcomes[name]
     if outcome.error is not None:
         raise HostctlError(f"host {name!r}: {outcome.error}")
-    return outcome
+    return outcome, report.held
 
 
 @dataclass

@@ -386,6 +386,14 @@ def test_a_broken_customer_file_holds_back_that_customer_only(fleet: Fleet) -> N
     fleet.customer("acme", "a", greeting="v2")
     dry = fleet.deploy("--dry-run", check=False)
     assert dry.returncode == 1 and "a: 0 to add, 1 to change, 0 to remove" in dry.stdout, dry.stdout
+    # plan --host, like a local plan and like deploy: the others' changes shown, exit 1 naming the held customer
+    # (README's exit table: 1 for customers held back, not 2 "changes pending", which would let a script apply
+    # without anyone seeing the broken file)
+    planned = fleet.box.hostctl("plan", "--host", "a", "--exit-code", check=False)
+    assert planned.returncode == 1, planned
+    assert "acme_web.ini" in planned.stdout and "globex" not in planned.stdout, planned.stdout
+    assert "1 customer(s) held back by their own inventory file" in planned.stderr, planned.stderr
+    assert "  globex: customers/globex.yaml:3: is not valid YAML: " in planned.stderr, planned.stderr
     result = fleet.deploy(check=False)
     assert result.returncode == 1, result
     assert "a: 0 added, 1 changed, 0 removed; 1 file(s) uploaded" in result.stdout, result.stdout

@@ -113,6 +113,19 @@ def test_plan_exit_codes_and_apply(inv: Path, runner: CliRunner) -> None:
     assert code == 0 and "No changes." in out
 
 
+def test_plan_exit_code_is_1_when_a_customer_is_held_back_even_with_changes_pending(inv: Path, runner: CliRunner) -> None:
+    """README's exit table: 1 when a customer is held back (as apply exits then), 2 only for changes alone."""
+    run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "a:b")
+    (inv / "customers" / "globex.yaml").write_text("apps: [\n")
+    code, out, err = run(runner, inv, "plan", "--exit-code")
+    assert code == 1, (out, err)
+    assert "Plan: 2 to add, 0 to change, 0 to remove." in out  # the others' changes are still shown
+    assert "1 customer(s) held back by their own inventory file; apply keeps their live files as they are:" in err
+    assert "  globex: customers/globex.yaml:2: is not valid YAML: " in err, err
+    code, _, err = run(runner, inv, "apply")
+    assert code == 1 and "globex: customers/globex.yaml:2:" in err, err
+
+
 def test_validate(inv: Path, runner: CliRunner) -> None:
     run(runner, inv, "add-customer", "acme", "--domain", "acme.example", "--wsgi", "a:b")
     code, out, _ = run(runner, inv, "validate")
