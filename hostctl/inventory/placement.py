@@ -44,6 +44,10 @@ def check(settings: Settings, customers: Iterable["CustomerSpec"], sources: Mapp
             if written:
                 problems.append(source.problem(("host",), f"{customer.host!r} is not a host in hostctl.yaml (known hosts: {known})"))
             # a bad default_host is reported once, against hostctl.yaml
+    for name in sorted(hosts) if settings_source is not None else ():
+        message = isolation_problem(settings, name)
+        if message is not None:
+            problems.append(settings_source.problem(("hosts", name, "user"), message))
     problems += _same_server(hosts, settings_source)
     problems += _shared_ports(settings, customers, settings_source)
     return problems
@@ -104,15 +108,41 @@ def _shared_ports(settings: Settings, customers: Iterable["CustomerSpec"], sourc
     return problems
 
 
+def host_users(settings: Settings, host: Host) -> str:
+    """``isolation.users`` on ``host``: its own setting, else the inventory's."""
+    return host.isolation.users or settings.isolation.users
+
+
+def runs_as_root(host: Host) -> bool:
+    """Do commands on ``host`` run as root: its SSH user is root, or it becomes root with sudo."""
+    return host.user == "root" or host.become is not None
+
+
+def isolation_problem(settings: Settings, name: str) -> str | None:
+    """Why host ``name`` cannot have per-customer users although the inventory asks for them (None: it can).
+
+    Isolation never degrades silently: a non-root SSH user without ``become`` is an error,
+    unless the inventory says ``users: invoker`` (for this host, or for all).
+    """
+    host = settings.hosts[name]
+    mode = host_users(settings, host)
+    if runs_as_root(host) or mode == "invoker":
+        return None
+    return (f"host {name!r}: the SSH user {host.user!r} is not root and the host has no 'become: sudo', so "
+            f"per-customer Unix users and cgroups cannot be had there (isolation.users: {mode}); set 'become: sudo' "
+            f"for this host, or 'isolation: {{users: invoker}}' for it to run its customers as {host.user!r}")
+
+
 def host_settings(settings: Settings, host: Host) -> Settings:
-    """The inventory's settings with ``host``'s paths and nginx commands."""
+    """The inventory's settings with ``host``'s paths, nginx commands and ``isolation.users``."""
     nginx = settings.nginx.model_copy(update={
         "test_command": host.nginx.test_command,
         "reload_command": host.nginx.reload_command,
         "pid_file": host.nginx.pid_file,
         "listen": host.nginx.listen or settings.nginx.listen,
     })
-    return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx})
+    isolation = settings.isolation.model_copy(update={"users": host_users(settings, host)})
+    return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx, "isolation": isolation})
 
 
 def host_inventory(inventory: "Inventory", name: str) -> "Inventory":

@@ -262,11 +262,19 @@ class HostNginx(Strict):
     listen: Listen | None = None  # default: the inventory's nginx.listen
 
 
+class HostIsolation(Strict):
+    """A host's own isolation setting (unset: the inventory's ``isolation.users``)."""
+
+    users: Literal["auto", "per-customer", "invoker"] | None = None
+
+
 class Host(Strict):
     """One server of a multi-host inventory: how to reach it over SSH and where its files live."""
 
     address: Annotated[str, AfterValidator(values.address)]
-    user: UserName = "root"
+    user: UserName = "root"  # the SSH user; not root: per-customer users need `become: sudo` (or users: invoker)
+    become: Literal["sudo"] | None = None  # sudo: every command there runs as root through `sudo -n` (no password)
+    isolation: HostIsolation = Field(default_factory=HostIsolation)
     port: int = Field(default=22, ge=1, le=65535)
     key_file: SettingsPath | None = None  # relative to the inventory; default: ssh-agent and ~/.ssh
     known_hosts: SettingsPath | None = None  # a known_hosts file: then unknown host keys are refused

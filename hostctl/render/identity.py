@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hostctl.inventory.schema import Host, Settings
+from hostctl.errors import HostctlError
+from hostctl.inventory import placement
+from hostctl.inventory.schema import Settings
 from hostctl.render import cgroups
 
 DEFAULT_NGINX_GROUP = "www-data"
@@ -23,12 +25,18 @@ class Identity:
     cgroup: cgroups.Hierarchy | None = None  # where each customer's cgroup is (None: limits not enforced)
 
 
-def host_identity(settings: Settings, host: Host) -> "Identity":
-    """Who the vassals on ``host`` run as: decided from the settings (its user database is not read here).
+def host_identity(settings: Settings, name: str) -> "Identity":
+    """Who the vassals on host ``name`` run as: decided from the settings (its user database is not read here).
 
-    ``auto`` means per-customer users when hostctl logs in as root, as it does locally.
+    ``auto`` and ``per-customer`` mean per-customer users, which need root there: the SSH user
+    is root, or the host has ``become: sudo``. Otherwise that is an error naming the host
+    (``placement.isolation_problem``), unless the inventory says ``users: invoker`` for it.
     """
-    mode = settings.isolation.users
-    per_customer = mode == "per-customer" or (mode == "auto" and host.user == "root")
-    group = settings.nginx.group or (DEFAULT_NGINX_GROUP if host.user == "root" else None)
+    problem = placement.isolation_problem(settings, name)
+    if problem is not None:
+        raise HostctlError(problem)
+    host = settings.hosts[name]
+    root = placement.runs_as_root(host)
+    per_customer = root and placement.host_users(settings, host) != "invoker"
+    group = settings.nginx.group or (DEFAULT_NGINX_GROUP if root else None)
     return Identity(per_customer=per_customer, nginx_group=group)

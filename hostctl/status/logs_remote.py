@@ -57,19 +57,16 @@ def run(inv: Inventory, customer: str, app: str | None, nginx: bool, lines: int,
     host = host_of(inv, customer)
     files = logs.log_files(placement.host_inventory(inv, host), customer, app, nginx)
     spec = inv.customer(customer)
-    per_customer = host_identity(inv.settings, inv.settings.hosts[host]).per_customer
+    per_customer = host_identity(inv.settings, host).per_customer
     as_user = spec.user if spec is not None and per_customer else None
-    conn = ssh.connect(inv.settings.hosts[host], str(inv.root))
+    conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
         conn.open()
-        channel = conn.client.get_transport().open_session(timeout=ssh.CONNECT_TIMEOUT)
     except (OSError, socket.timeout, paramiko.SSHException) as exc:
         conn.close()
         raise HostctlError(f"cannot connect to host {host!r} ({conn.user}@{conn.host}:{conn.port}): {exc or type(exc).__name__}") from exc
     try:
-        with channel:
-            channel.set_combine_stderr(True)
-            channel.exec_command(command([f.path for f in files], lines, follow, as_user))
+        with ssh.open_command(conn, command([f.path for f in files], lines, follow, as_user), combine_stderr=True) as channel:
             if not follow:
                 channel.shutdown_write()
             while True:

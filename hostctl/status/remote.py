@@ -76,7 +76,7 @@ def parse(output: str, host: str) -> Observed:
 
 def observe(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float) -> Observed:
     """Run the probe on ``host`` over SSH; raise ``HostctlError`` when it cannot be reached or fails."""
-    conn = ssh.connect(inv.settings.hosts[host], str(inv.root))
+    conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
         done = ssh.execute(conn, command(), stdin=json.dumps(request(inv, host, apps, cpu_interval)).encode(),
                            timeout=PROBE_TIMEOUT + cpu_interval)

@@ -67,7 +67,7 @@ def host_settings(inv: Inventory, host: str | None) -> Settings:
 
 def per_customer(inv: Inventory, host: str | None, euid: int | None = None) -> bool:
     if host is not None:
-        return host_identity(inv.settings, inv.settings.hosts[host]).per_customer
+        return host_identity(inv.settings, host).per_customer
     mode = inv.settings.isolation.users
     return mode == "per-customer" or (mode == "auto" and (os.geteuid() if euid is None else euid) == 0)
 
@@ -156,7 +156,7 @@ def stream(inv: Inventory, host: str, command: str, payload: bytes | None,
     from hostctl.targets import ssh
 
     decode_out, decode_err = (codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(2))
-    conn = ssh.connect(inv.settings.hosts[host], str(inv.root))
+    conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
         return ssh.stream(conn, command, payload, lambda data: on_out(decode_out.decode(data)),
                           lambda data: on_err(decode_err.decode(data)), timeout)

@@ -90,7 +90,7 @@ def run(inv: Inventory, name: str, *, packages: bool = True, services: bool = Tr
     """Bootstrap host ``name`` over SSH; return its output, raise ``HostctlError`` when it failed."""
     placement.select_hosts(inv, [name])
     boot = build(inv, name, templates.environment(inv.root), packages=packages, services=services)
-    conn = ssh.connect(inv.settings.hosts[name], str(inv.root))
+    conn = ssh.connect(inv.settings.hosts[name], str(inv.root), name)
     try:
         done = ssh.execute(conn, boot.command, boot.payload, timeout=1800)
     finally:

@@ -113,7 +113,7 @@ class HeadStart:
         settings = placement.peek_settings(root)
         self.hosts = dict(settings.hosts) if settings else {}
         names = [n for n in (wanted or self.hosts) if n in self.hosts]
-        self.connections = {n: ssh.connect(self.hosts[n], root) for n in names}
+        self.connections = {n: ssh.connect(self.hosts[n], root, n) for n in names}
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="hostctl-head")
         self.digests = {n: self.pool.submit(self._digest, n, settings) for n in names}
 
@@ -196,7 +196,7 @@ class Deployment:
                 self.connections[name] = head.connections[name]
                 self.digests[name] = head.digests[name]
             else:
-                self.connections[name] = ssh.connect(host, str(inv.root))
+                self.connections[name] = ssh.connect(host, str(inv.root), name)
         self.env = templates.environment(inv.root)
         self.views = {name: placement.host_inventory(inv, name) for name in hosts}
         self.listings: dict[str, str] = {}  # each host's expected state right after this deploy, as read_command prints it
@@ -239,7 +239,7 @@ class Deployment:
     def identity(self, name: str, facts: str) -> "Identity":
         """Who vassals run as on host ``name`` and where their cgroups are, from its settings and facts."""
         settings = self.inv.settings
-        ident = identity_mod.host_identity(settings, settings.hosts[name])
+        ident = identity_mod.host_identity(settings, name)
         h, errors = cgroups.decide(settings.cgroup, remote.parse_facts(facts, settings.cgroup), ident.per_customer)
         if errors:
             raise HostctlError(f"hostctl.yaml: cgroup: {'; '.join(errors)} (on host {name!r})")
@@ -493,11 +493,11 @@ def rollback_host(root: Path | str, name: str, customer: str | None, lock_timeou
     placement.select_hosts(inv, [name])
     view = placement.host_inventory(inv, name)
     s = view.settings
-    ident = identity_mod.host_identity(inv.settings, inv.settings.hosts[name])
+    ident = identity_mod.host_identity(inv.settings, name)
     job = Job(apply_mod.paths(s), nginx.engine_nginx(s, templates.environment(inv.root)), s.nginx.listen, host=name,
               emperor_freq=s.emperor.freq, lock_timeout=lock_timeout,
               vassal_groups={c.name: c.user for c in view.customers} if ident.per_customer else {})
-    conn = ssh.connect(inv.settings.hosts[name], root)
+    conn = ssh.connect(inv.settings.hosts[name], root, name)
     try:
         done = ssh.execute(conn, shipping.command(s.state_dir, ["rollback", *([customer] if customer else [])]),
                            shipping.payload(job.to_dict()))

@@ -1,7 +1,11 @@
 """SSH to the inventory's hosts with Fabric: connections, one command, many hosts at once.
 
-The thin effect layer under ``deploy.py``. ``connect`` builds a lazy Fabric
-``Connection`` from a host's settings. ``execute`` runs one command there with
+The thin effect layer under ``deploy.py``, and the one runner of every remote
+command (deploy, plan/rollback/status/logs --host, bootstrap, release, run).
+``connect`` builds a lazy Fabric ``Connection`` from a host's settings; for a host
+with ``become: sudo`` every command runs as root through ``sudo -n`` (never a
+password prompt: a sudo that wants one, or no sudo, is an error naming the
+host; ``become_command``). ``execute`` runs one command there with
 an optional payload on its stdin (streamed straight into the SSH channel, so a
 whole deploy is a single round trip; invoke's stdin pump reads 1,000 bytes at a
 time with a sleep in between). ``each_host`` runs a function for every host in
@@ -12,6 +16,7 @@ a per-host map of results or exceptions instead of stopping at the first failure
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,20 +30,78 @@ from hostctl.errors import HostctlError
 from hostctl.inventory.schema import Host
 
 CONNECT_TIMEOUT = 10
+BECOME_FAILED = 125  # exit status of a command whose `become` failed before it ran
+BECOME_MARK = "hostctl-become: "  # starts the line on stderr that says why
 T = TypeVar("T")
 
 
-def connect(host: Host, inventory_root: str) -> Connection:
-    """A Fabric connection to ``host`` (opened on first use). Paths in the host's settings are relative to the inventory."""
+class HostConnection(Connection):
+    """A Fabric connection that knows the host's inventory name and how it becomes root there."""
+
+    # class attributes: invoke's Context turns unknown attribute sets into config entries
+    label: str = ""
+    become: str | None = None
+
+
+def connect(host: Host, inventory_root: str, name: str = "") -> HostConnection:
+    """A connection to ``host`` (opened on first use), called ``name`` in errors. Paths in the host's settings are relative to the inventory."""
     connect_kwargs: dict = {}
     if host.key_file:
         connect_kwargs["key_filename"] = os.path.join(inventory_root, host.key_file)
-    conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
-                      connect_kwargs=connect_kwargs)
+    conn = HostConnection(host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
+                          connect_kwargs=connect_kwargs)
+    where = f"{host.user}@{host.address}:{host.port}"
+    conn.label = f"host {name!r} ({where})" if name else where
+    conn.become = host.become
     if host.known_hosts:
         conn.client.load_host_keys(os.path.join(inventory_root, host.known_hosts))
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
+
+
+def become_command(command: str, become: str | None, label: str) -> str:
+    """``command`` as run on a host that becomes root with ``become`` (None: as it is).
+
+    ``sudo -n`` never prompts: when sudo wants a password (or is missing) the
+    command does not run and the shell exits ``BECOME_FAILED`` with one line on
+    stderr, ``BECOME_MARK`` then the reason naming the host (``label``). The
+    command reaches sudo's ``sh -c`` as one quoted argument, byte for byte; its
+    stdin (a deploy's payload) passes through.
+    """
+    if become is None:
+        return command
+    q = shlex.quote
+    missing = f"{label}: become: sudo, but sudo is not installed there"
+    refused = f"{label}: become: sudo: 'sudo -n' refused to run a command as root"
+    advice = "give this user passwordless sudo (NOPASSWD) on that host"
+    return (f"if ! command -v sudo >/dev/null 2>&1; then printf '%s%s\\n' {q(BECOME_MARK)} {q(missing)} >&2; exit {BECOME_FAILED}; fi; "
+            f"if ! hostctl_sudo=$(sudo -n -- sh -c 'exit 0' 2>&1 </dev/null); then "
+            f"printf '%s%s (%s); %s\\n' {q(BECOME_MARK)} {q(refused)} \"$hostctl_sudo\" {q(advice)} >&2; exit {BECOME_FAILED}; fi; "
+            f"exec sudo -n -- sh -c {q(command)}")
+
+
+def become_failure(errors: str) -> str | None:
+    """Why ``become`` failed, from a command's stderr (None: it did not fail)."""
+    at = errors.find(BECOME_MARK)
+    if at < 0 or (at > 0 and errors[at - 1] != "\n"):
+        return None
+    return " ".join(line.strip() for line in errors[at + len(BECOME_MARK):].splitlines() if line.strip())
+
+
+def open_command(conn: Connection, command: str, combine_stderr: bool = False) -> paramiko.Channel:
+    """A new SSH channel on ``conn`` running ``command`` (as root through sudo if the host says ``become``)."""
+    try:
+        conn.open()
+        channel = conn.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
+    except (OSError, socket.timeout, paramiko.SSHException) as exc:
+        raise HostctlError(f"cannot connect to {_where(conn)}: {exc or type(exc).__name__}") from exc
+    channel.set_combine_stderr(combine_stderr)
+    channel.exec_command(become_command(command, getattr(conn, "become", None), getattr(conn, "label", "") or _where(conn)))
+    return channel
+
+
+def _where(conn: Connection) -> str:
+    return f"{conn.user}@{conn.host}:{conn.port}"
 
 
 @dataclass(frozen=True)
@@ -58,15 +121,19 @@ def execute(conn: Connection, command: str, stdin: bytes | None = None, timeout:
 
 def stream(conn: Connection, command: str, stdin: bytes | None, on_out: Callable[[bytes], object],
            on_err: Callable[[bytes], object], timeout: float = 600) -> int:
-    """Run ``command``, handing its stdout and stderr over as they arrive; its exit status."""
-    try:
-        conn.open()
-        channel = conn.client.get_transport().open_session(timeout=CONNECT_TIMEOUT)
-    except (OSError, socket.timeout, paramiko.SSHException) as exc:
-        raise HostctlError(f"cannot connect to {conn.user}@{conn.host}:{conn.port}: {exc or type(exc).__name__}") from exc
+    """Run ``command``, handing its stdout and stderr over as they arrive; its exit status.
+
+    Raises ``HostctlError`` naming the host when it cannot be reached or its ``become`` failed."""
+    head = bytearray()  # the start of stderr, where a failed become says why
+
+    def errors(data: bytes) -> None:
+        if len(head) < 4096:
+            head.extend(data[:4096 - len(head)])
+        on_err(data)
+
     deadline = time.monotonic() + timeout
+    channel = open_command(conn, command)
     with channel:
-        channel.exec_command(command)
         if stdin:
             channel.sendall(stdin)
         channel.shutdown_write()
@@ -77,7 +144,7 @@ def stream(conn: Connection, command: str, stdin: bytes | None, on_out: Callable
                 on_out(channel.recv(65536))
                 busy = True
             while channel.recv_stderr_ready():
-                on_err(channel.recv_stderr(65536))
+                errors(channel.recv_stderr(65536))
                 busy = True
             if not busy:
                 # EOF follows the last byte of output (an exit status may come before it: sshd can still
@@ -87,7 +154,12 @@ def stream(conn: Connection, command: str, stdin: bytes | None, on_out: Callable
                 if time.monotonic() > deadline:
                     raise HostctlError(f"{conn.host}:{conn.port}: the command did not finish within {timeout:.0f} s")
                 time.sleep(0.002)
-        return channel.recv_exit_status()
+        status = channel.recv_exit_status()
+    if status == BECOME_FAILED and getattr(conn, "become", None):
+        why = become_failure(head.decode("utf-8", errors="replace"))
+        if why:
+            raise HostctlError(why)
+    return status
 
 
 class HostResults(dict, Generic[T]):

@@ -36,6 +36,7 @@ hosts:
   web2:
     address: 10.0.0.2
     user: deploy
+    isolation: {users: invoker}  # no become: sudo, so it says so (else an error naming web2: tests/unit/test_become.py)
     emperor_dir: /srv/two/vassals
     nginx_dir: /srv/two/nginx
     run_dir: /srv/two/run
@@ -82,14 +83,14 @@ def test_host_views_render_each_host_with_its_own_paths(inv: inventory.Inventory
     assert [c.name for c in one.customers] == ["acme"] and [c.name for c in two.customers] == ["globex", "initech"]
     assert one.settings.nginx.listen == "8081" and two.settings.nginx.listen == inv.settings.nginx.listen
     assert one.settings.nginx.reload_command == "kill -HUP $(cat /srv/one/nginx.pid)"
-    files_one = render(one, identity_mod.host_identity(inv.settings, inv.settings.hosts["web1"]), env)
-    files_two = render(two, identity_mod.host_identity(inv.settings, inv.settings.hosts["web2"]), env)
+    files_one = render(one, identity_mod.host_identity(inv.settings, "web1"), env)
+    files_two = render(two, identity_mod.host_identity(inv.settings, "web2"), env)
     assert sorted(files_one) == ["/srv/one/nginx/acme_web.conf", "/srv/one/vassals/acme_web.ini"]
     assert sorted(files_two) == ["/srv/two/nginx/globex_web.conf", "/srv/two/nginx/initech_web.conf",
                                  "/srv/two/vassals/globex_web.ini", "/srv/two/vassals/initech_web.ini",
                                  "/srv/two/vassals/initech_web.ini.socket"]
     assert "unix:/srv/one/run/acme/web.sock" in files_one["/srv/one/nginx/acme_web.conf"].content
-    # root logs in on web1: per-customer users (auto); web2 logs in as 'deploy': the invoker
+    # root logs in on web1: per-customer users (auto); web2 logs in as 'deploy' and says users: invoker
     assert "uid = hc-acme" in files_one["/srv/one/vassals/acme_web.ini"].content
     assert "uid =" not in files_two["/srv/two/vassals/globex_web.ini"].content
 
@@ -113,7 +114,7 @@ def _answer(manifest: Manifest, files: dict[str, tuple[str, int]]) -> str:
 def test_plan_from_hashes(inv: inventory.Inventory) -> None:
     """The remote answer parsed back compares by hash: unchanged, changed, hand-edited, foreign, departed."""
     view = placement.host_inventory(inv, "web2")
-    desired = render(view, identity_mod.host_identity(inv.settings, inv.settings.hosts["web2"]), templates.environment(inv.root))
+    desired = render(view, identity_mod.host_identity(inv.settings, "web2"), templates.environment(inv.root))
     globex_ini, globex_conf = "/srv/two/vassals/globex_web.ini", "/srv/two/nginx/globex_web.conf"
     initech_ini = "/srv/two/vassals/initech_web.ini"
     gone = "/srv/two/vassals/oldco_web.ini"
@@ -166,7 +167,7 @@ def test_read_command_lists_only_hostctl_kinds(inv: inventory.Inventory) -> None
 def test_a_move_is_held_back_on_the_old_host(inv: inventory.Inventory) -> None:
     """globex moved from web1 to web2: web1's plan removes it, but only after web2 serves it."""
     view = placement.host_inventory(inv, "web1")
-    desired = render(view, identity_mod.host_identity(inv.settings, inv.settings.hosts["web1"]), templates.environment(inv.root))
+    desired = render(view, identity_mod.host_identity(inv.settings, "web1"), templates.environment(inv.root))
     old = Manifest({p: Entry(sha256(f.content), f.kind, f.customer, f.app) for p, f in desired.items()})
     moved = {"/srv/one/vassals/globex_web.ini": "vassal", "/srv/one/nginx/globex_web.conf": "nginx",
              "/srv/one/vassals/gone_web.ini": "vassal"}
@@ -193,7 +194,7 @@ def _members(payload: bytes) -> dict[str, tarfile.TarInfo]:
 def _host(inv: inventory.Inventory, name: str) -> tuple:
     """One host's inventory view, identity, template environment and rendered files."""
     view = placement.host_inventory(inv, name)
-    identity = identity_mod.host_identity(inv.settings, inv.settings.hosts[name])
+    identity = identity_mod.host_identity(inv.settings, name)
     env = templates.environment(inv.root)
     return view, identity, env, render(view, identity, env)
 
