@@ -44,7 +44,7 @@ def check_hosts(root: Path | str) -> HostsChecked:
     files, customers, problems = {}, {}, []
     for name in sorted(inv.settings.hosts):
         view = placement.host_inventory(inv, name)
-        ident = identity_mod.host_identity(inv.settings, inv.settings.hosts[name])
+        ident = identity_mod.host_identity(inv.settings, name)
         desired = render(view, ident, env)
         files[name], customers[name] = len(desired), len(view.customers)
         for r in vetting.readback_problems(view, desired, ident.per_customer, [c.name for c in view.customers]):

@@ -79,6 +79,20 @@ def test_a_non_root_host_without_become_is_an_error_naming_the_host(tmp_path: Pa
     assert "become: sudo" in problem.message and "isolation: {users: invoker}" in problem.message
 
 
+def test_validate_refuses_it_offline_with_exit_1(tmp_path: Path) -> None:
+    """`validate` (no SSH) says so: the documented exit 1, file, line, field and host."""
+    from click.testing import CliRunner
+
+    from hostctl.cli.main import cli
+
+    root = write_inventory(tmp_path / "inv", _settings("    user: deploy\n"), CUSTOMERS)
+    result = CliRunner().invoke(cli, ["-i", str(root), "validate"])
+    assert result.exit_code == 1, result.output
+    assert "hostctl.yaml:16: hosts.web2.user: host 'web2': the SSH user 'deploy' is not root" in result.stderr
+    (root / "hostctl.yaml").write_text(_settings("    user: deploy\n    become: sudo\n"))
+    assert CliRunner().invoke(cli, ["-i", str(root), "validate"]).exit_code == 0
+
+
 def test_host_identity_refuses_a_non_root_host_without_become() -> None:
     """Settings made without the loader (a Fabric task, a test): the identity itself refuses, naming the host."""
     settings = Settings.model_validate({"hosts": {"web2": {
