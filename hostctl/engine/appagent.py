@@ -5,15 +5,15 @@ to ``handle`` here: imported in-process on this host, or, for a multi-host
 inventory, this module's whole source is run by the server's ``python3 -c``
 (as ``status_probe`` is), so every host runs the same code.
 
-The rule that keeps root safe in a tree the customer can write: root only
-creates the app root itself (whose parents must be root's) and reads the
-``current`` link with ``readlink`` through a directory opened ``O_NOFOLLOW``.
-Everything inside the app root (unpacking, the virtualenv, hooks, the
-``current`` switch, the reload trigger, pruning) happens in a child process
-that first joins the customer's cgroup (pid to ``cgroup.procs``, still root),
-then drops to the customer (``initgroups``/``setgid``/``setuid``, nothing of
-root left) and only then touches a path, so a planted symlink is followed with
-the customer's own rights.
+A released app's tree is root's and only readable by the customer, so that the
+app, running as the customer, cannot rewrite its own code (see "the release
+tree" below). Root makes the directories, switches ``current``, prunes and
+seals, always through descriptors opened ``O_NOFOLLOW`` in directories of its
+own. What runs the customer's code or its tools (unpacking, the virtualenv,
+hooks) happens in a child process that first joins the customer's cgroup (pid
+to ``cgroup.procs``, still root), then drops to the customer
+(``initgroups``/``setgid``/``setuid``, nothing of root left), in directories
+root made for it and takes back ("seals") when the build is done.
 """
 
 from __future__ import annotations
@@ -249,32 +249,6 @@ def check_parents(root: str) -> None:
             raise AgentError(f"{path!r} (above the app root {root!r}) must be a directory owned by root and not writable by others")
 
 
-def ensure_root(root: str, user: dict | None, group: int) -> None:
-    """Create the app root for the customer (mode 2750, group: nginx's, so it can serve static files)."""
-    if user is not None:
-        check_parents(root)
-    try:
-        st = os.lstat(root)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)  # root's, like the parents checked above
-        os.mkdir(root, 0o700)
-        # Mode and owner through a descriptor: once chowned, the directory is the customer's, and a
-        # chmod by path could follow a symlink it swapped in (a sticky, world-writable parent allows it).
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            os.fchmod(fd, 0o2750)
-            if user is not None:
-                os.fchown(fd, user["uid"], group if group >= 0 else user["gid"])
-                os.fchmod(fd, 0o2750)  # fchown clears setgid
-        finally:
-            os.close(fd)
-        return
-    if os.path.islink(root) or not os.path.isdir(root):
-        raise AgentError(f"the app root {root!r} is not a directory")
-    if user is not None and st.st_uid != user["uid"]:
-        raise AgentError(f"the app root {root!r} belongs to uid {st.st_uid}, not to {user['name']!r}")
-
-
 def read_current(root: str) -> str | None:
     """The release ``current`` names (``releases/<id>`` -> id), read with readlink only; None when absent or odd."""
     try:
@@ -337,6 +311,254 @@ def workers(stats: dict | None) -> dict[int, bool]:
         if isinstance(w, dict) and isinstance(w.get("pid"), int) and w["pid"] > 0:
             out[w["pid"]] = bool(w.get("accepting", 1)) and w.get("status") != "cheap"
     return out
+
+
+# --- the release tree: root's, readable by the customer, never writable by its app ------------
+#
+# <root>/             root:<customer> 0751   only root adds or renames entries (current, releases/, venvs/)
+#   releases/<id>/    root:<customer>        sealed after the build: dirs 0750 (0751 on the way to a static
+#   venvs/<hash>/     root:<customer>        target, 0755 in it), files 0640 (0750 executable; +r in static)
+#   current           root's symlink         replaced by root (symlink + rename in root's directory)
+#   data/             <customer>:nginx 2750  the app's own state (SQLite, uploads): the one place it writes
+#   .cache/           <customer> 0700        pip's cache, for builds
+#   reload.touch      <customer>'s file      the customer pulls its trigger; it cannot replace the file
+# A build runs as the customer in a release directory (and a new virtualenv) that root made for it and
+# gives to root once the build is done ("sealing": through descriptors, never following a link).
+
+DATA = "data"
+CACHE = ".cache"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def code_ids(user: dict | None) -> tuple[int, int] | None:
+    """(owner, group) of sealed code: root and the customer's group; None without per-customer users (no chown)."""
+    return None if user is None else (0, user["gid"])
+
+
+def open_dir(name: str, dir_fd: int | None = None) -> int:
+    return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+
+
+def make_dir(parent: int, name: str, uid: int | None, gid: int, mode: int) -> None:
+    """``name`` in ``parent`` (a directory of root's) with owner and mode set through its descriptor."""
+    os.mkdir(name, 0o700, dir_fd=parent)
+    fd = open_dir(name, parent)
+    try:
+        if uid is not None:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)  # after fchown, which clears setgid
+    finally:
+        os.close(fd)
+
+
+def remove_entry(parent: int, name: str) -> None:
+    """A tree or a link in root's directory ``parent``, never followed (``rmtree`` on a descriptor)."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if not shutil.rmtree.avoids_symlink_attacks:
+            raise AgentError("this platform's rmtree can follow symlinks; not removing a customer's tree as root")
+        shutil.rmtree(name, dir_fd=parent)
+    else:
+        os.unlink(name, dir_fd=parent)
+
+
+def public_paths(root: str, static: list[str]) -> tuple[str, ...]:
+    """The static targets inside a release (``<root>/current/static`` -> ``static``; ``""``: all of it)."""
+    live = os.path.join(root, CURRENT)
+    out = []
+    for target in static:
+        target = os.path.normpath(target)
+        if target == live or target.startswith(live + "/"):
+            out.append(target[len(live) + 1:])
+    return tuple(out)
+
+
+def visibility(path: str, public: tuple[str, ...]) -> str:
+    """'public' inside a static target, 'path' on the way to one, else 'private'."""
+    if any(p == "" or path == p or path.startswith(p + "/") for p in public):
+        return "public"
+    return "path" if any(path == "" or p.startswith(path + "/") for p in public) else "private"
+
+
+def sealed_mode(st_mode: int, seen: str) -> int:
+    if stat.S_ISDIR(st_mode):
+        return {"public": 0o755, "path": 0o751, "private": 0o750}[seen]
+    mode = 0o750 if st_mode & 0o100 else 0o640
+    return mode | (0o004 if seen == "public" else 0)
+
+
+def seal(fd: int, ids: tuple[int, int] | None, public: tuple[str, ...], rel: str = "") -> int:
+    """Give the directory ``fd`` and everything in it to root and the customer's group, writable by root only.
+
+    Every entry is opened ``O_NOFOLLOW|O_NONBLOCK`` from its parent's descriptor and changed through
+    its own (``fchown`` first, which clears set-id bits, then an explicit mode); links are changed
+    themselves (``lchown``). A FIFO, socket, device or hard-linked file stops the release: root would
+    otherwise give away or open what the customer linked in. Returns the number of entries sealed."""
+    if ids is not None:
+        os.fchown(fd, *ids)
+    os.fchmod(fd, sealed_mode(stat.S_IFDIR, visibility(rel, public)))
+    count = 0
+    for name in os.listdir(fd):
+        path = f"{rel}/{name}" if rel else name
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        count += 1
+        if stat.S_ISLNK(st.st_mode):
+            if ids is not None:
+                os.chown(name, *ids, dir_fd=fd, follow_symlinks=False)
+            continue
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise AgentError(f"{path} is a FIFO, socket or device; a release holds files, directories and links only")
+        try:
+            sub = os.open(name, (DIR_FLAGS if stat.S_ISDIR(st.st_mode) else os.O_RDONLY | os.O_NOFOLLOW) | os.O_NONBLOCK,
+                          dir_fd=fd)
+        except OSError as exc:
+            raise AgentError(f"{path} changed while it was sealed ({exc.strerror})") from None
+        try:
+            now = os.fstat(sub)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise AgentError(f"{path} changed while it was sealed")
+            if stat.S_ISDIR(now.st_mode):
+                count += seal(sub, ids, public, path)
+                continue
+            if now.st_nlink > 1:
+                raise AgentError(f"{path} has {now.st_nlink} hard links; a release may not hard-link files")
+            if ids is not None:
+                os.fchown(sub, *ids)
+            os.fchmod(sub, sealed_mode(now.st_mode, visibility(path, public)))
+        finally:
+            os.close(sub)
+    return count
+
+
+def ensure_root(root: str, user: dict | None, group: int, public: tuple[str, ...] = ()) -> None:
+    """Make or take back the app root's layout (see above); ``group``: nginx's, for ``data/`` (-1: the customer's)."""
+    if user is not None:
+        check_parents(root)
+    ids = code_ids(user)
+    try:
+        os.lstat(root)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)  # root's, like the parents checked above
+        os.mkdir(root, 0o700)
+    if os.path.islink(root) or not os.path.isdir(root):
+        raise AgentError(f"the app root {root!r} is not a directory")
+    fd = open_dir(root)
+    try:
+        st = os.fstat(fd)
+        taken = user is not None and st.st_uid == user["uid"]
+        if user is not None and st.st_uid not in (0, user["uid"]):
+            raise AgentError(f"the app root {root!r} belongs to uid {st.st_uid}, not to root or {user['name']!r}")
+        if taken:  # the customer's, from before releases were root's: close it, then take it
+            os.fchmod(fd, 0o700)
+            say(f"{root}: taken over by root from {user['name']} (a running app no longer writes its code)")
+        if ids is not None:
+            os.fchown(fd, *ids)
+        os.fchmod(fd, 0o751)
+        for name in (RELEASES, VENVS):
+            code_dir(fd, name, ids, taken, public if name == RELEASES else ())
+        customer = (user["uid"], user["gid"]) if user else (None, -1)
+        for name, gid, mode in ((DATA, group if group >= 0 else customer[1], 0o2750), (CACHE, customer[1], 0o700)):
+            if not os.path.lexists(os.path.join(root, name)):  # root's directory: the customer cannot plant it
+                make_dir(fd, name, customer[0], gid, mode)
+        if taken:
+            keep_current(fd)
+        trigger(fd, user, pull=False)
+    finally:
+        os.close(fd)
+
+
+def code_dir(root_fd: int, name: str, ids: tuple[int, int] | None, taken: bool, public: tuple[str, ...]) -> None:
+    """``releases/`` or ``venvs/``: root's; when taken back, every release and finished virtualenv is sealed."""
+    try:
+        st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        make_dir(root_fd, name, *(ids or (None, -1)), 0o751 if name == RELEASES else 0o750)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=root_fd)
+        make_dir(root_fd, name, *(ids or (None, -1)), 0o751 if name == RELEASES else 0o750)
+        return
+    if not taken:
+        return
+    fd = open_dir(name, root_fd)
+    try:
+        os.fchmod(fd, 0o700)
+        if ids is not None:
+            os.fchown(fd, *ids)
+        for entry in os.listdir(fd):
+            kind = os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode
+            finished = name == RELEASES or venv_finished(fd, entry)
+            if stat.S_ISDIR(kind) and finished and (name == VENVS or RELEASE_ID.fullmatch(entry)):
+                sub = open_dir(entry, fd)
+                try:
+                    seal(sub, ids, public if name == RELEASES else ())
+                finally:
+                    os.close(sub)
+            else:
+                remove_entry(fd, entry)  # links planted there, half-built virtualenvs
+        os.fchmod(fd, 0o751 if name == RELEASES else 0o750)
+    finally:
+        os.close(fd)
+
+
+def venv_finished(venvs_fd: int, key: str) -> bool:
+    """Whether ``venvs/<key>`` is a directory whose build wrote its completion mark (links never followed)."""
+    try:
+        return (stat.S_ISDIR(os.stat(key, dir_fd=venvs_fd, follow_symlinks=False).st_mode)
+                and stat.S_ISREG(os.stat(f"{key}/{VENV_DONE}", dir_fd=venvs_fd, follow_symlinks=False).st_mode))
+    except OSError:
+        return False
+
+
+def keep_current(root_fd: int) -> None:
+    """A ``current`` link the customer made (older layout): made again by root, or removed if it is odd."""
+    try:
+        target = os.readlink(CURRENT, dir_fd=root_fd)
+    except FileNotFoundError:
+        return
+    except OSError:
+        remove_entry(root_fd, CURRENT)
+        return
+    head, _, rid = target.rpartition("/")
+    if head == RELEASES and RELEASE_ID.fullmatch(rid):
+        point_current(root_fd, rid)
+    else:
+        remove_entry(root_fd, CURRENT)
+
+
+def point_current(root_fd: int, rid: str) -> None:
+    """``current`` -> ``releases/<rid>``: a new link renamed over it, in root's directory."""
+    st = os.stat(os.path.join(RELEASES, rid), dir_fd=root_fd, follow_symlinks=False)  # releases/ is root's
+    if not stat.S_ISDIR(st.st_mode):
+        raise AgentError(f"there is no release {rid}")
+    tmp = f".{CURRENT}-{rid}-{os.getpid()}"
+    remove_entry(root_fd, tmp)
+    os.symlink(os.path.join(RELEASES, rid), tmp, dir_fd=root_fd)
+    os.rename(tmp, CURRENT, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+
+
+def trigger(root_fd: int, user: dict | None, pull: bool) -> None:
+    """The customer's ``reload.touch``: a regular file of its own (made again if it is anything else);
+    ``pull``: give it an mtime second after its last (uWSGI compares whole seconds, strictly)."""
+    try:
+        st = os.stat(RELOAD_FILE, dir_fd=root_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or (user is not None and st.st_uid != user["uid"]):
+            os.unlink(RELOAD_FILE, dir_fd=root_fd)
+            raise FileNotFoundError
+    except FileNotFoundError:
+        fd = os.open(RELOAD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640, dir_fd=root_fd)
+        try:
+            if user is not None:
+                os.fchown(fd, user["uid"], user["gid"])
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    if pull:
+        later = max(int(time.time()), int(st.st_mtime) + 1)
+        os.utime(RELOAD_FILE, (later, later), dir_fd=root_fd, follow_symlinks=False)
 
 
 # --- restart ----------------------------------------------------------------------------
@@ -423,16 +645,15 @@ def system_pip(python: str, env: dict) -> bool:
     return found.returncode == 0 and match is not None and (int(match[1]), int(match[2])) >= (22, 3)
 
 
-def build_venv(req: dict, release_dir: str, env: dict) -> str:
-    """As the customer: the release's virtualenv, reused when Python and requirements are the same."""
+def build_venv(req: dict, release_dir: str, env: dict, key: str) -> str:
+    """As the customer: the release's virtualenv in ``venvs/<key>`` (root made it empty for the customer, or
+    it is a finished one of root's, reused when Python and requirements are the same)."""
     root, python, timeout = req["root"], req["python"], req.get("timeout", 1800)
-    spec, key = requirements_key(release_dir, python)
+    spec, _ = requirements_key(release_dir, python)
     venv = os.path.join(root, VENVS, key)
     if os.path.isfile(os.path.join(venv, VENV_DONE)):
         say(f"virtualenv {VENVS}/{key}: reused ({spec or 'no requirements'} unchanged)")
     else:
-        shutil.rmtree(venv, ignore_errors=True)  # half-built by an interrupted release
-        os.makedirs(os.path.join(root, VENVS), exist_ok=True)
         say(f"virtualenv {VENVS}/{key}: building from {spec or 'nothing'} with {python}")
         build_env = {**env, "PIP_CACHE_DIR": os.path.join(root, ".cache", "pip"), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                      "PIP_NO_INPUT": "1", "VIRTUAL_ENV": venv, "PATH": f"{venv}/bin:{STANDARD_PATH}"}
@@ -487,82 +708,141 @@ def new_release_id(root: str, wanted: str) -> str:
     return rid
 
 
-def prepare_release(req: dict, rid: str, user: dict | None):
-    """``work`` for the customer's child: unpack stdin into releases/<rid>, build, check, run the hooks."""
-    def work() -> int:
-        root = req["root"]
-        os.chdir(root)
-        os.makedirs(RELEASES, exist_ok=True)
+def unpack(rid: str, root: str, python: str):
+    """``work`` for the customer's child: unpack stdin into releases/<rid> (root made it the customer's);
+    answers the virtualenv's name."""
+    def work() -> str:
         release_dir = os.path.join(root, RELEASES, rid)
-        os.mkdir(release_dir)
+        tar = subprocess.run(["tar", "-xzf", "-", "-C", release_dir, "--no-same-owner", "--delay-directory-restore"],
+                             stdout=sys.stderr)
+        if tar.returncode != 0:
+            raise AgentError(f"unpacking the code failed (tar exited {tar.returncode})")
+        return requirements_key(release_dir, python)[1]
+    return work
+
+
+def prepare_release(req: dict, rid: str, key: str, user: dict | None):
+    """``work`` for the customer's child: build the virtualenv (in the directory root made), check, run the hooks."""
+    def work() -> int:
+        release_dir = os.path.join(req["root"], RELEASES, rid)
+        os.chdir(release_dir)
+        env = environment(req.get("env") or {}, user, release_dir, os.path.join(release_dir, VENV_LINK))
+        build_venv(req, release_dir, env, key)
+        timeout = req.get("timeout", 1800)
+        hooks(req["hooks"].get("build", []), env, release_dir, "build", timeout)
+        say("checking that the app loads")
+        if shell(import_check(req, release_dir, env), env, release_dir, timeout) != 0:
+            raise AgentError(f"the new release does not load its app ({req['wsgi']}); nothing was switched")
+        hooks(req["hooks"].get("before_switch", []), env, release_dir, "before_switch", timeout)
+        return 0
+    return work
+
+
+def ask_as_customer(user: dict | None, procs: list[str], work, stdin_fd: int | None = None) -> tuple[int, str]:
+    """``as_customer`` for a ``work`` that answers a short string (at most 256 bytes, through a pipe)."""
+    read_fd, write_fd = os.pipe()
+
+    def answering() -> int:
+        os.close(read_fd)
+        os.write(write_fd, str(work()).encode()[:256])
+        return 0
+
+    try:
+        status = as_customer(user, procs, answering, stdin_fd=stdin_fd, stdout_to_stderr=True)
+        os.close(write_fd)
+        write_fd = -1
+        return status, os.read(read_fd, 256).decode(errors="replace")
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def in_root(root: str, *names: str) -> int:
+    """A descriptor of ``<root>/<names...>``, each opened ``O_NOFOLLOW`` (root's directories)."""
+    fd = open_dir(root)
+    for name in names:
         try:
-            tar = subprocess.run(["tar", "-xzf", "-", "-C", release_dir, "--no-same-owner", "--delay-directory-restore"],
-                                 stdout=sys.stderr)
-            if tar.returncode != 0:
-                raise AgentError(f"unpacking the code failed (tar exited {tar.returncode})")
-            env = environment(req.get("env") or {}, user, release_dir, os.path.join(release_dir, VENV_LINK))
-            build_venv(req, release_dir, env)
-            timeout = req.get("timeout", 1800)
-            hooks(req["hooks"].get("build", []), env, release_dir, "build", timeout)
-            say("checking that the app loads")
-            if shell(import_check(req, release_dir, env), env, release_dir, timeout) != 0:
-                raise AgentError(f"the new release does not load its app ({req['wsgi']}); nothing was switched")
-            hooks(req["hooks"].get("before_switch", []), env, release_dir, "before_switch", timeout)
-        except BaseException:
-            shutil.rmtree(release_dir, ignore_errors=True)
-            raise
-        return 0
-    return work
+            sub = open_dir(name, fd)
+        finally:
+            os.close(fd)
+        fd = sub
+    return fd
 
 
-def switch_to(root: str, rid: str):
-    """``work`` for the customer's child: point ``current`` at releases/<rid> (symlink + rename) and pull the trigger."""
-    def work() -> int:
-        os.chdir(root)
-        if not os.path.isdir(os.path.join(RELEASES, rid)):
-            raise AgentError(f"there is no release {rid}")
-        tmp = f".{CURRENT}-{rid}-{os.getpid()}"
-        os.symlink(os.path.join(RELEASES, rid), tmp)
-        os.rename(tmp, CURRENT)
-        with open(RELOAD_FILE, "a", encoding="utf-8"):
-            pass
-        later = max(int(time.time()), int(os.stat(RELOAD_FILE).st_mtime) + 1)  # uWSGI: whole seconds, strict >
-        os.utime(RELOAD_FILE, (later, later))
-        return 0
-    return work
+def make_build_dirs(root: str, rid: str, key: str, user: dict | None) -> bool:
+    """Root makes the customer's build directories: releases/<rid> now, venvs/<key> unless a finished one
+    is there (True: it will be built). A half-built or customer-owned virtualenv is removed first."""
+    customer = (user["uid"], user["gid"]) if user else (None, -1)
+    fd = in_root(root, VENVS)
+    try:
+        st = os.stat(key, dir_fd=fd, follow_symlinks=False) if venv_finished(fd, key) else None
+        if st is not None and (user is None or st.st_uid == 0):
+            return False
+        remove_entry(fd, key)
+        make_dir(fd, key, *customer, 0o700)
+        return True
+    finally:
+        os.close(fd)
 
 
-def remove_releases(root: str, doomed: list[str], keep_venvs: bool = False):
-    """``work``: delete these releases, then every virtualenv no remaining release uses."""
-    def work() -> int:
-        os.chdir(root)
+def venv_done(root: str, key: str) -> bool:
+    fd = in_root(root, VENVS)
+    try:
+        return venv_finished(fd, key)
+    finally:
+        os.close(fd)
+
+
+def seal_in(root: str, parent: str, name: str, user: dict | None, public: tuple[str, ...] = ()) -> int:
+    fd = in_root(root, parent, name)
+    try:
+        return seal(fd, code_ids(user), public)
+    finally:
+        os.close(fd)
+
+
+def remove_in(root: str, parent: str, name: str) -> None:
+    fd = in_root(root, parent)
+    try:
+        remove_entry(fd, name)
+    finally:
+        os.close(fd)
+
+
+def remove_releases(root: str, doomed: list[str], keep_venvs: bool = False) -> None:
+    """As root, in root's directories: delete these releases, then every virtualenv no remaining release uses."""
+    fd = in_root(root, RELEASES)
+    try:
         for rid in doomed:
             if RELEASE_ID.fullmatch(rid):
-                remove(os.path.join(RELEASES, rid))
-        for name in os.listdir(RELEASES):  # links planted among the releases: unlinked, never followed
-            if RELEASE_ID.fullmatch(name) and os.path.islink(os.path.join(RELEASES, name)):
-                os.unlink(os.path.join(RELEASES, name))
-        if keep_venvs or not os.path.isdir(VENVS):
-            return 0
+                remove_entry(fd, rid)
         used = set()
-        for rid in os.listdir(RELEASES):
+        for rid in os.listdir(fd):
+            if not stat.S_ISDIR(os.stat(rid, dir_fd=fd, follow_symlinks=False).st_mode):
+                remove_entry(fd, rid)  # a link from an older layout: unlinked, never followed
+                continue
             try:
-                used.add(os.path.basename(os.readlink(os.path.join(RELEASES, rid, VENV_LINK))))
+                sub = open_dir(rid, fd)
+            except OSError:
+                continue
+            try:
+                used.add(os.path.basename(os.readlink(VENV_LINK, dir_fd=sub)))
             except OSError:
                 pass
-        for name in os.listdir(VENVS):
+            finally:
+                os.close(sub)
+    finally:
+        os.close(fd)
+    if keep_venvs:
+        return
+    fd = in_root(root, VENVS)
+    try:
+        for name in os.listdir(fd):
             if name not in used:
-                remove(os.path.join(VENVS, name))
-        return 0
-    return work
-
-
-def remove(path: str) -> None:
-    """A directory tree, or a symlink itself (its target untouched); as the customer."""
-    if os.path.islink(path):
-        os.unlink(path)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+                remove_entry(fd, name)
+    finally:
+        os.close(fd)
 
 
 def wait_for_reload(req: dict, before: dict[int, bool], timeout: float) -> str | None:
@@ -619,8 +899,7 @@ def go_live(req: dict, user: dict | None, procs: list[str], rid: str, previous: 
     """Switch to ``rid``, wait for the reload, check health; on failure switch back to ``previous``. Why it failed, or None."""
     root, timeout = req["root"], req.get("reload_timeout", 120)
     before = workers(read_socket(req["stats"]))
-    if as_customer(user, procs, switch_to(root, rid), stdout_to_stderr=True) != 0:
-        return f"switching to {rid} failed"
+    switch_to(root, rid, user)
     start_if_down(req, before)
     why = wait_for_reload(req, before, timeout) or health(req)
     if why is None:
@@ -629,31 +908,44 @@ def go_live(req: dict, user: dict | None, procs: list[str], rid: str, previous: 
     if previous:
         say(f"switching back to {previous}")
         now = workers(read_socket(req["stats"]))
-        if as_customer(user, procs, switch_to(root, previous), stdout_to_stderr=True) == 0:
-            start_if_down(req, now)
-            back = wait_for_reload(req, now, timeout)
-            if back:
-                say(f"after switching back: {back}")
+        switch_to(root, previous, user)
+        start_if_down(req, now)
+        back = wait_for_reload(req, now, timeout)
+        if back:
+            say(f"after switching back: {back}")
     return why
 
 
+def switch_to(root: str, rid: str, user: dict | None) -> None:
+    """As root, in root's app root: point ``current`` at releases/<rid> and pull the customer's trigger."""
+    fd = open_dir(root)
+    try:
+        point_current(fd, rid)
+        trigger(fd, user, pull=True)
+    finally:
+        os.close(fd)
+
+
+def nginx_gid(req: dict) -> int:
+    """nginx's group on this host (for ``data/``), or -1."""
+    import grp
+
+    try:
+        return grp.getgrnam(req["group"]).gr_gid if req.get("group") else -1
+    except KeyError:
+        return -1
+
+
 def release_release(req: dict, stdin) -> tuple[int, dict]:
-    """Unpack, build, check and run the hooks as the customer; then switch, reload, health check, prune."""
+    """Unpack, build, check and run the hooks as the customer; seal; then switch, reload, health check, prune."""
     user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
-    group = -1
-    if req.get("group"):
-        import grp
-
-        try:
-            group = grp.getgrnam(req["group"]).gr_gid
-        except KeyError:
-            group = -1
     root = req["root"]
     if not os.path.isfile(req["vassal"]):
         raise AgentError(f"{req['vassal']} does not exist: the app is not applied on this host (run `hostctl apply` "
                          "or `hostctl deploy` first; an app with enabled: false is not released)")
-    ensure_root(root, user, group)
+    public = public_paths(root, req.get("static") or [])
+    ensure_root(root, user, nginx_gid(req), public)
     previous = read_current(root)
     rid = new_release_id(root, req["release_id"])
     say(f"release {rid} of {req['customer']}/{req['app']} in {root}/{RELEASES}/{rid}" + (f" (live now: {previous})" if previous else ""))
@@ -668,14 +960,38 @@ def release_release(req: dict, stdin) -> tuple[int, dict]:
             pass
         os._exit(0)
     os.close(write_fd)
-    status = as_customer(user, procs, prepare_release(req, rid, user), stdin_fd=read_fd, stdout_to_stderr=True)
+    fd = in_root(root, RELEASES)
+    try:
+        make_dir(fd, rid, *((user["uid"], user["gid"]) if user else (None, -1)), 0o700)
+    finally:
+        os.close(fd)
+    status, key = ask_as_customer(user, procs, unpack(rid, root, req["python"]), stdin_fd=read_fd)
     wait_status(pid)
+    why = None
+    if status == 0 and not re.fullmatch(r"[0-9a-f]{16}", key):
+        status, why = 1, f"the build answered {key[:40]!r} as its virtualenv's name"
+    if status == 0:
+        fresh = make_build_dirs(root, rid, key, user)
+        status = as_customer(user, procs, prepare_release(req, rid, key, user), stdout_to_stderr=True)
+        if fresh and venv_done(root, key):  # kept for the next release even if this one failed
+            try:
+                seal_in(root, VENVS, key, user)
+            except AgentError as exc:
+                remove_in(root, VENVS, key)
+                status, why = 1, f"its virtualenv cannot be sealed: {exc}"
+    if status == 0:
+        try:
+            count = seal_in(root, RELEASES, rid, user, public)
+            say(f"sealed {RELEASES}/{rid} ({count} entries): root's, read-only for the app")
+        except AgentError as exc:
+            status, why = 1, f"it cannot be sealed: {exc}"
     if status != 0:
-        return 1, {"error": f"release {rid} was not switched to: the build failed (see above); {previous or 'nothing'} stays live",
-                   "release": rid, "live": previous}
+        remove_in(root, RELEASES, rid)
+        return 1, {"error": f"release {rid} was not switched to: {why or 'the build failed (see above)'}; "
+                            f"{previous or 'nothing'} stays live", "release": rid, "live": previous}
     why = go_live(req, user, procs, rid, previous)
     if why:
-        as_customer(user, procs, remove_releases(root, [rid], keep_venvs=True), stdout_to_stderr=True)
+        remove_releases(root, [rid], keep_venvs=True)
         return 1, {"error": f"release {rid} was switched back: {why}; {previous or 'nothing'} is live",
                    "release": rid, "live": previous}
     say(f"{rid} is live")
@@ -686,7 +1002,7 @@ def release_release(req: dict, stdin) -> tuple[int, dict]:
         env = environment(req.get("env") or {}, user, live, os.path.join(live, VENV_LINK))
         failed = as_customer(user, procs, lambda: hooks(after, env, live, "after_switch", req.get("timeout", 1800)) or 0,
                              stdout_to_stderr=True)
-    pruned = prune(req, user, procs, keep=req.get("keep", 5))
+    pruned = prune(req, keep=req.get("keep", 5))
     result = {"release": rid, "live": rid, "previous": previous, "pruned": pruned}
     if failed:
         result["error"] = f"{rid} is live, but an after_switch hook failed (see above)"
@@ -694,13 +1010,13 @@ def release_release(req: dict, stdin) -> tuple[int, dict]:
     return 0, result
 
 
-def prune(req: dict, user: dict | None, procs: list[str], keep: int) -> list[str]:
+def prune(req: dict, keep: int) -> list[str]:
     root = req["root"]
     ids = list_releases(root)
     live = read_current(root)
     kept = set(ids[-keep:]) | ({live} if live else set())
     doomed = [rid for rid in ids if rid not in kept]
-    as_customer(user, procs, remove_releases(root, doomed), stdout_to_stderr=True)
+    remove_releases(root, doomed)
     return doomed
 
 
@@ -713,6 +1029,7 @@ def release_rollback(req: dict, stdin) -> tuple[int, dict]:
     user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
     root = req["root"]
+    ensure_root(root, user, nginx_gid(req), public_paths(root, req.get("static") or []))
     ids, live = list_releases(root), read_current(root)
     target = req.get("to")
     if not target:

@@ -192,6 +192,7 @@ def release_request(inv: Inventory, customer: CustomerSpec, app: AppSpec, host: 
     req.update(root=cfg.root, python=settings.emperor.python, wsgi=cfg.wsgi, keep=rel.keep,
                hooks={"build": rel.build, "before_switch": rel.before_switch, "after_switch": rel.after_switch},
                probe=probe_request(settings, app),
+               static=sorted(cfg.static.values()),
                group=(settings.nginx.group or "www-data") if req["user"] else None)
     return req
 

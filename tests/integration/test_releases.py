@@ -44,7 +44,7 @@ def index():
 def health():
     return "{health_body}", {health_status}
 '''
-BEAT = "while true; do echo \"$(id -u) $$ $(readlink -f .)\" >> ../../beat.log; sleep 1; done"
+BEAT = "while true; do echo \"$(id -u) $$ $(readlink -f .)\" >> ../../data/beat.log; sleep 1; done"
 DJANGO_SETTINGS = '''
 import os
 DEBUG = False
@@ -108,7 +108,7 @@ def rel() -> Iterator[Releases]:
                           "workers": {"beat": BEAT}, "release": {"keep": 3}},
                 "django": {"domains": ["django.test"], "wsgi": "mysite.wsgi:application", "root": str(django_root),
                            "env": {"PIP_CACHE_DIR": PIP_CACHE, "DJANGO_SETTINGS_MODULE": "mysite.settings",
-                                   "DATABASE_PATH": str(django_root / "db.sqlite3")},
+                                   "DATABASE_PATH": str(django_root / "data" / "db.sqlite3")},
                            "static": {"/static/": str(django_root / "current" / "static")},
                            "probe": {"path": "/admin/login/", "status": 200, "timeout": 20},
                            "release": {"build": ["python manage.py collectstatic --noinput"],
@@ -151,10 +151,11 @@ def test_first_flask_release_is_served_as_the_customer(rel: Releases) -> None:
     root = rel.root("flask")
     current = os.readlink(root / "current")
     assert current.startswith("releases/") and (root / current / "app.py").is_file()
-    st = os.stat(root)
-    assert st.st_uid == rel.uid and st.st_mode & 0o7777 == 0o2750
+    st = os.stat(root)  # root's: the app (the customer) cannot rewrite its code (tests/integration/test_hostile_code.py)
+    assert st.st_uid == 0 and st.st_mode & 0o7777 == 0o751
     for path in (root / current / "app.py", root / current / ".venv" / "bin" / "python"):
-        assert os.stat(path, follow_symlinks=False).st_uid == rel.uid, path
+        assert os.stat(path, follow_symlinks=False).st_uid == 0, path
+    assert os.stat(root / "data").st_uid == rel.uid
 
 
 def test_second_release_goes_live_without_a_failed_request(rel: Releases) -> None:
@@ -201,7 +202,7 @@ def test_a_release_that_fails_its_health_check_is_switched_back(rel: Releases) -
 
 
 def test_the_worker_runs_as_the_customer_in_its_cgroup_and_restarts_with_a_release(rel: Releases) -> None:
-    beat = rel.root("flask") / "beat.log"
+    beat = rel.root("flask") / "data" / "beat.log"
 
     def last() -> list[str] | None:
         lines = beat.read_text().splitlines() if beat.exists() else []
@@ -240,15 +241,18 @@ def test_old_releases_are_pruned_and_unused_virtualenvs_removed(rel: Releases) -
 
 
 def test_links_the_customer_plants_in_its_root_are_never_followed_by_root(rel: Releases) -> None:
-    """Old-looking releases and virtualenvs that are symlinks to root's files: listing skips them, pruning
-    unlinks them as the customer, and root's files stay (the release tree is the customer's to write)."""
+    """The customer cannot plant in releases/ or venvs/ (root's); links left there by an older layout (where
+    the customer owned them; made by root here) are skipped by listing and unlinked by pruning, never followed."""
     secret = Path(f"/root/hostctl-test-{secrets.token_hex(3)}")
     secret.mkdir(mode=0o700)
     try:
         (secret / "keep").write_text("root's")
         root = rel.root("flask")
         for planted in (root / "releases" / "19990101T000000Z", root / "venvs" / "0000000000000000"):
-            subprocess.run(["runuser", "-u", rel.user, "--", "ln", "-s", str(secret), str(planted)], check=True)
+            refused = subprocess.run(["runuser", "-u", rel.user, "--", "ln", "-s", str(secret), str(planted)],
+                                     capture_output=True, text=True)
+            assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused
+            os.symlink(secret, planted)
         listed = rel.release("--app", "flask", "--list").stdout
         assert "19990101T000000Z" not in listed
         rel.release("--app", "flask", "--source", rel.flask_source("after-links", "p9", requirements="flask\nitsdangerous\n"))
@@ -291,7 +295,7 @@ def test_django_release_migrates_collects_static_and_serves_with_debug_off(rel: 
     assert rel.text("django.test", "/no-such-page/")[0] == 404  # DEBUG off: no debug page
     css = rel.text("django.test", "/static/admin/css/base.css")
     assert css[0] == 200 and "DJANGO" in css[1].upper()  # collected by the build hook, served by nginx
-    db = root / "db.sqlite3"
+    db = root / "data" / "db.sqlite3"
     assert os.stat(db).st_uid == rel.uid
 
 

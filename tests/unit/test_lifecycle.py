@@ -272,7 +272,8 @@ def test_root_reads_current_with_readlink_only_and_refuses_odd_roots(tmp_path: P
             appagent.check_parents(str(tmp_path / "app"))
         user = {"name": "nobody", "uid": 65534, "gid": 65534, "home": "/"}
         os.chown(tmp_path, 0, 0)
-        with pytest.raises(appagent.AgentError, match="belongs to uid 0, not to 'nobody'"):
+        os.chown(root, 1, 1)  # a third account's (root's and the customer's are taken, see test_hostile_code)
+        with pytest.raises(appagent.AgentError, match="belongs to uid 1, not to root or 'nobody'"):
             appagent.ensure_root(str(root), user, -1)
 
 
