@@ -103,6 +103,8 @@ def intended(cfg, paths: AppPaths, user: str | None) -> dict[str, list[str]]:
     entry = values.wsgi_file(cfg.wsgi)
     want: dict[str, list[str]] = {
         "env": [f"{k}={v}" for k, v in cfg.env.items()],
+        # per-customer: set after the privilege drop on a start by the Emperor (vassal.ini.j2)
+        "hook-as-user": [f"!putenv:{k}={v}" for k, v in cfg.env.items()] if user else [],
         "chdir": [cfg.chdir] if cfg.chdir else [],
         "virtualenv": [cfg.virtualenv] if cfg.virtualenv else [],
         "wsgi-file": [entry[0]] if entry else [],
