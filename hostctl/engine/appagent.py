@@ -181,26 +181,34 @@ def _child_exit(code: int) -> None:
 def as_customer(user: dict | None, procs: list[str], work, stdin_fd: int | None = None,
                 stdout_to_stderr: bool = False) -> int:
     """Run ``work()`` in a child that became the customer; its exit status (``work`` returns an int or raises)."""
+    def redirect() -> None:
+        if stdin_fd is not None:
+            os.dup2(stdin_fd, 0)
+        if stdout_to_stderr:
+            os.dup2(2, 1)
+
     pid = os.fork()
     if pid == 0:
-        code = 70
-        try:
-            if stdin_fd is not None:
-                os.dup2(stdin_fd, 0)
-            if stdout_to_stderr:
-                os.dup2(2, 1)
-            become(user, procs)
-            code = int(work() or 0)
-        except AgentError as exc:
-            say(str(exc))
-            code = 1
-        except BaseException as exc:  # noqa: BLE001 - the child reports and exits, never returns
-            say(f"{type(exc).__name__}: {exc}")
-            code = 70
-        _child_exit(code)
+        be_customer(user, procs, work, redirect)
     if stdin_fd is not None:
         os.close(stdin_fd)
     return wait_status(pid)
+
+
+def be_customer(user: dict | None, procs: list[str], work, prepare) -> None:
+    """In a forked child: ``prepare()`` (as root), become the customer, run ``work()``, exit with its status."""
+    code = 70
+    try:
+        prepare()
+        become(user, procs)
+        code = int(work() or 0)
+    except AgentError as exc:
+        say(str(exc))
+        code = 1
+    except BaseException as exc:  # noqa: BLE001 - the child reports and exits, never returns
+        say(f"{type(exc).__name__}: {exc}")
+        code = 70
+    _child_exit(code)
 
 
 def wait_status(pid: int) -> int:
@@ -613,11 +621,108 @@ def run(req: dict) -> int:
     user = account(req.get("user"), req.get("account_rule"))
     procs = cgroup_procs(req.get("cgroup"), req["customer"])
     env = environment(req.get("env") or {}, user, req.get("workdir"), req.get("venv"))
+    work = exec_in(req["argv"], env, req.get("workdir"))
+    ttys = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+    if user is not None and ttys:
+        return on_own_terminal(user, procs, work, ttys)
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's (same terminal)
     try:
-        return as_customer(user, procs, exec_in(req["argv"], env, req.get("workdir")))
+        return as_customer(user, procs, work)
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def on_own_terminal(user: dict, procs: list[str], work, ttys: list[int]) -> int:
+    """Run ``work()`` as the customer on a terminal of its own, relayed to ours (what sudo's ``use_pty`` does).
+
+    Our terminal is the operator's, whose shell is root's: a customer's command on it could push
+    input into it (``TIOCSTI``) that root's shell reads as typed once we return, or leave a daemon
+    that does so, or reads what the operator types, later. Here the command leads a new session on
+    a new pseudo-terminal (its stdin, stdout and stderr where ours are terminals); we copy our input
+    to it and its output to ours until the command exits, then close it: what it left behind holds
+    a dead terminal.
+    """
+    import fcntl
+    import pty
+    import select
+    import termios
+    import tty
+
+    master, slave = pty.openpty()
+
+    def copy_size(*_args) -> None:
+        try:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(ttys[0], termios.TIOCGWINSZ, bytes(8)))
+        except OSError:
+            pass
+
+    def forward(signum: int, _frame) -> None:
+        try:
+            os.killpg(pid, signum)  # the command leads its own process group
+        except OSError:
+            pass
+
+    copy_size()
+    if 0 in ttys:
+        termios.tcsetattr(slave, termios.TCSANOW, termios.tcgetattr(0))
+    def take_terminal() -> None:
+        os.close(master)
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in ttys:
+            os.dup2(slave, fd)
+        os.close(slave)
+
+    pid = os.fork()
+    if pid == 0:
+        be_customer(user, procs, work, take_terminal)
+    os.close(slave)
+    out = 1 if 1 in ttys else 2
+    handlers = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGINT, forward), (signal.SIGTERM, forward), (signal.SIGWINCH, copy_size))}
+    saved = termios.tcgetattr(0) if 0 in ttys else None
+    if saved is not None:
+        tty.setraw(0, termios.TCSANOW)  # keys (Ctrl-C included) go to the command's terminal as typed
+    done, status = 0, 0
+    reading = saved is not None
+    try:
+        while True:
+            ready, _, _ = select.select([master] + ([0] if reading else []), [], [], 0.2)
+            if master in ready and not _relay(master, out):
+                break  # every holder of its terminal closed it
+            if 0 in ready and not _relay(0, master):
+                reading = False
+            done, status = os.waitpid(pid, os.WNOHANG | os.WUNTRACED)
+            if done and os.WIFSTOPPED(status):
+                done = 0
+                os.killpg(pid, signal.SIGCONT)  # Ctrl-Z: nobody here could resume it
+            elif done:
+                until = time.monotonic() + 1.0  # what it wrote last; a daemon it left is not waited for
+                while time.monotonic() < until and select.select([master], [], [], 0.2)[0] and _relay(master, out):
+                    pass
+                break
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.close(master)
+    if not done:
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _relay(source: int, target: int) -> bool:
+    """Copy what ``source`` has to ``target``; False at its end (EOF, or EIO: a terminal nobody holds)."""
+    try:
+        data = os.read(source, 65536)
+    except OSError:
+        return False
+    if not data:
+        return False
+    while data:
+        data = data[os.write(target, data):]
+    return True
 
 
 # --- releases -----------------------------------------------------------------------------
