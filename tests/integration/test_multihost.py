@@ -197,6 +197,14 @@ def test_deploy_to_two_hosts_no_op_one_change_move_and_failures(fleet: Fleet) ->
     assert kept.returncode == 1
     assert "kept 'acme' here: it moved to 'b', but its deploy failed" in kept.stdout, kept.stdout
     assert "emperor/acme_web.ini" in fleet.files("a")
+    # a still runs acme, so it keeps acme's runtime record: after a reboot, restore brings back its directories
+    # (and cgroup limits, where the host has them), as for every customer a serves
+    record = fleet.root("a") / "state" / "runtime" / "acme.json"
+    assert record.is_file(), sorted(p.name for p in record.parent.iterdir())
+    subprocess.run(["rm", "-rf", str(fleet.root("a") / "run" / "acme")], check=True)  # "reboot": /run is empty
+    restored = fleet.box.hostctl("restore", "--state-dir", str(fleet.root("a") / "state"))
+    assert "1 customer(s) restored, 0 failed." in restored.stdout, restored
+    assert (fleet.root("a") / "run" / "acme").is_dir()
 
 
 def test_a_customer_whose_server_block_breaks_nginx_t_on_a_host_is_quarantined_there(fleet: Fleet) -> None:

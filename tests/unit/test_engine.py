@@ -101,6 +101,28 @@ def test_restore_rebuilds_every_customer_from_its_record_and_skips_a_damaged_one
     assert (tmp_path / "cgroup/memory/hc/gamma/memory.limit_in_bytes").read_text() == "67108864"
 
 
+def test_a_customer_whose_files_stay_live_keeps_its_record_and_gets_its_limits_back_after_a_reboot(tmp_path: Path) -> None:
+    """gamma is not among the customers the job names (a deploy kept it on this host: its new host failed),
+    but its vassal stays live here: the engine keeps its record and cgroup, and restore gives it its limits."""
+    from hostctl.engine.core import apply as engine_apply
+    from hostctl.engine.core.job import Job, Paths
+    from hostctl.engine.core.nginx import Nginx
+
+    state = str(tmp_path / "state")
+    _records(tmp_path, state)
+    assert runtime.restore(state).ok  # the cgroups as the last apply left them
+    paths = Paths(*(str(tmp_path / d) for d in ("vassals", "nginx", "run", "log")), state)
+    live = Manifest({f"{paths.emperor_dir}/{c}_web.ini": Entry(sha256(c), "vassal", c, "web") for c in ("alpha", "beta", "gamma")})
+    job = Job(paths, Nginx(), "127.0.0.1:1", manifest=live, customers=("alpha", "beta"))
+    engine_apply.execute(job)
+    assert Path(runtime.record_path(state, "gamma")).is_file()
+    subprocess.run(["rm", "-rf", str(tmp_path / "run"), str(tmp_path / "cgroup")], check=True)  # "reboot"
+    done = runtime.restore(state)
+    assert done.ok and done.customers == ["alpha", "beta", "gamma"], done
+    assert (tmp_path / "cgroup/memory/hc/gamma/memory.limit_in_bytes").read_text() == "67108864"
+    assert (tmp_path / "run" / "gamma").is_dir()
+
+
 def test_the_zip_is_built_once_per_content_and_carries_only_the_engine(tmp_path: Path) -> None:
     import io
     import zipfile

@@ -165,10 +165,14 @@ def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...]]:
     """Shared and customer directories, cgroups and limits (before any vassal (re)starts); then the runtime record.
 
     ``job.customers`` lists everyone served here: those without a new record in the job
-    keep the one on disk (held-back customers, and on a deploy the unchanged ones).
+    keep the one on disk (held-back customers, and on a deploy the unchanged ones). So does
+    every customer whose files stay live after the job (its manifest), whatever the control
+    side counted: a customer a deploy keeps on its old host while its new host fails still
+    runs here, and must come back with its limits after a reboot (``runtime.restore``).
     """
     state = job.paths.state_dir
-    everyone = job.customers if job.customers is not None else tuple(r.customer for r in job.runtime)
+    named = job.customers if job.customers is not None else tuple(r.customer for r in job.runtime)
+    everyone = tuple(sorted(set(named) | {e.customer for e in job.manifest.files.values() if e.customer}))
     given = {r.customer for r in job.runtime}
     known = runtime.read_all(state, [c for c in everyone if c not in given])
     records = {c: known[c] for c in everyone if c in known}
