@@ -385,8 +385,10 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
     from hostctl.inventory import loader as inventory_mod
     from hostctl.status import logs as logs_mod
 
+    terminal = sys.stdout.isatty()  # a customer's escape sequences never reach it raw
+
     def emit(text: str) -> None:
-        click.echo(text, nl=False)
+        click.echo(logs_mod.for_terminal(text) if terminal else text, nl=False)
         sys.stdout.flush()
 
     inv = inventory_mod.load(_inventory_root(ctx), partial=True)  # a broken customer file does not hide logs

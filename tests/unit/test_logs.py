@@ -117,3 +117,9 @@ def test_remote_logs_run_as_the_customer_on_per_customer_hosts() -> None:
     assert logs_remote.command(["/var/log/hostctl/acme/uwsgi/web.log"], 5, False, "hc-acme") == \
         "runuser -u hc-acme -- tail -n 5 -- /var/log/hostctl/acme/uwsgi/web.log"
     assert logs_remote.command(["/x.log"], 0, True, "hc-acme").startswith("runuser -u hc-acme -- tail -F -n 0 -- /x.log & read _;")
+
+
+def test_for_terminal_escapes_every_control_character_but_newline_and_tab() -> None:
+    assert logs.for_terminal("a\tb\n") == "a\tb\n"
+    assert logs.for_terminal("\x1b]0;t\x07\r\x00\x7f\u009b é€") == "\\x1b]0;t\\x07\\x0d\\x00\\x7f\\x9b é€"
+    assert all(not logs.CONTROL.search(logs.for_terminal(chr(i))) for i in range(0x200))
