@@ -6,7 +6,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 HOSTCTL  = $(BIN)/hostctl
 EXAMPLE  = example
-DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx logrotate python3-venv python3-pip curl openssh-server openssh-client pebble wrk
+DEB_PACKAGES = uwsgi-core uwsgi-plugin-python3 nginx logrotate python3-venv python3-pip curl openssh-server openssh-client sudo pebble wrk
 # The test fleet (tests/fleet): Debian 12 guests built with mmdebstrap + mke2fs -d, booted under QEMU.
 DEB_PACKAGES += qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
 PYTEST_ARGS ?=
