@@ -120,11 +120,12 @@ def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
 def remove_customer(ctx: click.Context, name: str, purge: bool) -> None:
     """Remove customer NAME's file; the next apply stops its apps and kills every process it left."""
     root = _inventory_root(ctx)
-    user = customers.user_of(root, name) if purge else None
+    user, host = customers.purge_target(root, name) if purge else (None, None)
     path = customers.remove(root, name)
     if purge:
-        customers.request_purge(root, name, user)
-        click.echo(f"removed {path}; the next `hostctl apply` stops its apps, kills its processes and removes "
+        customers.request_purge(root, name, user, host)
+        command = f"`hostctl deploy` to host {host!r}" if host else "`hostctl apply`"
+        click.echo(f"removed {path}; the next {command} stops its apps, kills its processes and removes "
                    f"its Unix user {user}, its log and socket directories")
         return
     click.echo(f"removed {path}; run `hostctl apply` to stop its apps")

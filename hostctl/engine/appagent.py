@@ -94,7 +94,7 @@ def account(name: str | None, rule: dict | None = None) -> dict | None:
     """uid, gid and home of the customer's Unix user on this host (None: stay the invoking user).
 
     ``rule`` (``uid_min``, ``uid_max``, ``nginx_user``, ``nginx_group``): the part of
-    ``engine/accounts.py``'s rule this host's own user database decides, checked here
+    ``engine/core/accounts.py``'s rule this host's own user database decides, checked here
     so that a server refuses what apply refuses (nginx's user or group, a system account)."""
     if name is None:
         return None

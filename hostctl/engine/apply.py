@@ -10,15 +10,13 @@ customer's runtime record (directories, cgroup and limits) and the probes.
 
 from __future__ import annotations
 
-import os
-import pwd
 from dataclasses import dataclass, field
 from typing import Callable
 
-from hostctl.render import cgroups, layout, ondemand
-from hostctl.engine import emperor, history, isolation, lock, nginx, probe, vetting
-from hostctl.engine import stopping
+from hostctl.render import cgroups, layout
+from hostctl.engine import history, isolation, lock, nginx, probe, vetting
 from hostctl.engine.core import apply as engine_apply
+from hostctl.engine.core.accounts import DEFAULT_NGINX_USER
 from hostctl.engine.core import job as engine_job
 from hostctl.engine.core import probe as engine_probe
 from hostctl.engine.core.runtime import CustomerRuntime, Directory, HostRuntime
@@ -28,7 +26,7 @@ from hostctl.inventory.spec import Inventory
 from hostctl.inventory.schema import Settings
 from hostctl.engine import pipeline
 from hostctl.engine.pipeline import Prepared
-from hostctl.plan.diff import Change, Plan
+from hostctl.plan.diff import Plan
 from hostctl.plan import quarantine
 from hostctl.plan.quarantine import Rejection, changed_customers
 
@@ -125,6 +123,7 @@ def job(prepared: Prepared, *, readback: bool = True, probe_changed: bool = True
         users=wanted, create_users=create_users, home_dir=s.isolation.home_dir,
         uid_range=(s.isolation.uid_min, s.isolation.uid_max),
         vassal_groups={c.name: c.user for c in inv.customers} if per_customer else {},
+        nginx_user=DEFAULT_NGINX_USER, nginx_group=owners.identity.nginx_group,
         runtime=records, host_runtime=host, customers=tuple(sorted({c.name for c in inv.customers} | set(inv.held))),
         provenance=engine_job.Provenance(source, inventory=history.snapshot_inventory(inv.root) if not plan.empty else {}),
     )
@@ -140,119 +139,11 @@ def execute(prepared: Prepared, say: Say = lambda _: None, *, readback: bool = T
     work = job(prepared, readback=readback, probe_changed=probe_changed, create_users=create_users)
     with from_engine():
         done = engine_apply.execute_locked(work, check)
-    removals = [c for c in done.plan.changes if c.kind == "vassal" and c.action == "delete"]
     iso = prepared.isolation
     if iso is not None:
         iso = isolation.IsolationPlan(iso.hierarchy, tuple(done.cgroup_changes), iso.notes, tuple(done.created_users and iso.users))
     result = ApplyResult(done.plan, done.messages + done.notes, prepared.owners, iso, done.rejections)
-    if removals:
-        _stop_departed(prepared, done.plan, removals, layout.emperor_stats(prepared.inventory.settings), result)
-    result.messages += _purge(prepared, result)
     return result
-
-
-def _account(prepared: Prepared, customer: str, user: str | None) -> tuple[int, int] | None:
-    """(uid, gid) whose processes may all be killed for ``customer``: its own account, never root, nginx's,
-    a system account or a current customer's (``accounts.py``'s range)."""
-    owners, iso = prepared.owners, prepared.inventory.settings.isolation
-    if customer in owners.customers:
-        return owners.of(customer)
-    if not user:
-        return None
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return None
-    others = {uid for uid, _ in owners.customers.values()}
-    if not iso.uid_min <= entry.pw_uid <= iso.uid_max or entry.pw_uid in others:
-        return None
-    return entry.pw_uid, entry.pw_gid
-
-
-def _leaves(prepared: Prepared, customer: str) -> tuple[list[str], bool]:
-    h = prepared.owners.identity.cgroup
-    if h is None or h.version is None:
-        return [], False
-    names = cgroups.V1_CONTROLLERS if h.version == "v1" else ("memory",)
-    leaves = [leaf for leaf in (h.leaf(customer, c) for c in names) if leaf and os.path.isdir(leaf)]
-    return leaves, h.version == "v2"
-
-
-def _kill_all(prepared: Prepared, customer: str, user: str | None, remove_cgroup: bool) -> list[str]:
-    """Kill every process ``customer`` left (its cgroup, its uid); remove its cgroup when it left the inventory."""
-    leaves, v2 = _leaves(prepared, customer)
-    done = []
-    before = set().union(*(stopping.cgroup_members(leaf) for leaf in leaves)) if leaves else set()
-    account = _account(prepared, customer, user)
-    if account is not None:
-        before |= set(stopping.processes_of(account[0]))
-    if leaves and not stopping.kill_cgroup(leaves, v2):
-        done.append(f"{customer}: processes are left in {', '.join(leaves)} after {stopping.KILL_TIMEOUT:.0f} s of SIGKILL")
-    if account is not None and not stopping.kill_user(*account):
-        done.append(f"{customer}: processes of uid {account[0]} are left after {stopping.KILL_TIMEOUT:.0f} s of SIGKILL")
-    if before:
-        done.append(f"{customer}: killed {len(before)} process(es) it left running")
-    if remove_cgroup:
-        for leaf in leaves:
-            try:
-                os.rmdir(leaf)
-            except OSError as exc:
-                done.append(f"cgroup {leaf} was not removed ({exc.strerror}); a later apply retries")
-    return done
-
-
-def _stop_departed(prepared: Prepared, plan: Plan, removals: list[Change], stats: str, result: ApplyResult) -> None:
-    """Customers that no longer run any app: wait until the Emperor let their vassals go, then kill what is left.
-
-    (Local apply only: after the engine has removed their vassals. Not done on servers reached by deploy yet.)"""
-    still = {e.customer for e in plan.manifest.files.values() if e.kind == "vassal"}
-    gone = sorted({c.customer for c in removals} - still - set(prepared.inventory.held))
-    if not gone:
-        return
-    ondemand.wait_released(emperor.read_stats, stats, [c.path for c in removals if c.customer in gone], timeout=20.0)
-    present = {c.name for c in prepared.inventory.customers}
-    for customer in gone:
-        user = next((stopping.user_of_vassal(c.before) for c in removals if c.customer == customer and c.before), None)
-        notes = _kill_all(prepared, customer, user, remove_cgroup=customer not in present)
-        if customer not in present:  # its cgroup went now: drop isolation's "not removed yet" notes about it
-            result.messages = [m for m in result.messages if not (f"/{customer} was not removed" in m and "later apply" in m)]
-        result.messages += notes
-
-
-def _purge(prepared: Prepared, result: ApplyResult) -> list[str]:
-    """Customers removed with ``--purge`` whose apps are gone: their processes, cgroups, directories and user."""
-    settings = prepared.inventory.settings
-    purges = stopping.read_purges(settings.state_dir)
-    if not purges:
-        return []
-    present = {c.name for c in prepared.inventory.customers} | set(prepared.inventory.held)
-    running = {e.customer for e in result.plan.manifest.files.values() if e.kind == "vassal"}
-    messages, left = [], dict(purges)
-    for customer, user in sorted(purges.items()):
-        if customer in present:  # it came back: nothing to purge
-            del left[customer]
-            continue
-        if customer in running or "/" in customer or customer in ("", ".", ".."):
-            continue
-        notes = _kill_all(prepared, customer, user, remove_cgroup=True)
-        messages += notes
-        if any("are left" in n or "not removed" in n for n in notes):
-            continue  # retried by the next apply
-        removed = [d for d in (settings.run_dir, settings.log_dir) if stopping.remove_tree(d, customer)]
-        home = settings.isolation.home_dir
-        account = _account(prepared, customer, user)
-        if home and user and account is not None and stopping.remove_tree(home, user):
-            removed.append(home)
-        problem = stopping.delete_user(user) if user and account is not None else None
-        if problem:
-            messages.append(f"{customer}: {problem}")
-            continue
-        gone_user = f", Unix user {user}" if user and account is not None else ""
-        messages.append(f"purged customer {customer}: {', '.join(os.path.join(d, customer if d != home else user) for d in removed) or 'no directories'}{gone_user}")
-        del left[customer]
-    if left != purges:
-        stopping.save_purges(settings.state_dir, left)
-    return messages
 
 
 def apply(root: str, lock_timeout: float, say: Say = lambda _: None, create_users: bool = False) -> ApplyResult:

@@ -13,13 +13,14 @@ import os
 import pwd
 from dataclasses import dataclass, field
 
-from hostctl.engine import accounts
+from hostctl.engine import state
+from hostctl.engine.core import accounts
+from hostctl.engine.core.accounts import DEFAULT_NGINX_USER
+from hostctl.engine.core.manifest import Manifest
 from hostctl.errors import HostctlError, Problem
-from hostctl.plan.manifest import sha256
 from hostctl.inventory.spec import Inventory
+from hostctl.render import layout
 from hostctl.render.identity import Identity
-
-DEFAULT_NGINX_USER = "www-data"
 
 
 @dataclass(frozen=True)
@@ -92,53 +93,16 @@ def resolve(inventory: Inventory, euid: int | None = None, allow_missing: bool =
     return Owners(identity, root, nginx_gid, customers, tuple(missing)), problems
 
 
-def user_database(names: set[str]) -> tuple[dict[str, accounts.Passwd], dict[int, accounts.Group]]:
-    """The entries of ``names`` and every group, from this host's user database (the edge of ``accounts``)."""
-    passwd = {}
-    for name in names:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        passwd[name] = accounts.Passwd(name, entry.pw_uid, entry.pw_gid)
-    groups = {g.gr_gid: accounts.Group(g.gr_name, g.gr_gid, tuple(g.gr_mem)) for g in grp.getgrall()}
-    return passwd, groups
-
-
-def granted_accounts(inventory: Inventory) -> dict[str, str]:
-    """customer -> the account (``uid =``) of a live vassal of that customer that hostctl wrote: listed in the
-    manifest and with the content recorded there (a file edited by hand does not count)."""
-    from hostctl.engine import state
-    from hostctl.render import layout
-
-    granted: dict[str, str] = {}
-    try:
-        manifest = state.read_manifest(layout.manifest(inventory.settings))
-    except HostctlError:
-        return granted
-    for path, entry in manifest.files.items():
-        if entry.kind != "vassal" or not path.startswith(inventory.settings.emperor_dir + os.sep):
-            continue
-        try:
-            with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as fh:
-                content = fh.read(1 << 20)
-        except OSError:
-            continue
-        if not entry.accepts(sha256(content)):
-            continue
-        for line in content.decode("utf-8", "replace").splitlines():
-            if line.startswith("uid = "):
-                granted[entry.customer] = line[len("uid = "):].strip()
-    return granted
-
-
 def account_problems(inventory: Inventory, nginx_group: str | None) -> list[Problem]:
-    """``accounts``' rule for every customer's user, as problems at its file and ``user`` field."""
-    iso = inventory.settings.isolation
-    wanted = [accounts.Wanted(c.name, c.user) for c in inventory.customers]
-    passwd, groups = user_database({w.user for w in wanted} | {DEFAULT_NGINX_USER})
-    found = accounts.account_problems(wanted, passwd, groups, iso.uid_min, iso.uid_max, DEFAULT_NGINX_USER, nginx_group,
-                                      granted=granted_accounts(inventory))
+    """The engine's account rule (``engine/core/accounts.py``, the code every host runs before it writes)
+    for every customer's user, here as problems at its file and ``user`` field."""
+    iso, s = inventory.settings.isolation, inventory.settings
+    try:
+        manifest = state.read_manifest(layout.manifest(s))
+    except HostctlError:
+        manifest = Manifest()
+    found = accounts.refusals({c.name: c.user for c in inventory.customers}, iso.uid_min, iso.uid_max,
+                              DEFAULT_NGINX_USER, nginx_group, manifest, s.emperor_dir)
     out = []
     for customer in inventory.customers:
         if customer.name in found:

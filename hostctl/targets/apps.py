@@ -90,7 +90,7 @@ def request(inv: Inventory, customer: CustomerSpec, app: AppSpec, host: str | No
         "env": dict(cfg.env), "workdir": workdir, "venv": venv,
         "vassal": paths.vassal, "stats": paths.stats, "emperor_stats": layout.emperor_stats(settings),
     }
-    if separate:  # the account rule apply uses (engine/accounts.py): here in full, on the server for its own users
+    if separate:  # the account rule apply uses (engine/core/accounts.py): here in full, on the server for its own users
         iso = settings.isolation
         req["account_rule"] = {"uid_min": iso.uid_min, "uid_max": iso.uid_max, "nginx_user": owners.DEFAULT_NGINX_USER,
                                "nginx_group": settings.nginx.group}

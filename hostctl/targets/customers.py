@@ -9,6 +9,7 @@ written, so a bad value or a domain already in use writes nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -85,18 +86,49 @@ def remove(root: Path, name: str) -> Path:
     return path
 
 
-def user_of(root: Path, name: str) -> str:
-    """The Unix user customer ``name`` runs as (``user:``, or derived from its name), read before its file goes."""
+def purge_target(root: Path, name: str) -> tuple[str, str | None]:
+    """Customer ``name``'s Unix user and, in a multi-host inventory, its host; read before its file goes."""
     inv = inventory.load(root, partial=True)
     spec = inv.customer(name)
-    return spec.user if spec is not None else inv.settings.isolation.user_prefix + name
+    if spec is None:
+        return inv.settings.isolation.user_prefix + name, None
+    return spec.user, spec.host
 
 
-def request_purge(root: Path, name: str, user: str) -> None:
-    """Record that the next apply removes ``name``'s user and directories (``engine/stopping.py``)."""
-    from hostctl.engine import stopping
+HOST_PURGES = "purge-hosts.json"
+
+
+def request_purge(root: Path, name: str, user: str, host: str | None = None) -> None:
+    """Record that the next apply removes ``name``'s user and directories (``engine/core/stopping.py``).
+
+    In a multi-host inventory (``host`` given) the record stays here, in this machine's ``state_dir``, until a
+    deploy has handed it to the engine on that host (``host_purges``), which keeps it there until it is done."""
+    from hostctl.engine.core import stopping
 
     settings = inventory.load_settings(root).settings
-    purges = stopping.read_purges(settings.state_dir)
-    purges[name] = user
-    stopping.save_purges(settings.state_dir, purges)
+    if host is None:
+        purges = stopping.read_purges(settings.state_dir)
+        purges[name] = user
+        stopping.save_purges(settings.state_dir, purges)
+        return
+    pending = host_purges(settings.state_dir)
+    pending[name] = (host, user)
+    save_host_purges(settings.state_dir, pending)
+
+
+def host_purges(state_dir: str) -> dict[str, tuple[str, str]]:
+    """customer -> (its host, its Unix user): purges a deploy has still to hand to their hosts."""
+    try:
+        with open(os.path.join(state_dir, HOST_PURGES), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(c): (str(v[0]), str(v[1])) for c, v in data.items() if isinstance(v, list) and len(v) == 2}
+
+
+def save_host_purges(state_dir: str, pending: dict[str, tuple[str, str]]) -> None:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    text = json.dumps({c: list(v) for c, v in sorted(pending.items())}, sort_keys=True) + "\n"
+    fsops.write_atomic(os.path.join(state_dir, HOST_PURGES), text.encode(), 0o600)

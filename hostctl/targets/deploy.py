@@ -29,7 +29,7 @@ from fabric import Connection
 
 from hostctl.engine import apply as apply_mod, nginx
 from hostctl.render import cgroups
-from hostctl.targets import deploycache, remote
+from hostctl.targets import customers, deploycache, remote
 from hostctl.inventory import loader as inventory_mod, placement
 from hostctl.plan import quarantine
 from hostctl.targets import shipping
@@ -38,6 +38,7 @@ from hostctl.errors import Problem
 from hostctl.render import templates
 from hostctl.engine import vetting
 from hostctl.engine.core import runtime
+from hostctl.engine.core.accounts import DEFAULT_NGINX_USER
 from hostctl.engine.core.job import Job, Provenance
 from hostctl.engine.core.manifest import Manifest, sha256
 from hostctl.engine.core.plan import Actual, Plan, changed_customers, make_plan
@@ -69,6 +70,7 @@ class HostOutcome:
     runtime: list[str] = field(default_factory=list)  # customers whose runtime record (directories, limits) changes
     cgroup_changes: list[str] = field(default_factory=list)  # what the engine changed in the host's cgroups
     generation: int | None = None  # recorded there by this deploy
+    purges: list[str] = field(default_factory=list)  # customers whose purge the engine there now holds
 
     @property
     def ok(self) -> bool:
@@ -188,6 +190,7 @@ class Deployment:
         self.hosts = hosts
         self.create_users = create_users
         self.placed = placement.placed(inv)
+        self.purges = customers.host_purges(inv.settings.state_dir)  # remove-customer --purge, for their hosts
         self.connections: dict[str, Connection] = {}
         self.digests: dict[str, Future] = {}
         for name in hosts:
@@ -208,8 +211,13 @@ class Deployment:
             if inputs is not None:
                 self.host_fps[name] = inputs.for_host(c.file for c in self.views[name].customers)
                 recorded = deploycache.host_digest(str(inv.root), name, self.host_fps[name])
-                if recorded is not None and self._answered(name) == recorded:
+                if recorded is not None and self._answered(name) == recorded and not self.purges_for(name):
                     self.in_sync[name] = recorded
+
+    def purges_for(self, name: str) -> dict[str, str]:
+        """customer -> Unix user: purges for host ``name`` of customers it no longer serves."""
+        here = {c.name for c in self.views[name].customers}
+        return {c: user for c, (host, user) in self.purges.items() if host == name and c not in here}
 
     def _answered(self, name: str) -> str | None:
         """What host ``name`` answered to the head start (None: no answer)."""
@@ -300,9 +308,10 @@ class Deployment:
         if plan.conflicts:
             lines = "; ".join(f"{c.path}: {c.reason}" for c in plan.conflicts)
             raise HostctlError(f"files hostctl did not create are in the way; nothing was written: {lines}")
-        if plan.empty and plan.manifest == actual.manifest and not hp.runtime_changed:
+        purges = self.purges_for(name)
+        if plan.empty and plan.manifest == actual.manifest and not hp.runtime_changed and not purges:
             return outcome
-        job = self.job(name, plan, hp)
+        job = replace(self.job(name, plan, hp), purges=purges)
         settings = self.views[name].settings
         done = ssh.execute(self.connections[name], shipping.command(settings.state_dir, ["apply"]), shipping.payload(job.to_dict()))
         outcome.round_trips += 1
@@ -319,6 +328,7 @@ class Deployment:
         outcome.cgroup_changes += [f"{a} {p}" + (f" -> {after}" if after is not None else "") for a, p, _, after in answer["cgroup_changes"]]
         outcome.uploaded += [c.path for c in final.changes if c.action != "delete" and not c.mode_only]
         outcome.generation = answer.get("generation")
+        outcome.purges = sorted(purges)  # recorded by the engine there: it finishes them on its own
         return outcome
 
     def job(self, name: str, plan: Plan, hp: HostPlan) -> Job:
@@ -340,6 +350,7 @@ class Deployment:
             create_users=self.create_users, home_dir=s.isolation.home_dir,
             uid_range=(s.isolation.uid_min, s.isolation.uid_max),
             vassal_groups={c.name: c.user for c in view.customers} if ident.per_customer else {},
+            nginx_user=DEFAULT_NGINX_USER, nginx_group=s.nginx.group,  # the account rule, against the host's users
             runtime=hp.records, host_runtime=hp.host_record,
             customers=tuple(sorted({c.name for c in view.customers} | set(self.inv.held))),  # held: their records stay
             provenance=Provenance("apply", inventory=snapshot),
@@ -365,7 +376,8 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     head = HeadStart(root, tuple(hosts))
     inputs = deploycache.inputs(root)
     in_sync = head.all_in_sync(deploycache.expected_digests(root, inputs.fingerprint), hosts)
-    if in_sync is not None:
+    settings = placement.peek_settings(root)
+    if in_sync is not None and not (settings and customers.host_purges(os.path.join(root, settings.state_dir))):  # a purge to hand over
         head.close()
         return DeployReport({n: HostOutcome(n, round_trips=1) for n in in_sync}, {}, dry_run)
     try:
@@ -405,6 +417,9 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     finally:
         deployment.close()
         head.close()
+    handed = {c for o in outcomes.values() for c in o.purges}
+    if handed and not dry_run:
+        customers.save_host_purges(inv.settings.state_dir, {c: v for c, v in deployment.purges.items() if c not in handed})
     if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
         deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync, deployment.digests_expected)
         deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings})

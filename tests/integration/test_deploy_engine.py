@@ -53,6 +53,7 @@ class Remote:
         self.parent = f"hostctl-dt-{tag}"
         self.users = {name: f"hcd-{name[0]}{tag}" for name in ("alpha", "beta")}
         self.server: Server | None = None
+        self.daemons: list[int] = []  # processes a customer's code left behind (killed at teardown, whatever happened)
         serve = web.root / "run" / "serve"
         host = ssh.start("web")
         settings = yaml.safe_load((box.inventory / "hostctl.yaml").read_text())
@@ -81,17 +82,25 @@ class Remote:
         return self.box.hostctl(*args, check=check, timeout=300)
 
     def teardown(self) -> None:
+        for pid in self.daemons:  # first, or the server's stop finds them left running
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         try:
             if self.server is not None:
                 self.server.stop()
         finally:
-            for c in CONTROLLERS:
-                for sub in ("/alpha", "/beta", ""):
-                    d = f"{V1}/{c}/{self.parent}{sub}"
-                    if os.path.isdir(d):
-                        wait_for(lambda d=d: _rmdir(d), timeout=20, what=f"{d} removed")
-            for user in self.users.values():
-                subprocess.run(["userdel", user], capture_output=True)
+            try:
+                for c in CONTROLLERS:
+                    top = f"{V1}/{c}/{self.parent}"
+                    leaves = [e.path for e in os.scandir(top) if e.is_dir()] if os.path.isdir(top) else []
+                    for d in leaves + [top]:  # every customer's leaf (also those a test added), then the parent
+                        if os.path.isdir(d):
+                            wait_for(lambda d=d: _rmdir(d), timeout=20, what=f"{d} removed")
+            finally:
+                for user in self.users.values():
+                    subprocess.run(["userdel", user], capture_output=True)
 
 
 def _cgroup_of(pid: int, controller: str) -> str:

@@ -153,7 +153,7 @@ def test_kill_user_reaches_a_daemon_outside_any_cgroup() -> None:
     """Without cgroups (mode off) the customer's uid is what finds its processes: kill(-1) as that uid."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create a user")
-    from hostctl.engine import stopping
+    from hostctl.engine.core import stopping
 
     user = "hct-k" + secrets.token_hex(3)
     subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
@@ -185,7 +185,7 @@ def test_kill_user_reaches_a_daemon_outside_any_cgroup() -> None:
 
 def test_kill_cgroup_v2_uses_cgroup_kill_on_the_hosts_cgroup2_mount() -> None:
     """cgroup.kill (Linux >= 5.14) empties a v2 cgroup in one write; checked at this host's cgroup2 mount."""
-    from hostctl.engine import stopping
+    from hostctl.engine.core import stopping
 
     mount = next((line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[2] == "cgroup2"), None)
     if os.geteuid() != 0 or mount is None or not os.access(mount, os.W_OK):

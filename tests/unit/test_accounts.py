@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hostctl.engine.accounts import Group, Passwd, Wanted, account_problems, parse_group, parse_passwd
+from hostctl.engine.core.accounts import Group, Passwd, Wanted, account_problems, parse_group, parse_passwd
 
 PASSWD = parse_passwd("""root:x:0:0:root:/root:/bin/bash
 www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin

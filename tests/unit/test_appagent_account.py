@@ -1,4 +1,4 @@
-"""The agent (`hostctl run`/`release`, also on a server) refuses the accounts apply refuses (engine/accounts.py)."""
+"""The agent (`hostctl run`/`release`, also on a server) refuses the accounts apply refuses (engine/core/accounts.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 1. take the server's lock (one apply or deploy at a time) and check that the
    server still has the state the plan was made from (compare-and-swap);
-2. the Unix users vassals drop to must exist (or are created with ``create_users``);
+2. the Unix users vassals drop to must exist (or are created with ``create_users``), and
+   each must be an account hostctl may give that customer on this server
+   (``accounts.py``): a customer whose account is refused is held back, nothing
+   is written or created for it;
 3. base and customer directories, then cgroups and their limits (before any
    vassal can start), recorded in the runtime record for ``restore``;
 4. vet the candidate server blocks with ``nginx -t`` (``vetting.py``): a
@@ -14,7 +17,10 @@
    exactly the vassals whose files changed; reload nginx, only if a server
    block changed; remove vassals of apps that left, poke again;
 8. write the final manifest; probe the changed customers that ask for it,
-   rolling back those that fail; record the generation and the quarantine.
+   rolling back those that fail; record the generation and the quarantine;
+9. customers that run no app any more: every process they left is killed and
+   a removed customer's cgroup goes; customers removed with ``--purge`` lose
+   their user and directories (``stopping.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from hostctl.engine.core import cgroups, emperor, fsops, history, lock, listing, nginx, probe, reload_wait, runtime, users, vetting
+from hostctl.engine.core import accounts, cgroups, emperor, fsops, history, lock, listing, nginx, probe, reload_wait, runtime, stopping, users, vetting
 from hostctl.engine.core.errors import EXIT_CHANGED, EngineError
 from hostctl.engine.core.job import Job
 from hostctl.engine.core.manifest import Entry, Manifest, sha256
@@ -59,6 +65,12 @@ def where(job: Job) -> listing.Where:
 
 def execute_locked(job: Job, check: vetting.Check | None = None) -> Result:
     """Apply ``job``; the caller holds the lock."""
+    result = _execute_files(job, check)
+    _departures(job, result)
+    return result
+
+
+def _execute_files(job: Job, check: vetting.Check | None) -> Result:
     p = job.paths
     if job.basis is not None and listing.digest(listing.state_text(where(job))) != job.basis:
         raise EngineError("the host changed since it was read (another deploy?); nothing was changed; deploy again", EXIT_CHANGED)
@@ -70,6 +82,7 @@ def execute_locked(job: Job, check: vetting.Check | None = None) -> Result:
     result = Result(plan)
     result.created_users = users.create(missing, job.home_dir, *job.uid_range) if missing else []
     result.messages += result.created_users
+    job = _hold_refused_accounts(job)
     _ensure_base_dirs(job)
     messages, changes = _runtime(job)
     result.messages += messages
@@ -148,8 +161,44 @@ def execute_locked(job: Job, check: vetting.Check | None = None) -> Result:
     return result
 
 
+def _departures(job: Job, result: Result) -> None:
+    """Kill what customers that run no app any more left behind; purge those removed with ``--purge``."""
+    state = job.paths.state_dir
+    host_record = job.host_runtime or runtime.read_host(state)
+    host = stopping.Host(tuple(host_record.cgroup_parents), job.paths.run_dir, job.paths.log_dir, job.home_dir,
+                         job.uid_range, dict(job.vassal_groups), job.paths.emperor_stats)
+    plan = result.plan
+    removals = [c for c in plan.changes if c.kind == "vassal" and c.action == "delete"]
+    running = {e.customer for e in plan.manifest.files.values() if e.kind == "vassal"}
+    present = set(job.customers) if job.customers is not None else {r.customer for r in job.runtime}
+    gone = stopping.departed((c.customer for c in removals), running, (r.customer for r in job.rejections))
+    users_of: dict[str, str] = {}
+    for change in removals:
+        user = stopping.user_of_vassal(change.before)
+        if user:
+            users_of.setdefault(change.customer, user)
+    stopping.stop_departed(host, {c: users_of.get(c) for c in gone}, [c.path for c in removals if c.customer in gone],
+                           present, result.messages)
+    if stopping.record_purges(state, job.purges):
+        result.messages += stopping.purge(host, state, present, running)
+
+
 def _on(job: Job) -> str:
     return f" on host {job.host!r}" if job.host else ""
+
+
+def _hold_refused_accounts(job: Job) -> Job:
+    """``job`` with the customers whose account this server's user database refuses held back
+    (a rejection each; their new runtime record, directories and cgroup are not made)."""
+    if job.nginx_user is None or not job.vassal_groups:
+        return job
+    lo, hi = job.uid_range
+    refused = accounts.refusals(job.vassal_groups, lo, hi, job.nginx_user, job.nginx_group,
+                                read_manifest(job.paths.manifest), job.paths.emperor_dir)
+    if not refused:
+        return job
+    held = tuple(Rejection(c, f"user {job.vassal_groups[c]}", why) for c, why in sorted(refused.items()))
+    return replace(job, rejections=job.rejections + held, runtime=tuple(r for r in job.runtime if r.customer not in refused))
 
 
 def _ensure_base_dirs(job: Job) -> None:

@@ -75,10 +75,15 @@ class Job:
     home_dir: str | None = None
     uid_range: tuple[int, int] = (20000, 29999)  # where new customer users' uids and gids come from
     vassal_groups: Mapping[str, str] = field(default_factory=dict)  # customer -> group owning its vassals
+    # The account rule (accounts.py), checked against this server's user database when set: nginx's user there
+    # and nginx's group (None: that user's primary group). Customers' accounts are ``vassal_groups``.
+    nginx_user: str | None = None
+    nginx_group: str | None = None
     runtime: tuple[CustomerRuntime, ...] = ()  # new or changed runtime records
     host_runtime: HostRuntime | None = None
     customers: tuple[str, ...] | None = None  # every customer served here; None: exactly those in ``runtime``
     provenance: Provenance = field(default_factory=Provenance)
+    purges: Mapping[str, str] = field(default_factory=dict)  # customer -> its user: remove-customer --purge (stopping.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,9 +96,10 @@ class Job:
             "probes": [asdict(t) for t in self.probes],
             "users": list(self.users), "create_users": self.create_users, "home_dir": self.home_dir,
             "uid_range": list(self.uid_range), "vassal_groups": dict(self.vassal_groups),
+            "nginx_user": self.nginx_user, "nginx_group": self.nginx_group,
             "runtime": [r.to_json() for r in self.runtime],
             "host_runtime": self.host_runtime.to_json() if self.host_runtime else None,
-            "customers": list(self.customers) if self.customers is not None else None,
+            "customers": list(self.customers) if self.customers is not None else None, "purges": dict(self.purges),
             "provenance": {"source": self.provenance.source, "note": self.provenance.note, "base": self.provenance.base,
                            "origin": dict(self.provenance.origin) if self.provenance.origin is not None else None,
                            "inventory": dict(self.provenance.inventory)},
@@ -115,8 +121,9 @@ class Job:
             users=tuple(data.get("users", ())), create_users=bool(data.get("create_users")), home_dir=data.get("home_dir"),
             uid_range=tuple(data.get("uid_range", (20000, 29999))),
             vassal_groups=dict(data.get("vassal_groups", {})),
+            nginx_user=data.get("nginx_user"), nginx_group=data.get("nginx_group"),
             runtime=tuple(CustomerRuntime.from_json(r) for r in data.get("runtime", ())),
             host_runtime=HostRuntime.from_json(data["host_runtime"]) if data.get("host_runtime") else None,
             customers=tuple(data["customers"]) if data.get("customers") is not None else None,
-            provenance=Provenance(**data.get("provenance", {})),
+            provenance=Provenance(**data.get("provenance", {})), purges=dict(data.get("purges", {})),
         )

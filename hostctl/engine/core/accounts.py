@@ -17,13 +17,25 @@ file may only name an account that
   same primary group, and not a member of another customer's group.
 
 ``account_problems`` takes the user database as data (``Passwd``/``Group``
-entries, from ``pwd``/``grp`` here or from ``getent`` output on a server), so
-the rule runs wherever users are resolved. Only the standard library.
+entries), so the rule is pure and unit-tested from data; ``refusals`` is its
+edge on a server: that server's own user database (``pwd``/``grp``) and the
+accounts its live vassals run as (``granted``). The engine runs it on every
+host before it writes anything for a customer (``apply.py``), and a local
+``validate``/``apply`` runs the same function on the control side to report
+the customer's file and field. Only the standard library (shipped with the engine).
 """
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 from dataclasses import dataclass
+from typing import Mapping
+
+from hostctl.engine.core.manifest import Manifest, sha256
+
+DEFAULT_NGINX_USER = "www-data"
 
 
 @dataclass(frozen=True)
@@ -126,3 +138,47 @@ def parse_group(text: str) -> dict[int, Group]:
         if len(parts) >= 4 and parts[2].isdigit():
             out[int(parts[2])] = Group(parts[0], int(parts[2]), tuple(m for m in parts[3].split(",") if m))
     return out
+
+
+def user_database(names: set[str]) -> tuple[dict[str, Passwd], dict[int, Group]]:
+    """The entries of ``names`` and every group, from this host's user database."""
+    passwd = {}
+    for name in names:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        passwd[name] = Passwd(name, entry.pw_uid, entry.pw_gid)
+    groups = {g.gr_gid: Group(g.gr_name, g.gr_gid, tuple(g.gr_mem)) for g in grp.getgrall()}
+    return passwd, groups
+
+
+def granted(manifest: Manifest, emperor_dir: str) -> dict[str, str]:
+    """customer -> the account (``uid =``) of a live vassal of that customer that hostctl wrote: listed in
+    ``manifest`` and with the content recorded there (a file edited by hand does not count)."""
+    found: dict[str, str] = {}
+    for path, entry in manifest.files.items():
+        if entry.kind != "vassal" or not path.startswith(emperor_dir.rstrip(os.sep) + os.sep):
+            continue
+        try:
+            with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW | os.O_NONBLOCK)) as fh:
+                content = fh.read(1 << 20)
+        except OSError:
+            continue
+        if not entry.accepts(sha256(content)):
+            continue
+        for line in content.decode("utf-8", "replace").splitlines():
+            if line.startswith("uid = "):
+                found[entry.customer] = line[len("uid = "):].strip()
+    return found
+
+
+def refusals(accounts: Mapping[str, str], uid_min: int, uid_max: int, nginx_user: str | None, nginx_group: str | None,
+             manifest: Manifest, emperor_dir: str) -> dict[str, str]:
+    """customer -> why the account ``accounts`` gives it may not be used, decided by this host's user database.
+
+    ``nginx_group`` None: nginx's user's primary group (found by ``account_problems``)."""
+    wanted = [Wanted(customer, user) for customer, user in sorted(accounts.items())]
+    passwd, groups = user_database({w.user for w in wanted} | ({nginx_user} if nginx_user else set()))
+    return account_problems(wanted, passwd, groups, uid_min, uid_max, nginx_user, nginx_group,
+                            granted=granted(manifest, emperor_dir))
