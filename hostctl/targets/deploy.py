@@ -114,7 +114,8 @@ class HeadStart:
     def __init__(self, root: str, wanted: list[str] | tuple[str, ...]):
         settings = placement.peek_settings(root)
         self.hosts = dict(settings.hosts) if settings else {}
-        names = [n for n in (wanted or self.hosts) if n in self.hosts]
+        # a host the inventory refuses (a non-root login without become) is not even read: load reports it
+        names = [n for n in (wanted or self.hosts) if n in self.hosts and placement.isolation_problem(settings, n) is None]
         self.connections = {n: ssh.connect(self.hosts[n], root, n) for n in names}
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="hostctl-head")
         self.digests = {n: self.pool.submit(self._digest, n, settings) for n in names}

@@ -44,7 +44,10 @@ def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
 
 
 def _log_in_as(remote: Remote, user: str, **host: object) -> None:
-    remote.settings["hosts"]["web"].update(user=user, **host)
+    """Host 'web' reached as ``user``; bootstrap's system files go under the host's sandbox, not this machine's /etc."""
+    system = remote.web.root / "system"
+    remote.settings["hosts"]["web"].update(user=user, emperor_ini=str(system / "emperor.ini"), systemd_dir=str(system / "units"),
+                                           nginx_include=str(system / "nginx-hostctl.conf"), **host)
     remote.box.write_settings(remote.settings)
 
 
@@ -81,6 +84,12 @@ def test_deploy_with_become_sudo_creates_users_and_cgroups_as_root_does(remote: 
     assert server.request("alpha.example", "/become-marker")[0] == 200
     wait_for(lambda: "echo: GET /become-marker" in remote.hostctl("logs", "alpha", "-n", "5").stdout, timeout=15,
              what="alpha's uWSGI log read on host web (as alpha's user, through sudo)")
+
+    ran = remote.hostctl("run", "alpha", "--", "id", "-un")  # the release/run agent: root through sudo, then alpha
+    assert ran.stdout.strip() == remote.users["alpha"], ran.stdout
+    booted = remote.hostctl("bootstrap", "--host", "web", "--files-only")
+    assert "Host 'web' is ready" in booted.stdout, booted.stdout
+    assert (remote.web.root / "system" / "emperor.ini").stat().st_uid == 0
 
     # a limit change reaches the live cgroup through sudo too
     remote.customer("alpha", memory="96M")
@@ -122,3 +131,9 @@ def test_sudo_that_wants_a_password_is_a_clear_error_not_a_hang(remote: Remote) 
     assert booted.returncode == 1 and why in booted.stderr, booted.stderr
     rolled = remote.hostctl("rollback", "--host", "web", check=False)
     assert rolled.returncode == 1 and why in rolled.stderr, rolled.stderr
+    status = remote.hostctl("status", "--host", "web", "--json", check=False)
+    assert status.returncode == 1 and why in status.stdout, status.stdout
+    logs = remote.hostctl("logs", "alpha", check=False)
+    assert logs.returncode == 1 and why in logs.stdout, (logs.stdout, logs.stderr)
+    ran = remote.hostctl("run", "alpha", "--", "true", check=False)
+    assert ran.returncode == 1 and why in ran.stderr, (ran.stdout, ran.stderr)

@@ -200,3 +200,18 @@ def test_every_remote_command_goes_through_the_one_runner() -> None:
                 if re.search(needle, text):
                     offenders.append(f"{path.relative_to(ROOT)}: {needle}")
     assert offenders == []
+
+
+def test_deploy_does_not_even_read_a_refused_host(tmp_path: Path) -> None:
+    """deploy's head start (SSH begun before the inventory loads) skips a host the inventory refuses."""
+    from hostctl.targets import deploy
+
+    web2 = "    user: deploy\n    port: 1\n"  # were it read, a connection to 10.0.0.2:1 would be tried
+    root = write_inventory(tmp_path / "inv", _settings(web2).replace("address: 10.0.0.2", "address: 127.0.0.1"), CUSTOMERS)
+    head = deploy.HeadStart(str(root), ["web2"])
+    try:
+        assert head.connections == {} and head.digests == {}
+    finally:
+        head.close()
+    with pytest.raises(InventoryError, match="hosts.web2.user: host 'web2'"):
+        deploy.deploy(root, ["web2"])
