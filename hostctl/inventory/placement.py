@@ -142,7 +142,14 @@ def host_settings(settings: Settings, host: Host) -> Settings:
         "listen": host.nginx.listen or settings.nginx.listen,
     })
     isolation = settings.isolation.model_copy(update={"users": host_users(settings, host)})
-    return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx, "isolation": isolation})
+    tls = settings.tls.model_copy(update={"webroot": host.acme_webroot, "cert_dir": host_cert_dir(host)})
+    return settings.model_copy(update={**{key: getattr(host, key) for key in HOST_PATHS}, "nginx": nginx, "isolation": isolation,
+                                       "tls": tls})
+
+
+def host_cert_dir(host: Host) -> str:
+    """Where deploy ships certificates on ``host``: root-only, under its state directory unless set."""
+    return host.cert_dir or f"{host.state_dir}/certs"
 
 
 def host_inventory(inventory: "Inventory", name: str) -> "Inventory":

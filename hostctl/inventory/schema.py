@@ -288,6 +288,10 @@ class Host(Strict):
     emperor_ini: AbsPath = "/etc/hostctl/emperor.ini"
     systemd_dir: AbsPath = "/etc/systemd/system"
     nginx_include: AbsPath = "/etc/nginx/conf.d/hostctl.conf"
+    # TLS on this server: certificates shipped here (root-only; default <state_dir>/certs) and the
+    # directory nginx serves ACME HTTP-01 challenges from (tokens written here by deploy)
+    cert_dir: AbsPath | None = None
+    acme_webroot: AbsPath = "/var/lib/hostctl/acme-challenge"
 
 
 class AcmeSettings(Strict):

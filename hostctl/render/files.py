@@ -34,8 +34,9 @@ class Identity:
 
 
 def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
-           ready_certs: tls.ReadyCerts | None = None) -> dict[str, RenderedFile]:
-    """``ready_certs``: the certificates usable now (read at the edge, ``certs.ready``); none when omitted."""
+           ready_certs: tls.ReadyCerts | None = None, shipped: tls.ShippedCerts | None = None) -> dict[str, RenderedFile]:
+    """``ready_certs``: the certificates usable now (read at the edge, ``certs.ready``); none when omitted.
+    ``shipped``: deploy's certificates for the host (``tls.decide``)."""
     vassal_t = templates.get(env, VASSAL_TEMPLATE)
     server_t = templates.get(env, SERVER_TEMPLATE)
     settings = inventory.settings
@@ -52,7 +53,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
                 wsgi_file=values.wsgi_file(cfg.wsgi),
                 cgroup_lines=cgroups.vassal_lines(identity.cgroup, customer.name),
                 lifecycle_lines=lifecycle.vassal_lines(cfg),
-                tls=tls.decide(app, settings, ready_certs or {}), challenge_path=tls.ACME_CHALLENGE,
+                tls=tls.decide(app, settings, ready_certs or {}, shipped), challenge_path=tls.ACME_CHALLENGE,
                 http_listens=http_listens, https_listens=https_listens,
                 private_tmp=privatetmp.enabled(cfg, settings.run_dir, settings.log_dir),
             )

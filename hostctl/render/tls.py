@@ -60,15 +60,22 @@ class AppTls:
     https_port_suffix: str = ""  # ":8443" in redirects when HTTPS is not on 443
     hsts_max_age: int | None = None
     missing: tuple[str, ...] = ()  # domains the usable certificate does not cover (yet)
+    stamp: str | None = None  # deploy: sha256 of the certificate and key shipped to the host (a new one changes the block)
 
 
-def cert_spec(app: AppSpec, settings: Settings) -> CertSpec | None:
+ShippedCerts = Mapping[str, str]
+"""Deploy: certificate path on the host -> sha256 of the certificate and key shipped there."""
+
+
+def cert_spec(app: AppSpec, settings: Settings, on_host: bool = False) -> CertSpec | None:
+    """``on_host``: a server reached by deploy, where every certificate (ACME or the operator's)
+    is a copy shipped into its ``tls.cert_dir``."""
     tls = app.config.tls
     if tls is None:
         return None
-    if tls.acme:
+    if tls.acme or on_host:
         base = f"{settings.tls.cert_dir}/{app.id}"
-        return CertSpec(app.id, app.customer, app.name, "acme", f"{base}/{CERT_FILE}", f"{base}/{KEY_FILE}",
+        return CertSpec(app.id, app.customer, app.name, "acme" if tls.acme else "provided", f"{base}/{CERT_FILE}", f"{base}/{KEY_FILE}",
                         tuple(app.config.domains))
     assert tls.certificate and tls.key
     return CertSpec(app.id, app.customer, app.name, "provided", tls.certificate, tls.key, tuple(app.config.domains))
@@ -93,12 +100,13 @@ def port_suffix(listen: str) -> str:
     return "" if port == "443" else f":{port}"
 
 
-def decide(app: AppSpec, settings: Settings, ready: ReadyCerts) -> AppTls:
+def decide(app: AppSpec, settings: Settings, ready: ReadyCerts, shipped: ShippedCerts | None = None) -> AppTls:
+    """``shipped``: given on a server reached by deploy (see ``cert_spec``'s ``on_host``)."""
     domains = tuple(app.config.domains)
     tls = app.config.tls
     if tls is None:
         return AppTls("off", (HttpServer(domains, False),))
-    spec = cert_spec(app, settings)
+    spec = cert_spec(app, settings, on_host=shipped is not None)
     assert spec is not None
     names = ready.get(spec.certificate)
     if names is None:
@@ -118,6 +126,7 @@ def decide(app: AppSpec, settings: Settings, ready: ReadyCerts) -> AppTls:
         "partial" if uncovered else "ready", tuple(http), covered, spec.certificate, spec.key,
         settings.tls.https_listen, port_suffix(settings.tls.https_listen),
         settings.tls.hsts_max_age if tls.hsts and settings.tls.hsts_max_age else None, uncovered,
+        (shipped or {}).get(spec.certificate),
     )
 
 

@@ -32,7 +32,7 @@ from hostctl.render import cgroups
 from hostctl.targets import customers, deploycache, remote
 from hostctl.inventory import loader as inventory_mod, placement
 from hostctl.plan import quarantine
-from hostctl.targets import shipping
+from hostctl.targets import shipping, tlsship
 from hostctl.targets import ssh
 from hostctl.errors import Problem
 from hostctl.render import templates
@@ -50,6 +50,7 @@ from hostctl.plan.diff import render_plan
 from hostctl.render import identity as identity_mod
 from hostctl.render.identity import Identity
 from hostctl.render.files import render
+from hostctl.engine.certs import now_utc
 
 Say = Callable[[str], None]
 
@@ -157,6 +158,7 @@ class HostPlan:
     host_record: HostRuntime | None = None
     runtime_changed: bool = False  # a record changes or goes
     desired: dict = field(default_factory=dict)  # the rendered files (path -> RenderedFile)
+    certs: tlsship.HostCerts = field(default_factory=tlsship.HostCerts)
 
     @property
     def empty(self) -> bool:
@@ -270,7 +272,8 @@ class Deployment:
             text, facts = self._read(name, outcome)
             digest = sha256(text.encode("utf-8", "surrogateescape"))
         ident = self.identity(name, facts)
-        desired = render(view, ident, self.env)
+        host_certs = tlsship.for_host(self.inv, view, now_utc())
+        desired = render(view, ident, self.env, host_certs.ready, host_certs.shipped)
         root = remote.parse_facts(facts, self.inv.settings.cgroup).root
         records, host_record = apply_mod.runtime_records(view, ident.per_customer, root, ident.nginx_group, ident.cgroup)
         record_sums = {runtime.record_path(view.settings.state_dir, r.customer): sha256(r.to_json()) for r in records}
@@ -292,7 +295,7 @@ class Deployment:
         held = {runtime.record_path(view.settings.state_dir, c) for c in self.inv.held}
         gone = set(live_records) - set(record_sums) - held
         plan = quarantine.keep_live(make_plan(desired, actual), actual.manifest, self.inv.held)  # a broken file: kept as it is
-        return HostPlan(plan, actual, ident, changed, host_record, bool(changed or gone), desired)
+        return HostPlan(plan, actual, ident, changed, host_record, bool(changed or gone), desired, host_certs)
 
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
@@ -311,6 +314,7 @@ class Deployment:
             raise HostctlError(f"files hostctl did not create are in the way; nothing was written: {lines}")
         purges = self.purges_for(name)
         if plan.empty and plan.manifest == actual.manifest and not hp.runtime_changed and not purges:
+            outcome.rejections += hp.certs.held  # still held: say so on every deploy
             return outcome
         job = replace(self.job(name, plan, hp), purges=purges)
         settings = self.views[name].settings
@@ -339,7 +343,8 @@ class Deployment:
         ident = hp.identity
         assert ident is not None
         changed = changed_customers(plan)
-        rejections = tuple(vetting.readback_problems(view, hp.desired, ident.per_customer, changed))
+        rejections = tuple(vetting.readback_problems(view, hp.desired, ident.per_customer, changed)) + tuple(hp.certs.held)
+        serving = {c.customer for c in plan.changes if c.kind == "nginx" and c.action != "delete"}
         snapshot = _snapshot(self.inv.root, ["hostctl.yaml", *sorted(c.file for c in view.customers)])
         return Job(
             paths=apply_mod.paths(s), nginx=nginx.engine_nginx(s, self.env), listen=s.nginx.listen, host=name,
@@ -355,6 +360,7 @@ class Deployment:
             runtime=hp.records, host_runtime=hp.host_record,
             customers=tuple(sorted({c.name for c in view.customers} | set(self.inv.held))),  # held: their records stay
             provenance=Provenance("apply", inventory=snapshot),
+            cert_dir=s.tls.cert_dir, certs=tuple(c for c in hp.certs.certs if c.customer in serving),
         )
 
 

@@ -107,9 +107,18 @@ def inputs(root: str) -> Inputs:
 _ENV_FILE = re.compile(rb"^env_file:[ \t]*['\"]?([^'\"\n#]+?)['\"]?[ \t]*(?:#.*)?$", re.M)
 
 
+_TLS = re.compile(rb"^[ \t]+tls:", re.M)
+
+
 def _with_env_file(root: str, rel: str, digest: str) -> str:
-    """A customer file's digest, with the bytes of the ``env_file:`` it names mixed in (its secrets render too)."""
-    match = _ENV_FILE.search(_bytes(os.path.join(root, rel)))
+    """A customer file's digest, with the bytes of the ``env_file:`` it names mixed in (its secrets render too).
+
+    A customer with ``tls:`` gets a digest no later run matches: its host is always rendered, because
+    what it serves also depends on certificate files on this machine and on the clock (ACME renewals)."""
+    data = _bytes(os.path.join(root, rel))
+    if _TLS.search(data):
+        digest = hashlib.sha256(f"{digest}\0tls\0{os.urandom(16).hex()}".encode()).hexdigest()
+    match = _ENV_FILE.search(data)
     if not match:
         return digest
     path = os.path.join(root, os.fsdecode(match.group(1)))

@@ -4,6 +4,8 @@ Commands:
 
 - ``apply``: read a job (JSON, ``job.py``) on stdin, apply it, print the result as JSON;
 - ``rollback [CUSTOMER]``: the same job on stdin gives paths and commands; put a kept generation back;
+- ``challenge``: read ``{"webroot", "put": {token: authorization}, "remove": [token], "probe": {"listen", "domains"}}``,
+  write or remove ACME HTTP-01 tokens (``tlsfiles.py``) and check that this server's nginx serves them;
 - ``restore --state-dir DIR``: after a reboot, recreate runtime directories, cgroups and limits
   from the runtime records (``runtime.py``), customer by customer; exit 1 if any failed.
 
@@ -15,11 +17,11 @@ from __future__ import annotations
 import json
 import sys
 
-from hostctl.engine.core import apply as apply_mod, runtime
+from hostctl.engine.core import apply as apply_mod, runtime, tlsfiles
 from hostctl.engine.core.errors import EXIT_FAILED, EXIT_OK, EngineError
 from hostctl.engine.core.job import Job
 
-USAGE = "usage: hostctl-engine apply | rollback [CUSTOMER] | restore --state-dir DIR"
+USAGE = "usage: hostctl-engine apply | rollback [CUSTOMER] | challenge | restore --state-dir DIR"
 
 
 def result_dict(result: apply_mod.Result) -> dict:
@@ -57,6 +59,8 @@ def main(argv: list[str]) -> int:
             print(f"hostctl-restore: {customer}: FAILED: {why}", file=sys.stderr)
         print(f"hostctl-restore: {len(done.customers)} customer(s) restored, {len(done.failed)} failed")
         return EXIT_OK if done.ok else EXIT_FAILED
+    if command == "challenge":
+        return _challenge(json.loads(sys.stdin.buffer.read()))
     if command not in ("apply", "rollback"):
         print(USAGE, file=sys.stderr)
         return EXIT_FAILED
@@ -76,6 +80,23 @@ def main(argv: list[str]) -> int:
     code = EXIT_FAILED if answer["rejections"] else EXIT_OK
     _answer({**answer, "code": code})
     return code
+
+
+def _challenge(request: dict) -> int:
+    """ACME HTTP-01 tokens in this server's webroot; with ``probe``, whether nginx here serves the first one."""
+    put, remove = dict(request.get("put") or {}), list(request.get("remove") or ())
+    try:
+        tlsfiles.challenges(str(request["webroot"]), put, remove)
+    except (tlsfiles.Untrusted, OSError, ValueError) as exc:
+        _answer({"problem": f"the challenge directory cannot be used: {exc}", "code": EXIT_FAILED})
+        return EXIT_FAILED
+    probe = request.get("probe")
+    problem = None
+    if probe and put:
+        token, expected = next(iter(put.items()))
+        problem = tlsfiles.served(str(probe["listen"]), [str(d) for d in probe["domains"]], token, expected)
+    _answer({"problem": problem, "code": EXIT_OK})
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
    is written or created for it;
 3. base and customer directories, then cgroups and their limits (before any
    vassal can start), recorded in the runtime record for ``restore``;
-4. vet the candidate server blocks with ``nginx -t`` (``vetting.py``): a
+4. write the certificates the job ships (``tlsfiles.py``), then vet the candidate server blocks with ``nginx -t`` (``vetting.py``): a
    customer whose blocks fail is held back with its last-known-good files;
 5. record the intent in the manifest (a crash later still knows every file);
 6. write server blocks, then run the production ``test_command`` if there is one
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from hostctl.engine.core import accounts, cgroups, emperor, fsops, history, lock, listing, nginx, probe, reload_wait, runtime, stopping, users, vetting
+from hostctl.engine.core import accounts, cgroups, emperor, fsops, history, lock, listing, nginx, probe, reload_wait, runtime, stopping, tlsfiles, users, vetting
 from hostctl.engine.core.errors import EXIT_CHANGED, EngineError
 from hostctl.engine.core.job import Job
 from hostctl.engine.core.manifest import Entry, Manifest, sha256
@@ -98,6 +98,12 @@ def _execute_files(job: Job, check: vetting.Check | None) -> Result:
     plan = replace(plan, changes=tuple(_with_before(c) for c in plan.changes))
     rejections = list(job.rejections)
     held = {r.customer for r in rejections}
+    if job.certs and job.cert_dir:  # before nginx -t reads them; nginx itself only at the reload below
+        written, failed = tlsfiles.install(job.cert_dir, [c for c in job.certs if c.customer not in held])
+        if written:
+            result.messages.append(f"certificates shipped: {', '.join(written)}")
+        rejections += [Rejection(customer, path, f"its certificate cannot be written here: {why}") for customer, (path, why) in sorted(failed.items())]
+        held |= set(failed)
     if job.vet and any(c.kind == "nginx" and c.customer not in held for c in plan.changes):
         candidates = vetting.Candidates(vetting.live_blocks(p.nginx_dir), plan.changes, plan.manifest)
         rejections += vetting.nginx_problems(candidates, held, check or (lambda blocks: nginx.check(job.nginx, blocks)))

@@ -19,6 +19,7 @@ from hostctl.engine.core.plan import Change
 from hostctl.engine.core.probe import Target
 from hostctl.engine.core.quarantine import Rejection
 from hostctl.engine.core.runtime import CustomerRuntime, HostRuntime
+from hostctl.engine.core.tlsfiles import ShippedCert
 
 VERSION = 1
 
@@ -84,6 +85,8 @@ class Job:
     customers: tuple[str, ...] | None = None  # every customer served here; None: exactly those in ``runtime``
     provenance: Provenance = field(default_factory=Provenance)
     purges: Mapping[str, str] = field(default_factory=dict)  # customer -> its user: remove-customer --purge (stopping.py)
+    cert_dir: str | None = None  # where shipped certificates go (root-only)
+    certs: tuple[ShippedCert, ...] = ()  # written before the server blocks that name them are checked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class Job:
             "provenance": {"source": self.provenance.source, "note": self.provenance.note, "base": self.provenance.base,
                            "origin": dict(self.provenance.origin) if self.provenance.origin is not None else None,
                            "inventory": dict(self.provenance.inventory)},
+            "cert_dir": self.cert_dir, "certs": [asdict(c) for c in self.certs],
         }
 
     @classmethod
@@ -126,4 +130,5 @@ class Job:
             host_runtime=HostRuntime.from_json(data["host_runtime"]) if data.get("host_runtime") else None,
             customers=tuple(data["customers"]) if data.get("customers") is not None else None,
             provenance=Provenance(**data.get("provenance", {})), purges=dict(data.get("purges", {})),
+            cert_dir=data.get("cert_dir"), certs=tuple(ShippedCert(**c) for c in data.get("certs", ())),
         )

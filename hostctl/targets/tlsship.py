@@ -1,0 +1,82 @@
+"""What a deploy ships to one host for TLS: the certificates of its apps, read and checked on the control machine.
+
+Every certificate a host serves is a copy in its own ``tls.cert_dir`` (see
+``render.tls.cert_spec(on_host=True)``): the operator's files (``tls:
+{certificate, key}``, paths on the control machine) and the ACME certificates
+the control machine ordered (its own ``tls.cert_dir``). Here each is read
+(bounded), parsed and checked: a usable one is rendered as HTTPS and shipped
+with the job (the engine writes it, ``engine/core/tlsfiles.py``); an operator's
+certificate that cannot be used holds its customer back, with the reason; an
+ACME certificate not had yet leaves its app on plain HTTP, which is what the
+CA's HTTP-01 challenge needs, until deploy's issuing step (``acme.issuance``)
+gets one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from hostctl.engine import boundedio, certs
+from hostctl.engine.core.manifest import sha256
+from hostctl.engine.core.quarantine import Rejection
+from hostctl.engine.core.tlsfiles import ShippedCert
+from hostctl.inventory.spec import Inventory
+from hostctl.render import tls
+from hostctl.render.tls import CertSpec
+
+STAMP_CHARS = 16
+
+
+@dataclass
+class HostCerts:
+    ready: dict[str, frozenset[str]] = field(default_factory=dict)  # path on the host -> names it covers
+    shipped: dict[str, str] = field(default_factory=dict)  # path on the host -> stamp (the server block names it)
+    certs: list[ShippedCert] = field(default_factory=list)
+    held: list[Rejection] = field(default_factory=list)  # operators' certificates that cannot be used
+    acme: list[CertSpec] = field(default_factory=list)  # the host's ACME certificates, where the control machine keeps them
+
+
+def _read(spec: CertSpec, now: dt.datetime) -> tuple[bytes, bytes, frozenset[str]] | str:
+    """(chain, key, names) when usable for all of the app's domains (ACME: for some), else why not."""
+    try:
+        chain = boundedio.read_regular(spec.certificate, certs.PEM_MAX)
+    except FileNotFoundError:
+        return f"{spec.certificate!r} does not exist"
+    except OSError as exc:
+        return f"{spec.certificate!r} cannot be read ({exc.strerror})"
+    try:
+        key = boundedio.read_regular(spec.key, certs.PEM_MAX)
+    except OSError as exc:
+        return f"the key {spec.key!r} cannot be read ({exc.strerror})"
+    facts = certs.parse(chain, key, spec.certificate)
+    why = facts.unusable(now)
+    if why:
+        return why
+    uncovered = [d for d in spec.domains if not tls.covers(facts.names, d)]
+    if len(uncovered) == len(spec.domains) or (uncovered and spec.source == "provided"):
+        return f"it does not cover {', '.join(uncovered)} (it covers {', '.join(sorted(facts.names)) or 'no names'})"
+    return chain, key, facts.names
+
+
+def for_host(inv: Inventory, view: Inventory, now: dt.datetime) -> HostCerts:
+    """The certificates of ``view``'s apps (the host's part of ``inv``)."""
+    out = HostCerts()
+    for app in view.apps():
+        local = tls.cert_spec(app, inv.settings)
+        if local is None:
+            continue
+        on_host = tls.cert_spec(app, view.settings, on_host=True)
+        assert on_host is not None
+        if local.source == "acme":
+            out.acme.append(local)
+        found = _read(local, now)
+        if isinstance(found, str):
+            if local.source == "provided":
+                out.held.append(Rejection(app.customer, local.certificate, f"its certificate cannot be used: {found}"))
+            continue
+        chain, key, names = found
+        out.ready[on_host.certificate] = names
+        out.shipped[on_host.certificate] = sha256(chain + b"\0" + key)[:STAMP_CHARS]
+        out.certs.append(ShippedCert(local.name, app.customer, chain.decode("latin-1"), key.decode("latin-1")))
+    return out
