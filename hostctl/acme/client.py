@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import josepy as jose
 from acme import challenges, client, crypto_util, errors, messages
@@ -31,6 +32,19 @@ ORDER_TIMEOUT = 90  # seconds for the CA to validate and issue one order
 
 class AcmeError(Exception):
     """One order failed; the message says why, in a line (other orders go on)."""
+
+
+class NotServed(AcmeError):
+    """The challenge tokens are not served where the CA will look: no challenge was answered."""
+
+
+class Challenges(Protocol):
+    """Puts HTTP-01 tokens where the serving host's nginx answers them (deploy: on a server, over SSH)."""
+
+    def put(self, tokens: dict[str, str], domains: tuple[str, ...]) -> str | None:
+        """Write ``{token: key authorization}``; why nginx there does not serve them for ``domains``, or None."""
+
+    def remove(self, tokens: list[str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,14 +102,17 @@ class Account:
         body = json.dumps({"directory": self.settings.acme.directory, "uri": regr.uri, "key": json.loads(self.key.json_dumps())})
         fsops.write_atomic(self.file, body.encode(), 0o600)
 
-    def obtain(self, domains: tuple[str, ...]) -> Issued:
-        """A new key and a certificate for ``domains``, proven with HTTP-01 through the webroot."""
+    def obtain(self, domains: tuple[str, ...], remote: Challenges | None = None) -> Issued:
+        """A new key and a certificate for ``domains``, proven with HTTP-01 through the webroot
+        (this machine's, or ``remote``'s: then every token is put and checked before any challenge is answered)."""
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         csr = crypto_util.make_csr(key_pem, list(domains))
         written: list[str] = []
+        tokens: dict[str, str] = {}
         try:
             order = self.client.new_order(csr)
+            answers = []
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue  # the CA reuses an earlier proof
@@ -103,8 +120,18 @@ class Account:
                 if challb is None:
                     raise AcmeError(f"the CA offers no http-01 challenge for {authz.body.identifier.value}")
                 response, validation = challb.response_and_validation(self.key)
-                written.append(self._write_token(challb.chall.encode("token"), validation))
-                self.client.answer_challenge(challb, response)
+                if remote is None:
+                    written.append(self._write_token(challb.chall.encode("token"), validation))
+                    self.client.answer_challenge(challb, response)
+                else:
+                    tokens[challb.chall.encode("token")] = validation
+                    answers.append((challb, response))
+            if remote is not None and tokens:
+                problem = remote.put(tokens, domains)
+                if problem:
+                    raise NotServed(problem)
+                for challb, response in answers:
+                    self.client.answer_challenge(challb, response)
             deadline = dt.datetime.now() + dt.timedelta(seconds=ORDER_TIMEOUT)
             done = self.client.poll_and_finalize(order, deadline)
         except AcmeError:
@@ -118,6 +145,8 @@ class Account:
         finally:
             for path in written:
                 fsops.remove(path)
+            if remote is not None and tokens:
+                remote.remove(list(tokens))
         return Issued(done.fullchain_pem.encode(), key_pem)
 
     def _write_token(self, token: str, validation: str) -> str:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from hostctl.acme import history as acme_history
-from hostctl.acme.client import Account, AcmeError, challenge_dir
+from hostctl.acme.client import Account, AcmeError, Challenges, NotServed, challenge_dir
 from hostctl.acme.schedule import Kind, Order, Schedule, record, schedule
 from hostctl.engine import certs, fsops, lock, nginx
+from hostctl.engine.core.tlsfiles import probe_address  # where nginx's plain-HTTP listener is reached from here
 from hostctl.errors import HostctlError
 from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import Inventory
@@ -54,17 +55,6 @@ class Result:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
-
-
-def probe_address(listen: str) -> tuple[str, int]:
-    """Where to reach nginx's plain-HTTP listener from this host."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return host, int(port)
 
 
 def preflight(settings: Settings, domains: Iterable[str], timeout: float = 5.0) -> str | None:
@@ -114,27 +104,39 @@ def run(inv: Inventory, kinds: frozenset[Kind], say: Say = lambda _: None, names
     unknown = names - {s.name for s in tls.wanted(inv)}
     if unknown:
         raise HostctlError(f"no app with tls: {', '.join(sorted(unknown))} (names are CUSTOMER_APP, as `hostctl certs` lists them)")
+    served_before = set(certs.ready(inv, certs.now_utc()))
+    plan, outcomes = order_due(settings, specs, kinds, say, frozenset(s.name for s in specs) if force else frozenset(),
+                               lambda spec: preflight(settings, spec.domains), lambda spec: None, sleep)
+    replaced_served = any(o.ok and o.spec.certificate in served_before for o in outcomes)
+    reloaded = nginx.reload(settings) if replaced_served else None
+    return Result(plan, outcomes, reloaded)
+
+
+def order_due(settings: Settings, specs: list[CertSpec], kinds: frozenset[Kind], say: Say, force: frozenset[str],
+              check: Callable[[CertSpec], str | None], challenges: Callable[[CertSpec], Challenges | None],
+              sleep: Callable[[float], None] = time.sleep) -> tuple[Schedule, tuple[Outcome, ...]]:
+    """Place the orders ``specs`` need now, paced, each installed where ``spec`` says on this machine.
+
+    ``check``: why the challenge path is not served for a certificate (no order is placed then);
+    ``challenges``: who puts the tokens where the CA looks (None: this machine's webroot)."""
     facts = {s.name: certs.read(s.certificate, s.key) for s in specs}
     now = certs.now_utc()
-    served_before = set(certs.ready(inv, now))
     history = acme_history.load(settings)
-    plan = schedule(specs, facts, history, settings.tls.acme, now, settings.tls.renew_days, kinds,
-                    frozenset(s.name for s in specs) if force else frozenset())
+    plan = schedule(specs, facts, history, settings.tls.acme, now, settings.tls.renew_days, kinds, force)
     for held in plan.held:
         say(f"held {held.spec.name} (customer {held.spec.customer}): {held.reason}")
     outcomes: list[Outcome] = []
     if not plan.orders:
-        return Result(plan, (), None)
+        return plan, ()
     account: Account | None = None
     start = time.monotonic()
-    replaced_served = False
     for planned in plan.orders:
         spec, kind = planned.due.spec, planned.due.kind
         wait = start + planned.offset - time.monotonic()
         if wait > 0:
             sleep(wait)
         began = time.monotonic()
-        problem = preflight(settings, spec.domains)
+        problem = check(spec)
         if problem:  # not the CA's fault: no order placed, nothing counted against the limits
             outcomes.append(Outcome(spec, kind, False, problem))
             say(outcomes[-1].line())
@@ -142,7 +144,11 @@ def run(inv: Inventory, kinds: frozenset[Kind], say: Say = lambda _: None, names
         try:
             if account is None:
                 account = Account(settings.tls)
-            issued = account.obtain(spec.domains)
+            issued = account.obtain(spec.domains, challenges(spec))
+        except NotServed as exc:  # the tokens were not served: no challenge was answered, nothing counted
+            outcomes.append(Outcome(spec, kind, False, str(exc), time.monotonic() - began))
+            say(outcomes[-1].line())
+            continue
         except AcmeError as exc:
             history = record(history, Order(certs.now_utc(), spec.name, spec.domains, False, kind), str(exc))
             acme_history.save(settings, history)
@@ -152,12 +158,10 @@ def run(inv: Inventory, kinds: frozenset[Kind], say: Say = lambda _: None, names
         _install(settings, spec, issued.fullchain_pem, issued.key_pem)
         history = record(history, Order(certs.now_utc(), spec.name, spec.domains, True, kind))
         acme_history.save(settings, history)
-        replaced_served |= spec.certificate in served_before
         new = certs.read(spec.certificate, spec.key)
         detail = f"{', '.join(spec.domains)}; {planned.due.reason}"
         if new is not None and new.not_after is not None:
             detail += f"; valid until {new.not_after:%Y-%m-%d}, issuer {new.issuer}"
         outcomes.append(Outcome(spec, kind, True, detail, time.monotonic() - began))
         say(outcomes[-1].line())
-    reloaded = nginx.reload(settings) if replaced_served else None
-    return Result(plan, tuple(outcomes), reloaded)
+    return plan, tuple(outcomes)

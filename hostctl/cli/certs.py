@@ -64,6 +64,9 @@ def _run(ctx: click.Context, kinds: frozenset, names: tuple[str, ...], force: bo
     from hostctl.acme import issuance
 
     inv = inventory.load(ctx.obj["inventory"])
+    if inv.settings.hosts:
+        raise HostctlError("this inventory has hosts: `hostctl deploy` orders and renews their ACME certificates "
+                           "(each challenge is answered by the nginx of the host that serves the domain)")
     result = issuance.run(inv, kinds, click.echo, frozenset(names), force)  # one line per certificate, as it goes
     if result.reloaded:
         click.echo(result.reloaded)

@@ -72,10 +72,11 @@ class HostOutcome:
     cgroup_changes: list[str] = field(default_factory=list)  # what the engine changed in the host's cgroups
     generation: int | None = None  # recorded there by this deploy
     purges: list[str] = field(default_factory=list)  # customers whose purge the engine there now holds
+    no_certificate: list[Rejection] = field(default_factory=list)  # ACME: served on plain HTTP, and why
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.rejections
+        return self.error is None and not self.rejections and not self.no_certificate
 
     def count(self, action: str) -> int:
         return sum(p.count(action) for p in self.plans)  # type: ignore[arg-type]
@@ -205,6 +206,7 @@ class Deployment:
                 self.connections[name] = ssh.connect(host, str(inv.root), name)
         self.env = templates.environment(inv.root)
         self.views = {name: placement.host_inventory(inv, name) for name in hosts}
+        self.host_certs: dict[str, tlsship.HostCerts] = {}  # each host's certificates, as read_plan found them
         self.listings: dict[str, str] = {}  # each host's expected state right after this deploy, as read_command prints it
         self.digests_expected: dict[str, str] = {}  # ... its digest and facts (remote.answered)
         self.host_fps: dict[str, str] = {}
@@ -272,7 +274,7 @@ class Deployment:
             text, facts = self._read(name, outcome)
             digest = sha256(text.encode("utf-8", "surrogateescape"))
         ident = self.identity(name, facts)
-        host_certs = tlsship.for_host(self.inv, view, now_utc())
+        host_certs = self.host_certs[name] = tlsship.for_host(self.inv, view, now_utc())
         desired = render(view, ident, self.env, host_certs.ready, host_certs.shipped)
         root = remote.parse_facts(facts, self.inv.settings.cgroup).root
         records, host_record = apply_mod.runtime_records(view, ident.per_customer, root, ident.nginx_group, ident.cgroup)
@@ -364,6 +366,51 @@ class Deployment:
         )
 
 
+ON_HTTP = "served on plain HTTP until a certificate is issued"
+
+
+def order_certificates(deployment: Deployment, outcomes: dict[str, HostOutcome]) -> list[str]:
+    """Order the ACME certificates the deployed hosts need; the hosts that got one (deploy them again to ship it).
+
+    The control machine is the ACME client (account key, pacing and history stay here, as for
+    `hostctl certs issue`); each HTTP-01 token is written on the host that serves the domain and
+    checked through its nginx before the challenge is answered. A customer whose certificate
+    cannot be had is reported for its host; it stays on plain HTTP, the others go on."""
+    from hostctl.acme import issuance
+
+    host_of = {spec.name: name for name, certs in sorted(deployment.host_certs.items())
+               if outcomes.get(name) is not None and outcomes[name].error is None for spec in certs.acme}
+    specs = [s for name in sorted(set(host_of.values())) for s in deployment.host_certs[name].acme
+             if s.customer not in deployment.inv.held]
+    if not specs:
+        return []
+
+    def challenges(spec) -> tlsship.HostChallenges:
+        name = host_of[spec.name]
+        s = deployment.views[name].settings
+
+        def run(request: dict) -> dict:
+            done = ssh.execute(deployment.connections[name], shipping.command(s.state_dir, ["challenge"]), shipping.payload(request))
+            outcomes[name].round_trips += 1
+            return shipping.answer(done.output) or {"problem": f"the engine failed there (exit {done.status}): {(done.output + done.errors).strip()[-500:]}"}
+
+        return tlsship.HostChallenges(run, s.tls.webroot, s.nginx.listen)
+
+    plan, results = issuance.order_due(deployment.inv.settings, specs, frozenset({"issue", "renew"}), lambda _: None,
+                                       frozenset(), lambda spec: None, challenges)
+    got = []
+    for held in plan.held:
+        outcomes[host_of[held.spec.name]].no_certificate.append(Rejection(held.spec.customer, held.spec.name, f"{held.reason}; {ON_HTTP}"))
+    for result in results:
+        name = host_of[result.spec.name]
+        if result.ok:
+            outcomes[name].messages.append(result.line())
+            got.append(name)
+        else:
+            outcomes[name].no_certificate.append(Rejection(result.spec.customer, result.spec.name, f"no certificate ({result.message}); {ON_HTTP}"))
+    return sorted(set(got))
+
+
 def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOutcome],
          outcomes: dict[str, HostOutcome]) -> None:
     results = ssh.each_host(names, work)
@@ -421,6 +468,11 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
                     second[name] = {c for c, t in outcome.held.items() if not serves(t, c)}
             before = {n: dict(outcomes[n].held) for n in second}
             _run(deployment, sorted(second), lambda n: deployment.push(n, second[n], outcomes[n]), outcomes)
+            # ACME: certificates ordered now (their apps are live on HTTP), then shipped and served over HTTPS
+            got = order_certificates(deployment, outcomes)
+            _run(deployment, got, lambda n: deployment.push(n, set(outcomes[n].held), outcomes[n]), outcomes)
+            for outcome in outcomes.values():
+                outcome.rejections = list(dict.fromkeys(outcome.rejections))
     finally:
         deployment.close()
         head.close()
@@ -478,6 +530,9 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
             out.append(f"  {name}: cgroup {change}")
         if outcome.rejections:
             out.append(f"  {name}: " + quarantine.report(outcome.rejections).replace("\n", f"\n  {name}: "))
+        if outcome.no_certificate:
+            out.append(f"  {name}: {len(outcome.no_certificate)} app(s) without their ACME certificate:")
+            out += [f"  {name}:   {r}" for r in outcome.no_certificate]
     if report.held:
         out.append(f"{len(report.held)} customer(s) held back by their own inventory file; their files stay as they are on their host:")
         out += [f"  {r}" for r in sorted(quarantine.held_back(report.held))]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hostctl.engine import boundedio, certs
 from hostctl.engine.core.manifest import sha256
@@ -80,3 +81,22 @@ def for_host(inv: Inventory, view: Inventory, now: dt.datetime) -> HostCerts:
         out.shipped[on_host.certificate] = sha256(chain + b"\0" + key)[:STAMP_CHARS]
         out.certs.append(ShippedCert(local.name, app.customer, chain.decode("latin-1"), key.decode("latin-1")))
     return out
+
+
+class HostChallenges:
+    """ACME HTTP-01 tokens on one host: written by the engine there into its ``tls.webroot`` and checked
+    through its own nginx (``engine/core/tlsfiles.py``), so the CA's request is answered by the host that
+    serves the domain. The ACME account and the new key never leave the control machine until shipped."""
+
+    def __init__(self, run: Callable[[dict], dict], webroot: str, listen: str):
+        self.run, self.webroot, self.listen = run, webroot, listen
+
+    def put(self, tokens: dict[str, str], domains: tuple[str, ...]) -> str | None:
+        answer = self.run({"webroot": self.webroot, "put": tokens, "probe": {"listen": self.listen, "domains": list(domains)}})
+        return answer.get("problem")
+
+    def remove(self, tokens: list[str]) -> None:
+        try:
+            self.run({"webroot": self.webroot, "remove": tokens})
+        except Exception:  # noqa: BLE001 - a token left behind is harmless (it proves nothing without the account key)
+            pass
