@@ -332,6 +332,7 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
 
     inv = inventory_mod.load(_inventory_root(ctx), partial=True)  # a broken customer file holds back only that customer
     apps = status_mod.select_apps(inv, customers, state.held_apps(inv))
+    held = [c for c in sorted(inv.held) if not customers or c in customers]  # multi-host: looked for on every host
     if watch:
         from hostctl.status import watch as status_watch
 
@@ -340,12 +341,12 @@ def status(ctx: click.Context, customers: tuple[str, ...], as_json: bool, watch:
         last: list[status_snapshot.Snapshot] = []
 
         def refresh() -> tuple[list[status_mod.Row], list[str]]:
-            last[:] = [status_snapshot.take(inv, apps, list(hosts), cpu_interval, last[-1] if last else None)]
+            last[:] = [status_snapshot.take(inv, apps, list(hosts), cpu_interval, last[-1] if last else None, held)]
             return last[0].rows, last[0].unread
 
         status_watch.run(refresh, sort, interval)
         return
-    snap = status_snapshot.take(inv, apps, list(hosts), cpu_interval)
+    snap = status_snapshot.take(inv, apps, list(hosts), cpu_interval, held=held)
     rows = status_mod.sort_rows(snap.rows, sort)
     healthy = status_mod.healthy(rows)
     if as_json:
@@ -396,7 +397,7 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
     if inv.settings.hosts:  # multi-host: the logs live on the customer's server
         from hostctl.status import logs_remote
 
-        ctx.exit(1 if logs_remote.run(inv, customer, app, nginx, lines, follow, emit) else 0)
+        ctx.exit(1 if logs_remote.run(inv, customer, app, nginx, lines, follow, emit, _say) else 0)
     from hostctl.engine import state
 
     files = logs_mod.log_files(inv, customer, app, nginx, state.held_apps(inv))

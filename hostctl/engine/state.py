@@ -32,7 +32,7 @@ def held_apps(inventory: Inventory) -> list[AppSpec]:
     last-known-good state), so `status`, `logs` and `limits` can still show them.
     Domains come from the live server block (root's file, bounded read).
     """
-    if not inventory.held:
+    if not inventory.held or inventory.settings.hosts:  # multi-host: the manifests are on the servers (status.remote)
         return []
     manifest = read_manifest(layout.manifest(inventory.settings))
     apps: dict[tuple[str, str], list[str]] = {}
@@ -41,12 +41,17 @@ def held_apps(inventory: Inventory) -> list[AppSpec]:
             apps.setdefault((entry.customer, entry.app), [])
     out = []
     for customer, app in sorted(apps):
-        domains: list[str] = []
+        block = ""
         try:
             with open(layout.app_paths(inventory.settings, customer, app).server_block, "rb") as fh:
-                domains = list(dict.fromkeys(server_names(fh.read(1 << 20).decode("utf-8", "replace"))))
+                block = fh.read(1 << 20).decode("utf-8", "replace")
         except OSError:
             pass
-        config = App.model_construct(domains=domains, wsgi="", enabled=True)
-        out.append(AppSpec(customer, app, config))
+        out.append(held_app(customer, app, block))
     return out
+
+
+def held_app(customer: str, app: str, server_block: str) -> AppSpec:
+    """A held-back customer's live app as status and logs show it, its domains read from its live server block."""
+    domains = list(dict.fromkeys(server_names(server_block)))
+    return AppSpec(customer, app, App.model_construct(domains=domains, wsgi="", enabled=True))

@@ -258,10 +258,64 @@ def master_pids(app_ids, emperor, vassals):
     return masters
 
 
+MANIFEST_BYTES = 64 << 20  # root's manifest in state_dir: ~200 bytes per file hostctl wrote
+SERVER_BLOCK_BYTES = 1 << 20  # root's server block in nginx_dir, for the held customer's domains
+
+
+def _read_bounded(path, limit):
+    with open(path, "rb") as fh:
+        return fh.read(limit)
+
+
+def held_apps(held):
+    """The live apps of customers held back by their own broken inventory file, from this server's manifest
+    (the control side cannot say which apps they have, nor on which host they are). Per customer found here:
+    its Unix user (from its runtime record) and per app its server block's text (for its domains), plus notes.
+    ``held`` names the customers and this server's paths, with ``{customer}`` and ``{app}`` to fill in.
+    Manifest, records and server blocks are root's files, written by hostctl; reads are bounded all the same."""
+    wanted = set(held.get("customers") or ())
+    if not wanted:
+        return {}, []
+    try:
+        files = json.loads(_read_bounded(held["manifest"], MANIFEST_BYTES)).get("files", {})
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, ValueError, AttributeError) as exc:
+        return {}, ["the manifest %s: %s" % (held["manifest"], (getattr(exc, "strerror", None) or str(exc)).lower())]
+    found = {}
+    for entry in files.values():
+        if isinstance(entry, dict) and entry.get("customer") in wanted and entry.get("kind") in ("vassal", "nginx"):
+            found.setdefault(entry["customer"], set()).add(str(entry.get("app")))
+    out = {}
+    for customer, names in sorted(found.items()):
+        def fill(template, app=""):
+            return template.replace("{customer}", customer).replace("{app}", app)
+        user = None
+        try:
+            user = json.loads(_read_bounded(fill(held["record"]), MANIFEST_BYTES)).get("user")
+        except (OSError, ValueError, AttributeError):
+            pass
+        apps = {}
+        for app in sorted(names):
+            try:
+                apps[app] = _read_bounded(fill(held["server_block"], app), SERVER_BLOCK_BYTES).decode("utf-8", "replace")
+            except OSError:
+                apps[app] = ""
+        out[customer] = {"user": user if isinstance(user, str) else None, "apps": apps}
+    return out, []
+
+
 def collect(request):
     """Everything ``status_remote`` needs, read on this server."""
     timeout = request.get("timeout", 1.0)
     emperor, emperor_error = fetch_emperor(request["emperor_stats"], timeout)
+    held, notes = held_apps(request.get("held") or {})
+    request = dict(request, apps=dict(request["apps"]), customers=dict(request["customers"]))
+    for customer, found in held.items():  # read like every other app of this host
+        for app in found["apps"]:
+            app_id = request["held"]["id"].replace("{customer}", customer).replace("{app}", app)
+            request["apps"][app_id] = request["held"]["stats"].replace("{customer}", customer).replace("{app}", app)
+            request["customers"][app_id] = customer
     vassals, stats_errors = {}, {}
     for app_id, address in request["apps"].items():
         stats, error = fetch(address, timeout)
@@ -277,7 +331,7 @@ def collect(request):
         children = children_map()
     after = {app_id: sample(pid, children) for app_id, pid in masters.items()}
     # A customer's cgroup: the one its vassal is in, unless the Emperor is in it too (then it is shared).
-    cgroups, notes = {}, []
+    cgroups = {}
     shared = None
     if isinstance((emperor or {}).get("pid"), int):
         try:
@@ -310,8 +364,13 @@ def collect(request):
     return {"now": time.time(), "emperor": emperor, "emperor_error": emperor_error, "emperor_started": emperor_started,
             "vassals": vassals,
             "stats_errors": stats_errors, "before": before, "after": after, "cgroups": cgroups,
-            "quarantined": quarantined, "notes": notes}
+            "quarantined": quarantined, "notes": notes, "held": held}
 
 
 if __name__ == "__main__":
-    sys.stdout.write(MARK + json.dumps(collect(json.load(sys.stdin))))
+    _request = json.load(sys.stdin)
+    if _request.get("only_held"):  # `hostctl logs` of a held-back customer: where are its apps?
+        _found, _notes = held_apps(_request["held"])
+        sys.stdout.write(MARK + json.dumps({"held": _found, "notes": _notes}))
+    else:
+        sys.stdout.write(MARK + json.dumps(collect(_request)))

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import psutil
 
 from hostctl.engine import cgroupfs, history, status_probe
-from hostctl.errors import HostctlError
+from hostctl.errors import HostctlError, Problem
 from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import AppSpec, Inventory
 from hostctl.render import layout
@@ -186,6 +186,11 @@ def read_quarantine(settings: Settings, notes: list[str]) -> dict[str, str]:
         return {}
 
 
+def held_reason(problems: Iterable[Problem]) -> str:
+    """Why status shows a customer held back by its own broken file as quarantined (local and over SSH)."""
+    return "its inventory file is broken: " + "; ".join(map(str, problems))
+
+
 def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
             previous: Observed | None = None) -> Observed:
     """Read every source once. CPU% needs two process samples: ``previous``'s (for --watch)
@@ -215,7 +220,7 @@ def observe(inv: Inventory, apps: list[AppSpec], cpu_interval: float = 0.5,
     cgroup_memory = read_cgroups(inv, notes)
     quarantined = read_quarantine(settings, notes)
     for name, found in inv.held.items():  # its own file is broken now: apply keeps its live files
-        quarantined[name] = "its inventory file is broken: " + "; ".join(map(str, found))
+        quarantined[name] = held_reason(found)
     return Observed(now=time.time(), emperor=emperor_stats, emperor_error=emperor_error, emperor_absent=absent,
                     emperor_started=process_started((emperor_stats or {}).get("pid")), vassals=vassals,
                     stats_errors=stats_errors, before=before, after=after, cgroups=cgroup_memory,

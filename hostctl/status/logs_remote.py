@@ -18,7 +18,7 @@ import paramiko
 
 from hostctl.errors import HostctlError
 from hostctl.inventory import placement
-from hostctl.inventory.spec import Inventory
+from hostctl.inventory.spec import AppSpec, Inventory
 from hostctl.render.identity import host_identity
 from hostctl.status import logs
 from hostctl.targets import ssh
@@ -51,14 +51,37 @@ def host_of(inv: Inventory, customer: str) -> str:
     return spec.host
 
 
+def find_held(inv: Inventory, customer: str, say: Callable[[str], None]) -> tuple[str, list[AppSpec], str | None]:
+    """A customer held back by its broken inventory file: its host (every host is asked: the file cannot say),
+    its live apps there (from that host's manifest) and its Unix user (from its runtime record there)."""
+    from hostctl.status import remote as status_remote
+
+    found, unread = status_remote.find_held(inv, customer, sorted(inv.settings.hosts))
+    for why in unread:
+        say(f"note: {why}")
+    if not found:
+        raise HostctlError(f"customer {customer!r} is held back by its own inventory file, and no reachable host has "
+                           f"live apps of it")
+    host, here = found[0]
+    problems = "; ".join(str(p) for p in inv.held[customer])
+    say(f"note: {customer} is held back by its own inventory file ({problems}); its live apps on host {host!r}:")
+    return host, list(here.apps), here.user
+
+
 def run(inv: Inventory, customer: str, app: str | None, nginx: bool, lines: int, follow: bool,
-        emit: Callable[[str], None]) -> int:
+        emit: Callable[[str], None], say: Callable[[str], None] = lambda _: None) -> int:
     """Show (and follow) the customer's logs on its host; the remote tail's exit status."""
-    host = host_of(inv, customer)
-    files = logs.log_files(placement.host_inventory(inv, host), customer, app, nginx)
     spec = inv.customer(customer)
+    if spec is None and customer in inv.held:
+        host, held, held_user = find_held(inv, customer, say)
+    else:
+        host, held, held_user = host_of(inv, customer), [], None
+    files = logs.log_files(placement.host_inventory(inv, host), customer, app, nginx, held)
     per_customer = host_identity(inv.settings, host).per_customer
-    as_user = spec.user if spec is not None and per_customer else None
+    user = spec.user if spec is not None else held_user
+    if per_customer and user is None:  # never tail in a customer's directory as root
+        raise HostctlError(f"the Unix user of {customer!r} is unknown (its runtime record on host {host!r} names none)")
+    as_user = user if per_customer else None
     conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
         conn.open()

@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from hostctl.engine import history, status_probe
+from hostctl.engine import history, state, status_probe
+from hostctl.engine.core import runtime
 from hostctl.errors import HostctlError
 from hostctl.inventory import placement
+from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import AppSpec, Inventory
 from hostctl.render import layout
-from hostctl.status.collect import STATS_TIMEOUT, CgroupMemory, Observed, ProcSample
+from hostctl.status.collect import STATS_TIMEOUT, CgroupMemory, Observed, ProcSample, held_reason
 from hostctl.targets import ssh
 
 PROBE_TIMEOUT = 60.0
 
 
-def request(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float) -> dict[str, Any]:
-    """What the probe should read on ``host``: its paths for these apps (pure)."""
+def request(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float, held: Iterable[str] = ()) -> dict[str, Any]:
+    """What the probe should read on ``host``: its paths for these apps, and where it finds the live apps of the
+    ``held`` customers (held back by their broken inventory file: their host is unknown, every host is asked) (pure)."""
     settings = placement.host_settings(inv.settings, inv.settings.hosts[host])
-    return {
+    out = {
         "emperor_stats": layout.emperor_stats(settings),
         "apps": {app.id: layout.app_paths(settings, app.customer, app.name).stats for app in apps},
         "customers": {app.id: app.customer for app in apps},
@@ -38,6 +42,30 @@ def request(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float)
         "cpu_interval": cpu_interval,
         "timeout": STATS_TIMEOUT,
     }
+    if held:
+        out["held"] = held_request(settings, held)
+    return out
+
+
+def held_request(settings: Settings, customers: Iterable[str]) -> dict[str, Any]:
+    """Where the probe finds held-back customers on a host: its paths, ``{customer}`` and ``{app}`` filled in there."""
+    paths = layout.app_paths(settings, "{customer}", "{app}")
+    return {"customers": sorted(customers), "manifest": layout.manifest(settings), "id": AppSpec("{customer}", "{app}", None).id,
+            "stats": paths.stats, "server_block": paths.server_block, "record": runtime.record_path(settings.state_dir, "{customer}")}
+
+
+@dataclass(frozen=True)
+class HeldHere:
+    """A held-back customer found on a host: its live apps (domains from their server blocks) and its Unix user."""
+
+    customer: str
+    apps: tuple[AppSpec, ...]
+    user: str | None
+
+
+def _held(data: Any) -> list[HeldHere]:
+    return [HeldHere(customer, tuple(state.held_app(customer, app, block) for app, block in sorted(found["apps"].items())),
+                     found.get("user")) for customer, found in sorted((data or {}).items())]
 
 
 def command() -> str:
@@ -51,13 +79,22 @@ def _sample(data: dict[str, Any]) -> ProcSample:
                       started=data.get("started"))
 
 
+def _payload(output: str) -> Any:
+    _, mark, payload = output.rpartition(status_probe.MARK)
+    if not mark:
+        raise ValueError("no answer")
+    return json.loads(payload)
+
+
 def parse(output: str, host: str) -> Observed:
     """The probe's answer as an ``Observed`` (pure)."""
-    _, mark, payload = output.rpartition(status_probe.MARK)
+    return parse_all(output, host)[0]
+
+
+def parse_all(output: str, host: str) -> tuple[Observed, list[HeldHere]]:
+    """The probe's answer as an ``Observed``, and the held-back customers it found on the host (pure)."""
     try:
-        if not mark:
-            raise ValueError("no answer")
-        data = json.loads(payload)
+        data = _payload(output)
         denied = {app_id: s["denied"] for app_id, s in data["after"].items() if s.get("denied")}
         return Observed(
             now=float(data["now"]), emperor=data["emperor"],
@@ -69,36 +106,69 @@ def parse(output: str, host: str) -> Observed:
             cgroups={k: CgroupMemory(int(v["usage"]), v["limit"], v.get("oom_kills")) for k, v in data["cgroups"].items()},
             quarantined=dict(data["quarantined"]), notes=[f"{host}: {n}" for n in data["notes"]],
             problems={app_id: [f"{n} process(es) of its tree: permission denied"] for app_id, n in denied.items()},
-        )
+        ), _held(data.get("held"))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise HostctlError(f"host {host!r}: the status probe gave no usable answer ({exc}):\n{output[-800:].strip()}") from None
 
 
-def observe(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float) -> Observed:
-    """Run the probe on ``host`` over SSH; raise ``HostctlError`` when it cannot be reached or fails."""
+def _probe(inv: Inventory, host: str, body: dict[str, Any], timeout: float) -> str:
+    """Run the probe on ``host`` over SSH with ``body`` on its stdin: its output; ``HostctlError`` when it fails."""
     conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
-        done = ssh.execute(conn, command(), stdin=json.dumps(request(inv, host, apps, cpu_interval)).encode(),
-                           timeout=PROBE_TIMEOUT + cpu_interval)
+        done = ssh.execute(conn, command(), stdin=json.dumps(body).encode(), timeout=timeout)
     finally:
         conn.close()
     if done.status != 0:
         raise HostctlError(f"host {host!r}: the status probe exited {done.status}:\n{done.output[-800:].strip()}")
-    return parse(done.output, host)
+    return done.output
 
 
-def observe_hosts(inv: Inventory, hosts: list[str], apps: list[AppSpec], cpu_interval: float
-                  ) -> list[tuple[str, list[AppSpec], Observed]]:
-    """Each host with its apps and what was read there, all hosts at once; unreachable ones say why."""
+def observe(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float,
+            held: Iterable[str] = ()) -> tuple[Observed, list[HeldHere]]:
+    """Run the probe on ``host`` over SSH; raise ``HostctlError`` when it cannot be reached or fails."""
+    return parse_all(_probe(inv, host, request(inv, host, apps, cpu_interval, held), PROBE_TIMEOUT + cpu_interval), host)
+
+
+def observe_hosts(inv: Inventory, hosts: list[str], apps: list[AppSpec], cpu_interval: float,
+                  held: Iterable[str] = ()) -> list[tuple[str, list[AppSpec], Observed]]:
+    """Each host with its apps and what was read there, all hosts at once; unreachable ones say why.
+
+    ``held``: customers held back by their broken inventory file. Their host is unknown, so every host
+    is asked; those found are listed with that host's apps, quarantined with the file's problems.
+    """
+    held = sorted(held)
     placed = {c.name: c.host for c in inv.customers}
-    by_host = {name: [a for a in apps if placed[a.customer] == name] for name in hosts}
-    results = ssh.each_host(hosts, lambda name: observe(inv, name, by_host[name], cpu_interval))
+    by_host = {name: [a for a in apps if placed.get(a.customer) == name] for name in hosts}
+    results = ssh.each_host(hosts, lambda name: observe(inv, name, by_host[name], cpu_interval, held))
     out = []
     for name in hosts:
         found = results[name]
         if isinstance(found, BaseException):
-            message = found.format_message() if isinstance(found, HostctlError) else f"{type(found).__name__}: {found}"
-            found = Observed(now=0.0, emperor=None, emperor_error=f"host {name!r}: {message}")
-        out.append((name, by_host[name], found))
+            out.append((name, by_host[name], Observed(now=0.0, emperor=None, emperor_error=f"host {name!r}: {_why(found)}")))
+            continue
+        observed, here = found
+        for customer in here:
+            observed.quarantined[customer.customer] = held_reason(inv.held.get(customer.customer, ()))
+        out.append((name, by_host[name] + [a for c in here for a in c.apps], observed))
     return out
 
+
+def _why(exc: BaseException) -> str:
+    return exc.format_message() if isinstance(exc, HostctlError) else f"{type(exc).__name__}: {exc}"
+
+
+def find_held(inv: Inventory, customer: str, hosts: list[str]) -> tuple[list[tuple[str, HeldHere]], list[str]]:
+    """The hosts where held-back ``customer`` has live apps (all asked at once), and why others could not be asked."""
+    def ask(name: str) -> list[HeldHere]:
+        body = {"only_held": True, "held": held_request(placement.host_settings(inv.settings, inv.settings.hosts[name]), [customer])}
+        return _held(_payload(_probe(inv, name, body, PROBE_TIMEOUT)).get("held"))
+
+    results = ssh.each_host(hosts, ask)
+    found, unread = [], []
+    for name in hosts:
+        result = results[name]
+        if isinstance(result, BaseException):
+            unread.append(f"host {name!r}: {_why(result)}")
+        else:
+            found += [(name, h) for h in result]
+    return found, unread

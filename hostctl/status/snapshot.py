@@ -32,8 +32,10 @@ class Snapshot:
 
 
 def take(inv: Inventory, apps: list[AppSpec], hosts: list[str], cpu_interval: float,
-         previous: Snapshot | None = None) -> Snapshot:
-    """Read everything once. ``hosts``: read these servers over SSH (a multi-host inventory); empty: this machine."""
+         previous: Snapshot | None = None, held: list[str] | None = None) -> Snapshot:
+    """Read everything once. ``hosts``: read these servers over SSH (a multi-host inventory); empty: this machine.
+    ``held``: over SSH, the customers held back by their broken file to look for on every host (None: all of them;
+    locally ``apps`` has their live apps already)."""
     if not hosts and not inv.settings.hosts:
         observed = status_collect.observe(inv, apps, cpu_interval, previous.observed if previous else None)
         errors = [observed.emperor_error] if observed.emperor_error else []
@@ -41,7 +43,8 @@ def take(inv: Inventory, apps: list[AppSpec], hosts: list[str], cpu_interval: fl
     from hostctl.status import remote as status_remote  # SSH (paramiko) only for a multi-host inventory
 
     rows, errors, notes = [], [], []
-    for host, host_apps, observed in status_remote.observe_hosts(inv, placement.select_hosts(inv, hosts), apps, cpu_interval):
+    wanted = sorted(inv.held) if held is None else held
+    for host, host_apps, observed in status_remote.observe_hosts(inv, placement.select_hosts(inv, hosts), apps, cpu_interval, wanted):
         rows += status.rows(host_apps, observed, host)
         errors += [observed.emperor_error] if observed.emperor_error else []
         notes += observed.notes

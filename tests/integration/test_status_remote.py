@@ -38,8 +38,10 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         box.write_settings(settings)
         box.write_customer("acme", {"host": "web", "apps": {"web": box.echo_app(["acme.example"])}})
         box.write_customer("initech", {"host": "gone", "apps": {"web": box.echo_app(["initech.example"])}})
+        box.write_customer("globex", {"host": "web", "apps": {"web": box.echo_app(["globex.example"])}})
         box.hostctl("deploy", "--host", "web")
         server.wait_json("acme.example")
+        server.wait_json("globex.example")
 
         both = run_cli(box.inventory, "status", "--json", "--cpu-interval", "0.2")
         assert both.returncode == 1, both.stderr
@@ -55,6 +57,23 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         header, line = one.stdout.splitlines()[:2]
         assert header.split()[:4] == ["HOST", "CUSTOMER", "APP", "STATE"]
         assert line.split()[:4] == ["web", "acme", "web", "running"]
+        # globex's own file breaks: it is held back on its last-known-good files, and status and logs still list it
+        # (its apps read from the host's manifest, its host unknown to the broken file), saying why
+        (box.inventory / "customers" / "globex.yaml").write_text("host: web\napps: [\n")
+        held = run_cli(box.inventory, "status", "--json", "--host", "web", "--cpu-interval", "0")
+        held_rows = {row["customer"]: row for row in json.loads(held.stdout)["apps"]}
+        assert held.returncode == 0 and sorted(held_rows) == ["acme", "globex"], held.stdout
+        globex = held_rows["globex"]
+        assert (globex["host"], globex["state"], globex["domains"]) == ("web", "quarantined", ["globex.example"]), globex
+        assert "its inventory file is broken: customers/globex.yaml:3: is not valid YAML" in globex["detail"], globex
+        assert "underneath: running" in globex["detail"] and globex["pid"], globex
+        table = run_cli(box.inventory, "status", "globex", "--cpu-interval", "0")  # every host is asked
+        assert "globex" in table.stdout and "quarantined" in table.stdout, table
+        held_logs = run_cli(box.inventory, "logs", "globex", "-n", "5")
+        assert held_logs.returncode == 0, held_logs
+        assert "globex is held back by its own inventory file (customers/globex.yaml:3: " in held_logs.stderr, held_logs.stderr
+        assert held_logs.stdout.strip(), held_logs  # its uWSGI log on host web, read there
+        box.write_customer("globex", {"host": "web", "apps": {"web": box.echo_app(["globex.example"])}})
         unknown = run_cli(box.inventory, "status", "--host", "nope")
         assert unknown.returncode == 1 and "unknown host 'nope'; hosts in hostctl.yaml: gone, web." in unknown.stderr
 

@@ -141,3 +141,27 @@ def test_plan_lists_missing_users_and_says_to_apply_with_create_users(tmp_path: 
     assert lines[:2] == ["+ user hcz-acme (created by `hostctl apply --create-users`)",
                          "note: each new customer needs its Unix user: run `hostctl apply --create-users` (the default; "
                          "leave it off only if you create users yourself, e.g. from LDAP)"], lines
+
+
+def test_a_customer_held_back_by_its_broken_file_gets_its_limits_back_after_a_reboot(tmp_path: Path) -> None:
+    """Its last-known-good vassal stays live, so restore (no inventory read) recreates its cgroup and limits too."""
+    fake = tmp_path / "cg"
+    root = _inventory(tmp_path, isolation={"users": "invoker"}, cgroup={"mode": "v1", "v1_root": str(fake), "parent": "hc"})
+    (root / "customers" / "globex.yaml").write_text(yaml.safe_dump({**CUSTOMER, "limits": {"memory": "32M"},
+                                                                    "apps": {"web": {"domains": ["globex.example"], "wsgi": "a:b"}}}))
+    for controller in ("memory", "cpu", "pids"):
+        (fake / controller).mkdir(parents=True)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-i", str(root), "apply"]).exit_code == 0
+    (root / "customers" / "globex.yaml").write_text("apps: [\n")
+    held = runner.invoke(cli, ["-i", str(root), "apply"])
+    assert held.exit_code == 1 and "globex: customers/globex.yaml:2:" in held.stderr, held.output
+    import shutil
+
+    shutil.rmtree(fake)  # "reboot": the cgroups are gone
+    for controller in ("memory", "cpu", "pids"):
+        (fake / controller).mkdir(parents=True)
+    restored = runner.invoke(cli, ["-i", str(root), "restore"])
+    assert restored.exit_code == 0 and "2 customer(s) restored, 0 failed." in restored.stdout, restored.output
+    assert (fake / "memory/hc/globex/memory.limit_in_bytes").read_text() == str(32 << 20)
+    assert (fake / "memory/hc/acme/memory.limit_in_bytes").read_text() == str(64 << 20)
