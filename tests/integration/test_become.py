@@ -20,6 +20,7 @@ import pytest
 
 from tests.harness import Sandbox, Server, wait_for
 from tests.integration.test_deploy_engine import Remote, _cgroup_of, _skip_reason
+from tests.integration.test_status_remote import _follow_remote
 from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,7 @@ def test_deploy_with_become_sudo_creates_users_and_cgroups_as_root_does(remote: 
     wait_for(lambda: "echo: GET /become-marker" in remote.hostctl("logs", "alpha", "-n", "5").stdout, timeout=15,
              what="alpha's uWSGI log read on host web (as alpha's user, through sudo)")
 
+    _follow_remote(remote.box, server, "alpha")  # logs -f through sudo; its remote tail stops when hostctl goes
     ran = remote.hostctl("run", "alpha", "--", "id", "-un")  # the release/run agent: root through sudo, then alpha
     assert ran.stdout.strip() == remote.users["alpha"], ran.stdout
     booted = remote.hostctl("bootstrap", "--host", "web", "--files-only")

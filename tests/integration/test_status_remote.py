@@ -89,15 +89,15 @@ def test_status_reads_each_host_over_ssh_and_names_the_unreachable_one(sandbox: 
         _follow_remote(box, server)
 
 
-def _follow_remote(box: Sandbox, server) -> None:
+def _follow_remote(box: Sandbox, server, customer: str = "acme") -> None:
     out = open(box.root / "follow.out", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "logs", "acme", "-f", "-n", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "hostctl", "-i", str(box.inventory), "logs", customer, "-f", "-n", "0"],
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     probes: list[str] = []
 
     def following() -> bool:  # -n 0 shows only lines written after the remote tail started
         probes.append(f"/follow/{uuid.uuid4().hex}")
-        assert server.request("acme.example", probes[-1])[0] == 200
+        assert server.request(f"{customer}.example", probes[-1])[0] == 200
         text = (box.root / "follow.out").read_text()
         return any(p in text for p in probes)
 
