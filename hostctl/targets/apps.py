@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shlex
+import stat
 import sys
 import time
 from pathlib import Path
@@ -218,10 +219,11 @@ def package(source: str) -> tuple[bytes, str]:
     if not is_git:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-            for name in sorted(os.listdir(location)):
-                if name not in EXCLUDED:
-                    tar.add(os.path.join(location, name), arcname=name,
-                            filter=lambda info: None if os.path.basename(info.name) in EXCLUDED else info)
+            top = os.open(location, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's path
+            try:
+                pack_tree(tar, top, location, "")
+            finally:
+                os.close(top)
         return buffer.getvalue(), f"directory {os.path.abspath(location)}"
     with tempfile.TemporaryDirectory(prefix="hostctl-release-") as tmp:
         clone = subprocess.run(["git", "clone", "--quiet", "--no-checkout", location, tmp], capture_output=True, text=True)
@@ -233,6 +235,54 @@ def package(source: str) -> tuple[bytes, str]:
         commit = subprocess.run(["git", "-C", tmp, "rev-parse", "--short", f"{ref or 'HEAD'}^{{commit}}"],
                                 capture_output=True, text=True).stdout.strip()
     return archive.stdout, f"git {location} {ref or 'HEAD'} ({commit})"
+
+
+def pack_tree(tar, dir_fd: int, location: str, prefix: str) -> None:
+    """Add what is in the directory ``dir_fd`` to ``tar`` under ``prefix``, never following a link.
+
+    hostctl packs as root, and the source may be a directory the customer writes: packing by
+    path (``tarfile.add``) lets it swap a directory or file for a symlink between the check and
+    the read, and root would pack (into the customer's own release) whatever the link points to.
+    Every entry is opened from its directory's descriptor with ``O_NOFOLLOW|O_NONBLOCK`` and must
+    be what ``lstat`` saw; links are packed as links."""
+    import tarfile
+
+    for name in sorted(os.listdir(dir_fd)):
+        if name in EXCLUDED:
+            continue
+        arcname, where = prefix + name, os.path.join(location, prefix + name)
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                info = tarfile.TarInfo(arcname)
+                info.type, info.linkname, info.mtime = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd), int(st.st_mtime)
+                tar.addfile(info)
+                continue
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                raise HostctlError(f"{where} is not a file, directory or link (a FIFO, socket or device); not packed")
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0)
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            raise HostctlError(f"{where} changed while it was packed ({exc.strerror}); try again") from None
+        try:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino, stat.S_IFMT(now.st_mode)) != (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)):
+                raise HostctlError(f"{where} changed while it was packed; try again")
+            info = tarfile.TarInfo(arcname)
+            info.mode, info.mtime = stat.S_IMODE(now.st_mode), int(now.st_mtime)
+            if stat.S_ISDIR(now.st_mode):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+                pack_tree(tar, fd, location, arcname + "/")
+            else:
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    info.size = now.st_size
+                    try:
+                        tar.addfile(info, fh)
+                    except OSError as exc:  # it shrank while read
+                        raise HostctlError(f"{where} changed while it was packed ({exc}); try again") from None
+        finally:
+            os.close(fd)
 
 
 def release_hosts(inv: Inventory, customer: CustomerSpec, hosts: tuple[str, ...]) -> list[str | None]:

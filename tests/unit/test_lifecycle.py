@@ -228,6 +228,35 @@ def test_release_sources_a_directory_or_a_git_ref(tmp_path: Path) -> None:
         apps.package(f"{repo}@nope")
 
 
+def test_a_directory_is_packed_through_descriptors_links_as_links(tmp_path: Path) -> None:
+    """Packing never follows a link (root packs what a customer may write): links stay links, modes and
+    content are kept, excluded names go at any depth, and a FIFO is refused by name."""
+    import io
+    import os
+    import tarfile
+
+    from hostctl.errors import HostctlError
+    from hostctl.targets import apps
+
+    code = tmp_path / "code"
+    (code / "pkg" / "__pycache__").mkdir(parents=True)
+    (code / "pkg" / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(code / "pkg" / "run.sh", 0o755)
+    (code / "app.py").write_text("v1")
+    (code / "outside").symlink_to(tmp_path)  # packed as a link: its target's files are not
+    (code / "pkg" / "app-link.py").symlink_to("../app.py")
+    payload, _ = apps.package(str(code))
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert sorted(members) == ["app.py", "outside", "pkg", "pkg/app-link.py", "pkg/run.sh"]
+        assert members["outside"].issym() and members["outside"].linkname == str(tmp_path)
+        assert members["pkg/app-link.py"].linkname == "../app.py" and members["pkg"].isdir()
+        assert members["pkg/run.sh"].mode == 0o755 and tar.extractfile("app.py").read() == b"v1"
+    os.mkfifo(code / "pkg" / "pipe")
+    with pytest.raises(HostctlError, match=r"pkg/pipe is not a file, directory or link"):
+        apps.package(str(code))
+
+
 def test_requests_for_a_multi_host_customer_use_that_hosts_paths_and_identity(tmp_path: Path) -> None:
     """Pure request building for a host (the remote path of run/restart/release, without SSH)."""
     from hostctl.targets import apps
