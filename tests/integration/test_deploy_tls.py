@@ -147,6 +147,12 @@ def test_deploy_ships_operator_certificates_to_the_host_and_holds_a_customer_who
     new_serial = x509.load_pem_x509_certificate(alpha_cert.read_bytes()).serial_number
     wait_for(lambda: https(t.https_port, "alpha.test", ca.pem).cert.serial_number == new_serial, what="the third certificate to be served")
 
+    # alpha leaves the host: its key does not stay behind there
+    (t.box.inventory / "customers" / "alpha.yaml").unlink()
+    gone = t.deploy()
+    assert "certificates removed: alpha_web" in gone.stdout, gone.stdout
+    assert not shipped.exists() and server.wait_unserved("alpha.test") is None
+
 
 @pytest.mark.parametrize("tls_host", ["acme"], indirect=True)
 def test_deploy_gets_an_acme_certificate_through_the_hosts_nginx_and_holds_a_customer_whose_challenge_fails(tls_host: TlsHost) -> None:

@@ -134,3 +134,14 @@ def test_certs_issue_refuses_an_inventory_with_hosts_and_points_to_deploy(tmp_pa
     inv = _multihost(tmp_path, {"fresh": {"acme": True}})
     done = run_cli(inv.root, "certs", "issue")
     assert done.returncode == 1 and "`hostctl deploy` orders and renews their ACME certificates" in done.stderr
+
+
+def test_prune_removes_only_certificate_directories_hostctl_wrote_and_no_longer_serves(tmp_path: Path) -> None:
+    cert_dir = tmp_path / "certs"
+    tlsfiles.install(str(cert_dir), [_cert("alpha_web", "alpha"), _cert("beta_web", "beta")])
+    (cert_dir / "other").mkdir()
+    (cert_dir / "other" / "someone-elses.pem").write_text("x")  # not what install writes: kept
+    (cert_dir / "gone_web").symlink_to(tmp_path)  # a symlink is never followed nor removed through
+    assert tlsfiles.prune(str(cert_dir), {"alpha_web"}) == ["beta_web"]
+    assert sorted(os.listdir(cert_dir)) == ["alpha_web", "gone_web", "other"]
+    assert tlsfiles.prune(str(tmp_path / "missing"), set()) == [] and not (tmp_path / "missing").exists()

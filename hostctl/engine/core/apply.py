@@ -161,6 +161,12 @@ def _execute_files(job: Job, check: vetting.Check | None) -> Result:
     if job.probes:
         plan = _probe(job, plan, old_manifest, result)
         result.plan = plan
+    if job.cert_dir and any(c.kind == "nginx" and c.action == "delete" for c in plan.changes):
+        # certificates no live server block names any more (an app or customer left this server)
+        keep = {f"{e.customer}_{e.app}" for e in plan.manifest.files.values() if e.kind == "nginx"}
+        removed = tlsfiles.prune(job.cert_dir, keep)
+        if removed:
+            result.messages.append(f"certificates removed: {', '.join(removed)}")
     if not plan.empty:
         result.generation = _record(job, plan).number
     _save_quarantine(job, result.rejections)

@@ -10,6 +10,7 @@ and not be writable by others, unless it is a sticky root directory like /tmp.
 - certificates: ``<cert_dir>/<customer>_<app>/{fullchain,privkey}.pem``,
   directories 0700, the key 0600, each written to a temporary name, fsynced and
   renamed inside its directory's descriptor, and only when its content changed;
+  removed once no live server block names them (``prune``);
 - challenges: ``<webroot>/.well-known/acme-challenge/<token>`` (0644: nginx's
   workers read them), put, probed through this server's nginx, removed.
 """
@@ -162,6 +163,35 @@ def install(cert_dir: str, certs: Iterable[ShippedCert]) -> tuple[list[str], dic
     finally:
         os.close(top)
     return written, failed
+
+
+def prune(cert_dir: str, keep: set[str]) -> list[str]:
+    """Remove the certificate directories of ``cert_dir`` not in ``keep``; their names.
+
+    Only a directory holding nothing but what ``install`` writes is removed, so a
+    ``cert_dir`` shared with other tools loses nothing of theirs."""
+    if not os.path.isdir(cert_dir):
+        return []
+    removed = []
+    top = open_trusted(cert_dir, 0o700)
+    try:
+        for entry in sorted(os.listdir(top)):
+            if entry in keep or not _NAME.fullmatch(entry):
+                continue
+            try:
+                sub = os.open(entry, securefs.DIR_FLAGS, dir_fd=top)
+            except OSError:
+                continue  # not a directory (or a symlink): not ours
+            try:
+                ours = all(n in (CERT_FILE, KEY_FILE) or TMP_MARK in n for n in os.listdir(sub))
+            finally:
+                os.close(sub)
+            if ours:
+                securefs.rmtree_at(top, entry)
+                removed.append(entry)
+    finally:
+        os.close(top)
+    return removed
 
 
 # --- ACME HTTP-01 challenges ---------------------------------------------------------
