@@ -181,6 +181,8 @@ def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None) -
             click.echo(f"~ runtime {customer}: directories or cgroup limits change (no vassal is reloaded)")
         for p in outcome.plans:
             click.echo(render_plan(p, show_diff=False), nl=False)
+        for line in outcome.tls:
+            click.echo(line)
         _refuse_held(held, "deploy keeps their files on their host as they are")
         if exit_code and outcome.changed:
             ctx.exit(2)

@@ -291,7 +291,7 @@ class Host(Strict):
     # TLS on this server: certificates shipped here (root-only; default <state_dir>/certs) and the
     # directory nginx serves ACME HTTP-01 challenges from (tokens written here by deploy)
     cert_dir: AbsPath | None = None
-    acme_webroot: AbsPath = "/var/lib/hostctl/acme-challenge"
+    acme_webroot: AbsPath = "/var/lib/hostctl-acme"  # as `init --production`: outside state_dir, which is 0700
 
 
 class AcmeSettings(Strict):

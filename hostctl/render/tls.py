@@ -130,21 +130,25 @@ def decide(app: AppSpec, settings: Settings, ready: ReadyCerts, shipped: Shipped
     )
 
 
-def describe(app: AppSpec, decision: AppTls) -> str | None:
-    """One line for `plan`: how the app's domains are served; None when it has no TLS."""
+def describe(app: AppSpec, decision: AppTls, issuer: str = "`hostctl certs issue`") -> str | None:
+    """One line for `plan`: how the app's domains are served; None when it has no TLS.
+    ``issuer``: the command that obtains ACME certificates (`hostctl deploy` on a host)."""
     if decision.state == "off":
         return None
     if decision.state == "pending":
         how = "acme: true" if app.config.tls and app.config.tls.acme else "certificate"
-        return (f"{app.id}: HTTP only until its certificate exists ({how}; `hostctl certs issue` obtains ACME ones), "
+        return (f"{app.id}: HTTP only until its certificate exists ({how}; {issuer} obtains ACME ones), "
                 f"then HTTPS for {', '.join(app.config.domains)}")
     line = f"{app.id}: HTTPS for {', '.join(decision.https_domains)}"
     if decision.missing:
-        line += f"; HTTP only for {', '.join(decision.missing)} until the certificate covers it (`hostctl certs issue`)"
+        line += f"; HTTP only for {', '.join(decision.missing)} until the certificate covers it ({issuer})"
     return line
 
 
-def plan_lines(inventory: Inventory, ready: ReadyCerts) -> list[str]:
-    """What `plan` shows about HTTPS: per app with ``tls:``, which domains are served how."""
-    lines = [tls_line for app in inventory.apps() if (tls_line := describe(app, decide(app, inventory.settings, ready)))]
+def plan_lines(inventory: Inventory, ready: ReadyCerts, shipped: ShippedCerts | None = None) -> list[str]:
+    """What `plan` shows about HTTPS: per app with ``tls:``, which domains are served how
+    (``shipped``: on a host reached by deploy, see ``decide``)."""
+    issuer = "`hostctl certs issue`" if shipped is None else "`hostctl deploy`"
+    lines = [tls_line for app in inventory.apps()
+             if (tls_line := describe(app, decide(app, inventory.settings, ready, shipped), issuer))]
     return ["TLS:", *("  " + line for line in lines)] if lines else []

@@ -73,6 +73,7 @@ class HostOutcome:
     generation: int | None = None  # recorded there by this deploy
     purges: list[str] = field(default_factory=list)  # customers whose purge the engine there now holds
     no_certificate: list[Rejection] = field(default_factory=list)  # ACME: served on plain HTTP, and why
+    tls: list[str] = field(default_factory=list)  # dry run: how its TLS apps would be served (`plan --host`)
 
     @property
     def ok(self) -> bool:
@@ -451,6 +452,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
                 outcome.plans.append(hp.plan)
                 outcome.runtime = limits_only(hp, hp.plan)
                 outcome.held = moved_out(hp.plan, name, deployment.placed)
+                outcome.tls = tlsship.plan_lines(deployment.views[name], hp.certs)
                 return outcome
 
             _run(deployment, names, look, outcomes)
@@ -530,6 +532,8 @@ def render_report(report: DeployReport, where: Callable[[str], str] | None = Non
             out.append(f"  {name}: cgroup {change}")
         if outcome.rejections:
             out.append(f"  {name}: " + quarantine.report(outcome.rejections).replace("\n", f"\n  {name}: "))
+        if report.dry_run and outcome.tls:
+            out += [f"  {name}: {line}" for line in outcome.tls]
         if outcome.no_certificate:
             out.append(f"  {name}: {len(outcome.no_certificate)} app(s) without their ACME certificate:")
             out += [f"  {name}:   {r}" for r in outcome.no_certificate]

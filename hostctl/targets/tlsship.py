@@ -14,6 +14,7 @@ gets one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Callable
@@ -81,6 +82,17 @@ def for_host(inv: Inventory, view: Inventory, now: dt.datetime) -> HostCerts:
         out.shipped[on_host.certificate] = sha256(chain + b"\0" + key)[:STAMP_CHARS]
         out.certs.append(ShippedCert(local.name, app.customer, chain.decode("latin-1"), key.decode("latin-1")))
     return out
+
+
+def plan_lines(view: Inventory, found: HostCerts) -> list[str]:
+    """What `plan --host` shows about HTTPS on the host: as `plan` does locally, and the customers held for theirs."""
+    held = {r.customer for r in found.held}
+    served = dataclasses.replace(view, customers=tuple(c for c in view.customers if c.name not in held))
+    lines = tls.plan_lines(served, found.ready, found.shipped)
+    if found.held:
+        lines = lines or ["TLS:"]
+        lines += [f"  held, nothing deployed for {r}" for r in sorted(found.held)]
+    return lines
 
 
 class HostChallenges:

@@ -107,6 +107,9 @@ def test_deploy_ships_operator_certificates_to_the_host_and_holds_a_customer_who
     t.customer("alpha", certificate=str(alpha_cert), key=str(alpha_key))
     t.customer("beta")
     t.customer("gamma", certificate=str(gamma_cert), key=str(other_key))  # its key does not match
+    planned = t.box.hostctl("plan", "--host", "web").stdout  # read from the server, nothing changes there
+    assert "TLS:\n  alpha_web: HTTPS for alpha.test\n" in planned, planned
+    assert re.search(r"  held, nothing deployed for gamma: \S*gamma\.pem: .*key does not match", planned), planned
     t.server = server = Server(t.web)
 
     done = t.deploy(check=False)
@@ -162,6 +165,8 @@ def test_deploy_gets_an_acme_certificate_through_the_hosts_nginx_and_holds_a_cus
     t.customer("bad", acme=True)
     t.customer("plain")
     pebble.resolve("bad.test", "127.0.0.2")  # nothing listens there: the CA cannot reach a server for it
+    planned = t.box.hostctl("plan", "--host", "web").stdout
+    assert "  one_web: HTTP only until its certificate exists (acme: true; `hostctl deploy` obtains ACME ones)" in planned, planned
     t.server = server = Server(t.web)
 
     done = t.deploy(check=False)

@@ -42,7 +42,7 @@ def test_a_hosts_certificates_live_in_its_own_cert_dir_and_an_unusable_operator_
                                 "fresh": {"acme": True}, "plain": None})
     view = placement.host_inventory(inv, "web")
     assert view.settings.tls.cert_dir == "/srv/web/state_dir/certs"
-    assert view.settings.tls.webroot == "/var/lib/hostctl/acme-challenge"
+    assert view.settings.tls.webroot == "/var/lib/hostctl-acme"
 
     found = tlsship.for_host(inv, view, dt.datetime.now(dt.timezone.utc))
     assert list(found.ready) == ["/srv/web/state_dir/certs/good_web/fullchain.pem"]
