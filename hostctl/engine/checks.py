@@ -14,18 +14,16 @@ import pwd
 import shlex
 import socket
 import stat
-import subprocess
 
 from hostctl.errors import Problem
-from hostctl.engine import boundedio, nginxdump
+from hostctl.engine import boundedio, nginx
+from hostctl.engine.core import nginxdump
+from hostctl.engine.core.errors import EngineError
 from hostctl.inventory import domains, values
 from hostctl.inventory.loader import SETTINGS_FILE
 from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import Inventory
 from hostctl.render import listens
-
-DUMP_TIMEOUT = 60
-
 
 PYVENV_CFG_MAX = 64 * boundedio.KIB  # a real one is a few hundred bytes
 
@@ -117,33 +115,17 @@ def _etc_hosts(path: str = "/etc/hosts") -> str:
 
 
 def dump_command(settings: Settings) -> list[str] | None:
-    """How to print the live nginx configuration: ``nginx.dump_command``, else ``test_command`` with -T for -t."""
-    if settings.nginx.dump_command is not None:
-        return shlex.split(settings.nginx.dump_command) or None
-    if settings.hosts or not settings.nginx.test_command:
-        return None  # hostctl serve's nginx, or a fleet whose nginx lives on other hosts
-    argv = shlex.split(settings.nginx.test_command)
-    if "-t" not in argv:
-        return None
-    return ["-T" if arg == "-t" else arg for arg in argv if arg != "-q"]
+    """How to print the live nginx configuration here (a fleet's nginx lives on its hosts: the engine reads it there)."""
+    return None if settings.hosts else nginx.dump_command(settings)
 
 
 def live_servers(settings: Settings) -> tuple[list[nginxdump.Server], list[Problem]]:
-    """The http servers of the live nginx configuration that hostctl did not write."""
+    """The http servers of the live nginx configuration that hostctl did not write (the engine's reader)."""
     argv = dump_command(settings)
-    if argv is None:
-        return [], []
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=DUMP_TIMEOUT)
-    except FileNotFoundError:
-        return [], []  # no nginx on this host: no other server to collide with
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command", f"`{shlex.join(argv)}` could not run: {exc}")]
-    if proc.returncode != 0:
-        return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command",
-                            f"`{shlex.join(argv)}` failed, so customer domains cannot be checked against the other "
-                            f"servers of this host: {proc.stderr.strip()[-500:]}")]
-    return nginxdump.foreign_servers(proc.stdout, (settings.nginx_dir,)), []
+        return nginxdump.live_foreign(shlex.join(argv) if argv else None, (settings.nginx_dir,)), []
+    except EngineError as exc:
+        return [], [Problem(SETTINGS_FILE, None, "nginx.dump_command", exc.message.replace("; nothing was changed", ""))]
 
 
 def domain_problems(inventory: Inventory, own: set[str], foreign: list[nginxdump.Server],
@@ -160,12 +142,9 @@ def domain_problems(inventory: Inventory, own: set[str], foreign: list[nginxdump
                 if taken:
                     what = "is" if taken == domain else f"covers {taken!r},"
                     out.append(inventory.problem(customer.file, path, f"{domain!r} {what} a name of this host (its hostname or /etc/hosts)"))
-                for server in foreign:
-                    clash = next((name for name in server.names if domains.foreign_overlap(domain, name)), None)
-                    if clash is not None:
-                        out.append(inventory.problem(customer.file, path, (
-                            f"{domain!r} collides with server_name {clash!r} of a server hostctl did not write "
-                            f"({server.where}); nginx would send one of them the other's visitors")))
+                why = nginxdump.collision(domain, ours, foreign)
+                if why is not None:
+                    out.append(inventory.problem(customer.file, path, why))
     return out
 
 

@@ -9,6 +9,7 @@ live; ``hostctl serve`` runs nginx with a scaffold too. The engine
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Mapping
 
 import jinja2
@@ -42,8 +43,22 @@ def scaffold(settings: Settings, env: jinja2.Environment, prefix: str, include: 
 def engine_nginx(settings: Settings, env: jinja2.Environment) -> engine.Nginx:
     """How the engine checks and reloads nginx with these settings (the scaffold rendered here, around ``PREFIX``)."""
     text = scaffold(settings, env, engine.PREFIX, os.path.join(engine.PREFIX, "conf.d", "*.conf"))
+    argv = dump_command(settings)
     return engine.Nginx(settings.nginx.binary, text, settings.nginx.test_command, settings.nginx.reload_command,
-                        layout.serve_dir(settings), settings.nginx.pid_file)
+                        layout.serve_dir(settings), settings.nginx.pid_file, shlex.join(argv) if argv else None)
+
+
+def dump_command(settings: Settings) -> list[str] | None:
+    """How to print this host's live nginx configuration: ``nginx.dump_command``, else ``test_command`` with -T
+    for -t (None: ``hostctl serve``'s nginx, which has only hostctl's own servers)."""
+    if settings.nginx.dump_command is not None:
+        return shlex.split(settings.nginx.dump_command) or None
+    if not settings.nginx.test_command:
+        return None
+    argv = shlex.split(settings.nginx.test_command)
+    if "-t" not in argv:
+        return None
+    return ["-T" if arg == "-t" else arg for arg in argv if arg != "-q"]
 
 
 def check(settings: Settings, env: jinja2.Environment, server_blocks: Mapping[str, str]) -> CheckResult:

@@ -12,11 +12,11 @@ literals, ``localhost`` and the host's own names are never a customer's.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-PROBE_LABEL = "hostctl-probe-label"  # stands for "any label" when a wildcard is matched against a pattern
+# The name rules nginx -T's servers are matched with live in the engine (it checks them on every host).
+from hostctl.engine.core.nginxdump import covers, foreign_overlap, overlap  # noqa: F401
 
 
 def refusal(domain: str) -> str | None:
@@ -27,20 +27,6 @@ def refusal(domain: str) -> str | None:
     if domain == "localhost" or domain.endswith(".localhost"):
         return f"{domain!r} is a loopback name (localhost); it belongs to the host, not to a customer"
     return None
-
-
-def covers(wildcard: str, name: str) -> bool:
-    """Whether the leading wildcard ``*.s`` matches every name of ``name`` (an exact name or ``*.t``)."""
-    if not wildcard.startswith("*."):
-        return False
-    suffix = wildcard[1:]  # ".s"
-    base = name[2:] if name.startswith("*.") else name
-    return base.endswith(suffix) or (name.startswith("*.") and base == wildcard[2:])
-
-
-def overlap(a: str, b: str) -> bool:
-    """Whether two customer-style names (exact or ``*.``) can both match one Host."""
-    return a == b or covers(a, b) or covers(b, a)
 
 
 @dataclass(frozen=True)
@@ -92,29 +78,3 @@ def reserved_clash(domain: str, reserved: Iterable[str]) -> str | None:
         if domain == name or covers(domain, name):
             return name
     return None
-
-
-# --- names of servers hostctl did not write (nginx -T) -------------------------------------
-
-
-def foreign_overlap(domain: str, pattern: str) -> bool:
-    """Whether the customer name ``domain`` (exact or ``*.x``) and a foreign server_name overlap.
-
-    ``pattern`` is any nginx server_name form: exact, ``*.a``, ``.a``, ``a.*`` or ``~regex``.
-    """
-    pattern = pattern.lower()
-    if pattern in ("", "_"):
-        return False
-    if pattern.startswith("."):
-        return foreign_overlap(domain, pattern[1:]) or foreign_overlap(domain, "*" + pattern)
-    if pattern.startswith("~"):
-        try:
-            regex = re.compile(pattern[1:])
-        except re.error:
-            return False
-        sample = PROBE_LABEL + domain[1:] if domain.startswith("*.") else domain
-        return bool(regex.search(sample))
-    if pattern.endswith(".*"):
-        # "mail.*" and "*.a.org" always share "mail.a.org"
-        return domain.startswith("*.") or domain.startswith(pattern[:-1])
-    return overlap(domain, pattern)

@@ -124,3 +124,46 @@ def test_purge_removes_the_user_and_directories_on_the_host_without_following_sy
         assert "purged" not in again.stdout, again.stdout
     finally:
         canary.cleanup()
+
+
+def test_deploy_holds_back_a_domain_another_nginx_server_of_the_host_serves(remote: Remote) -> None:
+    """Old code: deploy never read the host's nginx configuration (`nginx -T` ran only for a local apply), so
+    evil's block for the operator's own panel.hosting.test went live there next to the operator's vhost
+    (`nginx -t -q` only warns "conflicting server name", and -q hides it)."""
+    ops = remote.web.root / "ops-nginx"
+    (ops / "sites").mkdir(parents=True)
+    (ops / "sites" / "panel").write_text(
+        f"# the operator's own vhost on the host\nserver {{\n    listen {remote.web.port};\n    server_name panel.hosting.test;\n"
+        "    return 200 'panel';\n}\n")
+    (ops / "nginx.conf").write_text(f"""pid {ops}/nginx.pid;
+error_log stderr;
+events {{ }}
+http {{
+    access_log off;
+    limit_conn_zone $server_name zone=hostctl_conn:10m;  # what hostctl's include defines in production
+    include {ops}/sites/*;
+    include {remote.web.root / 'nginx'}/*.conf;
+}}
+""")
+    # the host's live configuration (what `nginx -t`/`-T` read there) has the operator's vhost; the serving nginx
+    # of this test is `hostctl serve`'s, reloaded as before
+    remote.settings["hosts"]["web"]["nginx"]["test_command"] = f"nginx -t -q -p {ops} -c {ops}/nginx.conf -e stderr"
+    remote.box.write_settings(remote.settings)
+    remote.customer("alpha")
+    remote.server = server = Server(remote.web)
+    remote.hostctl("deploy", "--create-users")
+    server.wait_json("alpha.example")
+    app = remote.box.echo_app(["beta.example", "panel.hosting.test"], env={"CUSTOMER": "beta"})
+    app["wsgi"] = str(remote.web.apps / "echo.py")
+    remote.box.write_customer("beta", {"host": "web", "user": remote.users["beta"], "apps": {"web": app}})
+    alpha = remote.box.echo_app(["alpha.example", "www.alpha.example"], env={"CUSTOMER": "alpha"})
+    alpha["wsgi"] = str(remote.web.apps / "echo.py")
+    remote.box.write_customer("alpha", {"host": "web", "user": remote.users["alpha"], "apps": {"web": alpha}})
+    held = remote.hostctl("deploy", "--create-users", check=False)
+    print(held.stdout, held.stderr)
+    assert held.returncode == 1, held.stdout
+    assert (f"beta: {remote.web.root / 'nginx' / 'beta_web.conf'}: 'panel.hosting.test' collides with server_name "
+            f"'panel.hosting.test' of a server hostctl did not write ({ops}/sites/panel:2)") in held.stdout, held.stdout
+    assert _files_of(remote, "beta") == [], "nothing may be written for beta there"
+    assert "www.alpha.example" in (remote.web.root / "nginx" / "alpha_web.conf").read_text()  # the neighbour goes ahead
+    assert server.wait_json("www.alpha.example")["customer"] == "alpha"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hostctl.engine import checks
-from hostctl.engine import nginxdump
+from hostctl.engine.core import nginxdump
 from hostctl.inventory import domains
 from hostctl.render import listens
 from hostctl.inventory import loader as inventory
@@ -75,6 +75,21 @@ def test_nginx_dump_servers_outside_hostctls_directory() -> None:
         ("/etc/nginx/sites-enabled/ops:2", ("ops.hosting.example", "panel.hosting.example", r"~^shop\d+\.hosting\.example$"), (("*", "80"), ("[::]", "80"))),
         ("/etc/nginx/sites-enabled/ops:8", ("internal.example",), (("127.0.0.1", "8081"),)),
     ]
+
+
+def test_the_engine_holds_back_a_candidate_block_whose_name_another_server_serves() -> None:
+    """What the engine checks on every server (apply and deploy): candidate server blocks against ``nginx -T``."""
+    foreign = nginxdump.foreign_servers(DUMP, ("/etc/hostctl/nginx",))
+    blocks = {
+        "/etc/hostctl/nginx/evil_web.conf": ("evil", "server {\n    listen 80;\n    server_name evil.example shop12.hosting.example;\n}\n"),
+        "/etc/hostctl/nginx/fine_web.conf": ("fine", "server {\n    listen 80;\n    server_name fine.example internal.example;\n}\n"),
+        "/etc/hostctl/nginx/wild_web.conf": ("wild", "server {\n    listen 80;\n    server_name *.hosting.example;\n}\n"),
+    }
+    got = nginxdump.collisions(blocks, foreign)
+    assert [(c, p.rsplit("/", 1)[1]) for c, p, _ in got] == [("evil", "evil_web.conf"), ("wild", "wild_web.conf")]
+    assert got[0][2].startswith("'shop12.hosting.example' collides with server_name '~^shop")
+    assert "of a server hostctl did not write (/etc/nginx/sites-enabled/ops:2)" in got[0][2]
+    # internal.example is served by the operator on 127.0.0.1:8081 only: no shared address, no collision
 
 
 @pytest.mark.parametrize("ours, theirs, want", [

@@ -135,3 +135,16 @@ def test_the_zip_is_built_once_per_content_and_carries_only_the_engine(tmp_path:
     payload = shipping.payload({"version": 1})
     head, _, rest = payload.partition(b"\n")
     assert int(head) == len(data) and rest[:len(data)] == data and json.loads(rest[len(data):]) == {"version": 1}
+
+
+def test_departed_customers_and_purge_records(tmp_path: Path) -> None:
+    """Who the engine stops for good (no vassal left, not held back), and purges handed over by a deploy."""
+    from hostctl.engine.core import stopping
+
+    assert stopping.departed(["gone", "half", "held"], ["half"], ["held"]) == ["gone"]
+    assert stopping.user_of_vassal("[uwsgi]\nuid = hc-gone\ngid = hc-gone\n") == "hc-gone"
+    state = str(tmp_path / "state")
+    assert stopping.record_purges(state, {}) == {}
+    assert stopping.record_purges(state, {"gone": "hc-gone"}) == {"gone": "hc-gone"}
+    assert stopping.record_purges(state, {"other": "hc-other"}) == {"gone": "hc-gone", "other": "hc-other"}
+    assert oct(os.stat(os.path.join(state, stopping.PURGE_FILE)).st_mode & 0o777) == "0o600"

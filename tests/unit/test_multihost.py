@@ -229,6 +229,8 @@ def test_a_host_job_carries_its_paths_changes_users_and_runtime_as_json(inv: inv
         ("/srv/one/run/ondemand", "0o750", "root", "www-data")]
     assert set(job.provenance.inventory) == {"hostctl.yaml", "customers/acme.yaml"}
     assert "/HOSTCTL_SCAFFOLD_PREFIX/conf.d/*.conf" in job.nginx.scaffold
+    # the engine checks the account rule and the host's other nginx servers there (`nginx -T` from test_command)
+    assert (job.nginx_user, job.nginx.dump_command) == ("www-data", "nginx -T")
 
 
 # --- bootstrap ------------------------------------------------------------------------------

@@ -8,7 +8,10 @@
    is written or created for it;
 3. base and customer directories, then cgroups and their limits (before any
    vassal can start), recorded in the runtime record for ``restore``;
-4. write the certificates the job ships (``tlsfiles.py``), then vet the candidate server blocks with ``nginx -t`` (``vetting.py``): a
+4. hold back a customer whose new server block names a domain another nginx
+   server of this host serves (``nginxdump.py``, from ``nginx -T``); write the
+   certificates the job ships (``tlsfiles.py``), then vet the candidate server
+   blocks with ``nginx -t`` (``vetting.py``): a
    customer whose blocks fail is held back with its last-known-good files;
 5. record the intent in the manifest (a crash later still knows every file);
 6. write server blocks, then run the production ``test_command`` if there is one
@@ -31,7 +34,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from hostctl.engine.core import accounts, cgroups, emperor, fsops, history, lock, listing, nginx, probe, reload_wait, runtime, stopping, tlsfiles, users, vetting
+from hostctl.engine.core import accounts, cgroups, emperor, fsops, history, lock, listing, nginx, nginxdump, probe, reload_wait, runtime, stopping, tlsfiles, users, vetting
 from hostctl.engine.core.errors import EXIT_CHANGED, EngineError
 from hostctl.engine.core.job import Job
 from hostctl.engine.core.manifest import Entry, Manifest, sha256
@@ -98,6 +101,8 @@ def _execute_files(job: Job, check: vetting.Check | None) -> Result:
     plan = replace(plan, changes=tuple(_with_before(c) for c in plan.changes))
     rejections = list(job.rejections)
     held = {r.customer for r in rejections}
+    rejections += _collisions(job, plan.changes, held)
+    held |= {r.customer for r in rejections}
     if job.certs and job.cert_dir:  # before nginx -t reads them; nginx itself only at the reload below
         written, failed = tlsfiles.install(job.cert_dir, [c for c in job.certs if c.customer not in held])
         if written:
@@ -171,6 +176,16 @@ def _execute_files(job: Job, check: vetting.Check | None) -> Result:
         result.generation = _record(job, plan).number
     _save_quarantine(job, result.rejections)
     return result
+
+
+def _collisions(job: Job, changes: tuple[Change, ...], held: set[str]) -> list[Rejection]:
+    """Customers whose new server blocks name a domain another nginx server of this host serves (``nginx -T``)."""
+    blocks = {c.path: (c.customer, c.after) for c in changes
+              if c.kind == "nginx" and c.action != "delete" and not c.mode_only and c.after is not None and c.customer not in held}
+    if not blocks or not job.nginx.dump_command:
+        return []
+    foreign = nginxdump.live_foreign(job.nginx.dump_command, (job.paths.nginx_dir,))
+    return [Rejection(customer, path, why) for customer, path, why in nginxdump.collisions(blocks, foreign)]
 
 
 def _departures(job: Job, result: Result) -> None:

@@ -37,6 +37,7 @@ class Nginx:
     reload_command: str | None = None  # production: the reload
     serve_dir: str = ""  # where `hostctl serve` keeps nginx.pid (no reload_command)
     pid_file: str | None = None  # production: the master's pid file, to wait after reload_command until it took over
+    dump_command: str | None = None  # prints the live configuration (nginx -T): other servers' names (nginxdump.py)
 
 
 def check(nginx: Nginx, server_blocks: Mapping[str, str]) -> CheckResult:
