@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from hostctl.render import cgroups, layout
-from hostctl.engine import history, isolation, lock, nginx, probe, vetting
+from hostctl.engine import dirs, history, isolation, lock, nginx, probe, vetting
 from hostctl.engine.core import apply as engine_apply
 from hostctl.engine.core.accounts import DEFAULT_NGINX_USER
 from hostctl.engine.core import job as engine_job
@@ -70,9 +70,11 @@ def _dirs(specs: list[layout.DirSpec], user: str | None, per_customer: bool, roo
 
 
 def customer_dirs(settings: Settings, per_customer: bool, root: bool, user: str, nginx_group: str | None,
-                  customer: str) -> tuple[Directory, ...]:
-    """A customer's socket and log directories, owned as ``layout`` says (root's where a root process writes)."""
-    return _dirs(layout.customer_dirs(settings, customer), user, per_customer, root, nginx_group)
+                  customer: str, tmp_keep: tuple[str, ...] | None = None) -> tuple[Directory, ...]:
+    """A customer's socket and log directories, owned as ``layout`` says (root's where a root process writes),
+    and its private /tmp's (``tmp_keep``: see ``privatetmp.customer_keep``)."""
+    return _dirs(layout.customer_dirs(settings, customer, tmp_keep), user, per_customer, root, nginx_group)
+
 
 
 def runtime_records(inv: Inventory, per_customer: bool, root: bool, nginx_group: str | None,
@@ -83,7 +85,8 @@ def runtime_records(inv: Inventory, per_customer: bool, root: bool, nginx_group:
     for c in inv.customers:
         cg = cgroups.customer_cgroup(h, c.name, c.limits) if h is not None and h.version is not None else None
         user = c.user if per_customer else None
-        records.append(CustomerRuntime(c.name, user, customer_dirs(s, per_customer, root, c.user, nginx_group, c.name),
+        records.append(CustomerRuntime(c.name, user, customer_dirs(s, per_customer, root, c.user, nginx_group, c.name,
+                                                                     dirs.tmp_keep(s, per_customer, c)),
                                        None if cg is None else engine_job_cgroup(cg)))
     base = tuple(Directory(d, 0o755) for d in (s.emperor_dir, s.nginx_dir, s.run_dir, s.log_dir))
     shared = _dirs(layout.shared_dirs(s), None, per_customer, root, nginx_group)

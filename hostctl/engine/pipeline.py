@@ -107,6 +107,8 @@ def apply_limits(root: Path | str) -> tuple[isolation.IsolationPlan, list[str]]:
     inv, owners = load_checked(root, host_checks=False)
     for path in (inv.settings.run_dir, inv.settings.log_dir):
         os.makedirs(path, mode=0o755, exist_ok=True)
-    messages = dirs.ensure_customer_dirs(inv.settings, owners, {c.name for c in inv.customers})
+    per_customer = owners.identity.per_customer
+    messages = dirs.ensure_customer_dirs(inv.settings, owners,
+                                         {c.name: dirs.tmp_keep(inv.settings, per_customer, c) for c in inv.customers})
     plan = isolation.prepare(inv, owners)
     return plan, messages + isolation.execute(plan)

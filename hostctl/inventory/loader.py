@@ -339,11 +339,10 @@ def load(root: Path | str, overlay: Mapping[str, bytes] | None = None, partial: 
             resolved = _resolve_app(root, app, settings.defaults, secrets)
             problems += _check_resolved_paths(resolved, source, ("apps", app_name))
             problems += _static_problems(resolved, settings.isolation.static_roots, source, ("apps", app_name))
-            hidden = privatetmp.hidden_paths(privatetmp.app_paths(resolved, run_dir, log_dir))
-            if resolved.private_tmp and hidden:
+            if resolved.private_tmp and "" in privatetmp.kept(privatetmp.app_paths(resolved, run_dir, log_dir)):
                 problems.append(source.problem(("apps", app_name, "private_tmp"), (
-                    f"a private /tmp would hide {', '.join(map(repr, hidden))} from the app; move it out of /tmp "
-                    "or leave private_tmp unset")))
+                    "a private /tmp would hide '/tmp' from the app (a directory it needs is /tmp itself); "
+                    "move it out of /tmp or leave private_tmp unset")))
             problems += tls_settings.check_app(resolved, source, ("apps", app_name))
             apps.append(AppSpec(name, app_name, resolved, source.line_of(("apps", app_name))))
         limits = _merge_limits(customer.limits, settings.defaults.limits)

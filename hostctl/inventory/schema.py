@@ -71,8 +71,9 @@ class AppTuning(Strict):
     idle: int = Field(default=300, ge=2, le=86400)  # seconds; only for on_demand apps
     # Shared resources (see the README's "Security model"): requests nginx handles for this app at
     # once (limit_conn per server block; past it, connections are closed), open files per process of its vassal
-    # (RLIMIT_NOFILE, soft and hard), and a private /tmp (a tmpfs of tmp_size in its own mount namespace;
-    # unset: on unless the app's or hostctl's directories lie under /tmp, which it would hide).
+    # (RLIMIT_NOFILE, soft and hard), and a private /tmp (its customer's <state_dir>/tmp/<customer>, shared by
+    # the customer's apps, in its own mount namespace; unset: on unless a directory it needs is /tmp itself).
+    # tmp_size is no longer used (that directory is on disk, see privatetmp); kept so files that set it load.
     connections: int = Field(default=100, ge=1, le=1_000_000)
     open_files: int = Field(default=4096, ge=64, le=1_048_576)
     private_tmp: bool | None = None

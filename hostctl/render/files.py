@@ -55,7 +55,7 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
                 lifecycle_lines=lifecycle.vassal_lines(cfg),
                 tls=tls.decide(app, settings, ready_certs or {}, shipped), challenge_path=tls.ACME_CHALLENGE,
                 http_listens=http_listens, https_listens=https_listens,
-                private_tmp=privatetmp.enabled(cfg, settings.run_dir, settings.log_dir),
+                private_tmp=private_tmp_lines(settings, customer.name, cfg),
             )
             if cfg.enabled:  # a stopped app keeps its server block (503) but has no vassal
                 out[paths.vassal] = RenderedFile(paths.vassal, templates.render(vassal_t, **context), "vassal", customer.name, app.name, 0o640)
@@ -64,3 +64,12 @@ def render(inventory: Inventory, identity: Identity, env: jinja2.Environment,
                 path = ondemand.companion(paths.vassal)
                 out[path] = RenderedFile(path, ondemand.content(paths.ondemand_socket), ondemand.KIND, customer.name, app.name, 0o640)
     return out
+
+
+def private_tmp_lines(settings, customer: str, cfg) -> tuple[tuple[str, str], ...]:
+    """The vassal's private /tmp (its customer's, see ``privatetmp``), or nothing."""
+    dirs = (settings.run_dir, settings.log_dir, settings.emperor_dir)
+    if not privatetmp.enabled(cfg, *dirs):
+        return ()
+    keep = privatetmp.kept(privatetmp.app_paths(cfg, *dirs))
+    return privatetmp.vassal_lines(keep, privatetmp.customer_tmp(settings.state_dir, customer))

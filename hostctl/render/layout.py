@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from hostctl.inventory import privatetmp
 from hostctl.inventory.schema import Settings
 
 VASSAL_EXT = ".ini"
@@ -85,10 +86,10 @@ class DirSpec:
     why: str
 
 
-def customer_dirs(settings: Settings, customer: str) -> list[DirSpec]:
-    """The directories of one customer, parents first."""
+def customer_dirs(settings: Settings, customer: str, tmp_keep: tuple[str, ...] | None = None) -> list[DirSpec]:
+    """The directories of one customer, parents first; ``tmp_keep``: its private /tmp's mount points (None: none)."""
     paths = app_paths(settings, customer, "x")
-    return [
+    return private_tmp_dirs(settings, customer, tmp_keep) + [
         DirSpec(paths.run_dir, "customer", "nginx", 0o2750,
                 "its vassals bind their sockets and stats sockets here after dropping to the customer's user; "
                 "only the customer and nginx's group may enter; root creates nothing inside"),
@@ -98,6 +99,22 @@ def customer_dirs(settings: Settings, customer: str) -> list[DirSpec]:
         DirSpec(paths.app_log_dir, "customer", "customer", 0o750,
                 "the app's own uWSGI log, opened by its master after the privilege drop (logto2); no root process writes here"),
     ]
+
+
+def private_tmp_dirs(settings: Settings, customer: str, keep: tuple[str, ...] | None) -> list[DirSpec]:
+    """The customer's /tmp (``inventory/privatetmp.py``) and the mount points of the host's entries it keeps."""
+    if keep is None:
+        return []
+    own = privatetmp.customer_tmp(settings.state_dir, customer)
+    return [
+        DirSpec(privatetmp.tmp_root(settings.state_dir), "root", "root", 0o700,
+                "the customers' /tmp directories; only root (a vassal's master before its drop) goes through here"),
+        DirSpec(own, "root", "root", 0o1777,
+                "bind-mounted over /tmp in each of the customer's vassals; sticky, so the customer cannot rename "
+                "or replace root's mount points in it"),
+    ] + [DirSpec(os.path.join(own, name), "root", "root", 0o755,
+                 "where the host's /tmp entry of that name is mounted back (the app's or hostctl's directories)")
+         for name in keep]
 
 
 def shared_dirs(settings: Settings) -> list[DirSpec]:

@@ -115,7 +115,7 @@ def test_each_vassal_has_its_own_open_files_limit(shared: Shared) -> None:
 
 
 def test_each_vassal_has_a_private_tmp(shared: Shared) -> None:
-    """Old code: evil saw the host's /tmp (the canary root put there) and wrote into it, where good could see it."""
+    """Old code (before item 8): evil saw the host's /tmp (the canary root put there) and wrote into it, where good could see it."""
     shared.canary.write_text("host tmp\n")
     os.chmod(shared.canary, 0o644)
     name = f"evil-{secrets.token_hex(4)}"
@@ -125,8 +125,10 @@ def test_each_vassal_has_a_private_tmp(shared: Shared) -> None:
     assert not Path("/tmp", name).exists(), "evil's file reached the host's /tmp"
     status, body = shared.get("good", "/tmp")
     assert name not in body["tmp"]["entries"] and shared.canary.name not in body["tmp"]["entries"], body
-    mounts = Path(f"/proc/{body['pid']}/mounts").read_text()
-    assert " /tmp tmpfs " in mounts and "size=65536k" in mounts, mounts
+    # the customer's own directory <state_dir>/tmp/good, bound over /tmp, without set-id or devices
+    mounts = [line.split() for line in Path(f"/proc/{body['pid']}/mountinfo").read_text().splitlines()]
+    tmp = [m for m in mounts if m[4] == "/tmp"]
+    assert tmp and tmp[-1][3].endswith("/state/tmp/good") and {"nosuid", "nodev"} <= set(tmp[-1][5].split(",")), tmp
 
 
 def test_the_parent_budget_bounds_all_customers_together(shared: Shared) -> None:

@@ -223,6 +223,7 @@ def test_a_host_job_carries_its_paths_changes_users_and_runtime_as_json(inv: inv
     assert job.users == ("hc-acme",) and job.create_users and job.vassal_groups == {"acme": "hc-acme"}
     [acme] = job.runtime
     assert [(d.path, oct(d.mode), d.owner, d.group) for d in acme.dirs] == [  # as layout.customer_dirs says
+        ("/srv/one/state/tmp", "0o700", "root", "root"), ("/srv/one/state/tmp/acme", "0o1777", "root", "root"),
         ("/srv/one/run/acme", "0o2750", "hc-acme", "www-data"), ("/srv/one/log/acme", "0o750", "root", "@hc-acme"),
         ("/srv/one/log/acme/uwsgi", "0o750", "hc-acme", "@hc-acme")]
     assert [(d.path, oct(d.mode), d.owner, d.group) for d in job.host_runtime.shared] == [

@@ -49,12 +49,12 @@ def test_validate_checks_a_multi_host_inventory_without_ssh(fleet: Path, no_ssh:
 
 
 def test_validate_names_file_line_and_field_of_a_per_host_problem(fleet: Path, no_ssh: None) -> None:
-    """globex lives on web2, whose run_dir is under /tmp: a private /tmp would hide its sockets."""
-    (fleet / "hostctl.yaml").write_text(HOSTS.replace("run_dir: /srv/two/run", "run_dir: /tmp/two/run"))
+    """globex lives on web2, whose run_dir is /tmp itself: a private /tmp would hide its sockets."""
+    (fleet / "hostctl.yaml").write_text(HOSTS.replace("run_dir: /srv/two/run", "run_dir: /tmp"))
     (fleet / "customers" / "globex.yaml").write_text(customer("globex.example", "web2", private_tmp=True))
     result = invoke(fleet, "validate")
     assert result.exit_code == 1
-    assert ("customers/globex.yaml:5: apps.web.private_tmp: a private /tmp would hide '/tmp/two/run' from the app"
+    assert ("customers/globex.yaml:5: apps.web.private_tmp: a private /tmp would hide '/tmp' from the app"
             in result.output)
 
 

@@ -67,6 +67,20 @@ def test_ensure_dir_refuses_a_symlink_in_place_of_a_directory(tmp_path: Path, ca
 
 
 @needs_root
+def test_a_link_planted_in_a_sticky_directory_where_root_wants_its_own_is_removed(tmp_path: Path, canary: Path) -> None:
+    """A customer's /tmp (root's, 1777): the customer plants a link where root makes a mount point."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    os.symlink(canary.parent, sticky / "mnt")
+    os.lchown(sticky / "mnt", CUSTOMER, CUSTOMER)
+    securefs.make_dirs([securefs.WantedDir(str(sticky / "mnt"), 0o755, 0, 0)])
+    st = os.lstat(sticky / "mnt")
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and _mode(sticky / "mnt") == 0o755
+    assert _mode(canary.parent) == 0o700 and os.stat(canary.parent).st_uid == 0
+
+
+@needs_root
 def test_make_dirs_sets_owners_and_modes(tmp_path: Path) -> None:
     wanted = [securefs.WantedDir(str(tmp_path / "c"), 0o750, 0, CUSTOMER),
               securefs.WantedDir(str(tmp_path / "c" / "uwsgi"), 0o750, CUSTOMER, CUSTOMER)]

@@ -41,12 +41,14 @@ class Ensured:
     previous_uid: int | None  # its owner before, None when it was just made
 
 
-def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1) -> Ensured:
+def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1, retry: bool = True) -> Ensured:
     """Make ``name`` in ``parent`` (if missing) and give it ``mode``, ``uid``, ``gid`` through its descriptor.
 
     A directory that changes hands is first closed to everyone but its owner
     (``fchmod 0700``), so there is no moment where the new owner's mode applies
-    with the old owner still able to write.
+    with the old owner still able to write. In a sticky directory that others may
+    write (a customer's /tmp), a symlink or file planted where root wants its own
+    directory is removed first (once).
     """
     made = False
     try:
@@ -57,6 +59,11 @@ def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1) 
     try:
         fd = open_dir_at(parent, name)
     except OSError as exc:
+        if retry and uid == 0 and os.fstat(parent).st_mode & stat.S_ISVTX:
+            planted = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISDIR(planted.st_mode):
+                os.unlink(name, dir_fd=parent)
+                return ensure_dir(parent, name, mode, uid, gid, retry=False)
         raise EngineError(f"{name!r} in directory fd {parent} is not a directory hostctl can use ({exc.strerror}); "
                            "remove it by hand") from None
     try:

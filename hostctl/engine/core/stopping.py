@@ -285,7 +285,8 @@ def purge(host: Host, state_dir: str, present: Iterable[str], running: Iterable[
         messages += notes
         if any("are left" in n or "not removed" in n for n in notes):
             continue  # retried by the next apply
-        removed = [d for d in (host.run_dir, host.log_dir) if remove_tree(d, customer)]
+        tmp = os.path.join(state_dir, "tmp")  # its private /tmp (inventory/privatetmp.py: <state_dir>/tmp/<customer>)
+        removed = [d for d in (host.run_dir, host.log_dir, tmp) if remove_tree(d, customer)]
         acct = account(host, customer, user)
         if host.home_dir and user and acct is not None and remove_tree(host.home_dir, user):
             removed.append(host.home_dir)
