@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import psutil
 import yaml
@@ -255,3 +255,69 @@ def leftover_processes(root: Path) -> list[int]:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc.info["pid"])
     return found
+
+
+# --- root setups: users, cgroups, a server; torn down whatever happened -------------------------------
+
+
+def require_root(why: str) -> None:
+    """Skip the test (or module fixture) unless it runs as root; ``why``: what needs root."""
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip(f"needs root ({why})")
+
+
+V1_CGROUP = "/sys/fs/cgroup"  # this machine's cgroup v1 mounts
+
+
+def require_cgroup_v1() -> None:
+    """Skip unless root with a writable cgroup v1 memory controller (for tests that make users and cgroups)."""
+    require_root("creates users and cgroups")
+    memory = f"{V1_CGROUP}/memory"
+    if not os.path.isfile(f"{memory}/memory.limit_in_bytes") or not os.access(memory, os.W_OK):
+        import pytest
+
+        pytest.skip(f"no writable cgroup v1 memory controller at {memory}")
+
+
+def _rmdir(path: str) -> bool:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def remove_cgroups(dirs: Iterable[str], timeout: float = 30.0) -> None:
+    """rmdir cgroups, leaves before parents, each once its processes have gone (the Emperor buries vassals in ~3 s)."""
+    for d in sorted(dirs, key=len, reverse=True):
+        if os.path.isdir(d):
+            wait_for(lambda d=d: _rmdir(d), timeout=timeout, what=f"{d} to be empty and removed")
+
+
+def _delete_users(users: Iterable[str]) -> None:
+    """Kill what is left of each (random, test-made) user's processes, then delete the user."""
+    for user in users:
+        subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+        subprocess.run(["userdel", user], capture_output=True)
+
+
+def tear_down(box: Sandbox, server: "Server | None" = None, users: Iterable[str] = (), cgroups: Iterable[str] = (),
+              first: Callable[[], object] | None = None, last: Callable[[], object] | None = None) -> None:
+    """Remove what a root setup made, in this order, each step also when one before it failed (the first
+    failure is raised at the end): ``first`` (e.g. processes the test started), the server (Emperor and
+    nginx), the cgroups, the Unix users (and any process left of theirs), the sandbox, ``last`` (e.g. a canary)."""
+    steps = [first, server.stop if server is not None else None, (lambda: remove_cgroups(cgroups)) if cgroups else None,
+             lambda: _delete_users(users), box.cleanup, last]
+    failed: BaseException | None = None
+    for step in steps:
+        try:
+            if step is not None:
+                step()
+        except BaseException as exc:  # noqa: BLE001 - every step runs; the first failure is raised below
+            failed = failed or exc
+    if failed is not None:
+        raise failed

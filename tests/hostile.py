@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 import yaml
 
-from tests.harness import Sandbox, Server
+from tests.harness import Sandbox, Server, require_root, tear_down
 
 # Run as the customer: replace PATH by a symlink to TARGET (atomically, the way an attacker would).
 PLANT_SYMLINK = r"""
@@ -178,19 +177,11 @@ class Tenants:
         return nginx_values(self.server_block(), "access_log", "error_log")
 
     def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            for user in self.users.values():
-                subprocess.run(["userdel", user], capture_output=True)
-            self.box.cleanup()
-            self.canary.cleanup()
+        tear_down(self.box, self.server, self.users.values(), last=self.canary.cleanup)
 
 
 def tenants_running(acme_app: dict | None = None) -> Iterator[Tenants]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates users; the attacks need a root Emperor and nginx)")
+    require_root("creates users; the attacks need a root Emperor and nginx")
     setup = Tenants(acme_app)
     try:
         setup.start()

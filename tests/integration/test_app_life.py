@@ -22,8 +22,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import APPS, Sandbox, Server, wait_for
-from tests.integration.test_limits import CONTROLLERS, V1, _remove_cgroups, _v1_writable, _v2_root
+from tests.harness import APPS, Sandbox, Server, require_cgroup_v1, tear_down, wait_for
+from tests.integration.test_limits import CONTROLLERS, V1, _v2_root
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +48,8 @@ class OneCustomer:
         return pwd.getpwnam(self.user).pw_uid
 
     def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            try:
-                _remove_cgroups([f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", f"/{self.customer}")])
-            finally:
-                subprocess.run(["pkill", "-KILL", "-u", self.user], capture_output=True)
-                subprocess.run(["userdel", self.user], capture_output=True)
-                self.box.cleanup()
+        tear_down(self.box, self.server, [self.user],
+                  cgroups=[f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", f"/{self.customer}")])
 
 
 class Life(OneCustomer):
@@ -77,9 +69,7 @@ class Life(OneCustomer):
 
 @pytest.fixture(scope="module")
 def life() -> Iterator[Life]:
-    reason = _v1_writable()
-    if reason:
-        pytest.skip(reason)
+    require_cgroup_v1()
     setup = Life()
     try:
         setup.box.write_customer("life", {

@@ -26,8 +26,7 @@ import yaml
 
 from hostctl.targets import scaffold
 from hostctl.inventory.schema import Settings
-from tests.harness import Sandbox, Server, wait_for
-from tests.integration.test_limits import _rmdir
+from tests.harness import Sandbox, Server, remove_cgroups
 from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
@@ -95,9 +94,7 @@ class Remote:
                 for c in CONTROLLERS:
                     top = f"{V1}/{c}/{self.parent}"
                     leaves = [e.path for e in os.scandir(top) if e.is_dir()] if os.path.isdir(top) else []
-                    for d in leaves + [top]:  # every customer's leaf (also those a test added), then the parent
-                        if os.path.isdir(d):
-                            wait_for(lambda d=d: _rmdir(d), timeout=20, what=f"{d} removed")
+                    remove_cgroups(leaves + [top], timeout=20)  # every customer's leaf (also those a test added), then the parent
             finally:
                 for user in self.users.values():
                     subprocess.run(["userdel", user], capture_output=True)
@@ -185,10 +182,7 @@ def test_deploy_gives_remote_customers_users_cgroups_probes_rollback_and_a_resto
     remote.server = None
     for entry in (remote.web.root / "run").iterdir():
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    for c in CONTROLLERS:
-        for name in ("alpha", "beta"):
-            if os.path.isdir(remote.leaf(name, c)):
-                wait_for(lambda d=remote.leaf(name, c): _rmdir(d), timeout=20, what="cgroup removed")
+    remove_cgroups([remote.leaf(name, c) for c in CONTROLLERS for name in ("alpha", "beta")], timeout=20)
     state = remote.web.root / "state"
     (state / "runtime" / "beta.json").write_text("{damaged")
     unit = scaffold.restore_command(Settings(state_dir=str(state)))

@@ -23,9 +23,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Server, wait_for
+from tests.harness import Server, require_cgroup_v1, wait_for
 from tests.integration.test_app_life import OneCustomer
-from tests.integration.test_limits import _v1_writable
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +93,7 @@ class Code(OneCustomer):
 
 @pytest.fixture(scope="module")
 def code() -> Iterator[Code]:
-    reason = _v1_writable()
-    if reason:
-        pytest.skip(reason)
+    require_cgroup_v1()
     setup = Code()
     try:
         setup.box.write_customer("code", {

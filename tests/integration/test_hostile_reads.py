@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import APPS, Sandbox, Server, wait_for
+from tests.harness import APPS, Sandbox, Server, require_root, tear_down, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -112,20 +112,12 @@ class Tenants:
         return {f"{a['customer']}_{a['app']}": a for a in json.loads(shown.stdout)["apps"]}
 
     def teardown(self) -> None:
-        try:
-            self.stop_planted()
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            for user in self.users.values():
-                subprocess.run(["userdel", user], capture_output=True)
-            self.box.cleanup()
+        tear_down(self.box, self.server, self.users.values(), first=self.stop_planted)
 
 
 @pytest.fixture(scope="module")
 def tenants() -> Iterator[Tenants]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates users)")
+    require_root("creates users")
     t = Tenants()
     try:
         t.evil_home.mkdir()

@@ -14,14 +14,13 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.harness import APPS, Sandbox, Server, wait_for
+from tests.harness import APPS, Sandbox, Server, require_cgroup_v1, tear_down
 
 pytestmark = pytest.mark.integration
 
@@ -60,38 +59,14 @@ class Shared:
         return status, (__import__("json").loads(body) if status == 200 else body)
 
     def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            try:
-                for d in sorted((f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", "/good", "/evil")),
-                                key=len, reverse=True):
-                    if os.path.isdir(d):
-                        wait_for(lambda d=d: _rmdir(d), timeout=30, what=f"{d} to be removed")
-            finally:
-                for user in self.users.values():
-                    subprocess.run(["userdel", user], capture_output=True)
-                self.canary.unlink(missing_ok=True)
-                self.box.cleanup()
-
-
-def _rmdir(d: str) -> bool:
-    try:
-        os.rmdir(d)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
+        tear_down(self.box, self.server, self.users.values(),
+                  cgroups=[f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", "/good", "/evil")],
+                  last=lambda: self.canary.unlink(missing_ok=True))
 
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates users and cgroups)")
-    if not os.access(MEMORY, os.W_OK):
-        pytest.skip(f"no writable cgroup v1 memory controller at {MEMORY}")
+    require_cgroup_v1()
     s = Shared()
     try:
         s.write()

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import APPS, Sandbox, Server
+from tests.harness import APPS, Sandbox, Server, require_root, tear_down
 
 pytestmark = pytest.mark.integration
 
@@ -51,19 +51,12 @@ class Static:
         return self.server.request(host, path)
 
     def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            for user in self.users.values():
-                subprocess.run(["userdel", user], capture_output=True)
-            self.box.cleanup()
+        tear_down(self.box, self.server, self.users.values())
 
 
 @pytest.fixture(scope="module")
 def static() -> Iterator[Static]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (creates users)")
+    require_root("creates users")
     s = Static()
     try:
         for name, home in s.homes.items():

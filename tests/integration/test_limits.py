@@ -16,7 +16,6 @@ import os
 import pwd
 import secrets
 import shutil
-import subprocess
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -25,21 +24,12 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from tests.harness import APPS, Sandbox, Server, wait_for
+from tests.harness import APPS, V1_CGROUP as V1, Sandbox, Server, require_cgroup_v1, require_root, tear_down, wait_for
 
 pytestmark = pytest.mark.integration
 
-V1 = "/sys/fs/cgroup"
 MEMORY = f"{V1}/memory"
 CONTROLLERS = ("memory", "cpu", "pids")
-
-
-def _v1_writable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (creates users and cgroups)"
-    if not os.path.isfile(f"{MEMORY}/memory.limit_in_bytes") or not os.access(MEMORY, os.W_OK):
-        return f"no writable cgroup v1 memory controller at {MEMORY}"
-    return None
 
 
 def _v2_root() -> str | None:
@@ -49,23 +39,6 @@ def _v2_root() -> str | None:
             if parts[2] == "cgroup2" and os.access(parts[1], os.W_OK):
                 return parts[1]
     return None
-
-
-def _remove_cgroups(dirs: list[str]) -> None:
-    """rmdir leaves before parents, once their processes have gone (the Emperor buries vassals in ~3 s)."""
-    for d in sorted(dirs, key=len, reverse=True):
-        if os.path.isdir(d):
-            wait_for(lambda: _rmdir(d), timeout=20, what=f"{d} to be empty and removed")
-
-
-def _rmdir(d: str) -> bool:
-    try:
-        os.rmdir(d)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
 
 
 def _cgroup_procs(d: str) -> set[int]:
@@ -102,23 +75,13 @@ class Isolated:
         return json.loads(body)
 
     def teardown(self) -> None:
-        try:
-            if self.server is not None:
-                self.server.stop()
-        finally:
-            try:
-                _remove_cgroups([f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", "/alpha", "/beta")])
-            finally:
-                for user in self.users.values():
-                    subprocess.run(["userdel", user], capture_output=True)
-                self.box.cleanup()
+        tear_down(self.box, self.server, self.users.values(),
+                  cgroups=[f"{V1}/{c}/{self.parent}{sub}" for c in CONTROLLERS for sub in ("", "/alpha", "/beta")])
 
 
 @pytest.fixture(scope="module")
 def iso() -> Iterator[Isolated]:
-    reason = _v1_writable()
-    if reason:
-        pytest.skip(reason)
+    require_cgroup_v1()
     setup = Isolated()
     try:
         setup.customer("alpha", "64M")
@@ -281,8 +244,7 @@ def test_changing_a_limit_changes_the_live_cgroup_without_a_reload(iso: Isolated
 
 
 def test_v2_path_on_a_fake_tree_then_the_real_attach() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (attaches vassals to cgroups)")
+    require_root("attaches vassals to cgroups")
     parent = f"hostctl-test-{secrets.token_hex(3)}"
     box = Sandbox({"cgroup": {"mode": "v2", "parent": parent}})
     fake = box.path("fake-v2")
@@ -330,12 +292,7 @@ def test_v2_path_on_a_fake_tree_then_the_real_attach() -> None:
         if "memory" in controllers:
             assert Path(real_dirs[0], "memory.max").read_text().strip() == str(64 << 20)
     finally:
-        try:
-            if server is not None:
-                server.stop()
-        finally:
-            _remove_cgroups(real_dirs)
-            box.cleanup()
+        tear_down(box, server, cgroups=real_dirs)
 
 
 def test_a_graceful_reload_keeps_the_vassal_in_its_cgroup(iso: Isolated) -> None:

@@ -20,9 +20,9 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tests.harness import Sandbox, Server, wait_for
+from tests.harness import Sandbox, Server, require_cgroup_v1, wait_for
 from tests.integration.test_app_life import OneCustomer
-from tests.integration.test_limits import CONTROLLERS, _v1_writable
+from tests.integration.test_limits import CONTROLLERS
 from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
@@ -92,9 +92,7 @@ class Releases(OneCustomer):
 
 @pytest.fixture(scope="module")
 def rel() -> Iterator[Releases]:
-    reason = _v1_writable()
-    if reason:
-        pytest.skip(reason)
+    require_cgroup_v1()
     setup = Releases()
     try:
         django_root = setup.root("django")
