@@ -13,7 +13,8 @@ import difflib
 import re
 from hostctl.engine.core.plan import Action, Change, Conflict, Plan, make_plan  # noqa: F401  (the values live in the engine)
 
-_ENV_LINE = re.compile(r"^(env = [A-Za-z_][A-Za-z0-9_]*=).*$", re.M)
+# env lines, and the hooks that set env after the privilege drop in a per-customer vassal (vassal.ini.j2)
+_ENV_LINE = re.compile(r"^((?:env = |hook-as-user = !putenv:)[A-Za-z_][A-Za-z0-9_]*=).*$", re.M)
 
 
 def redact(text: str) -> str:

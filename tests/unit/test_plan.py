@@ -94,6 +94,12 @@ def test_diffs_redact_env_values() -> None:
     assert "-processes = 1" in text and "+processes = 2" in text
     assert "(env values changed, not shown: SECRET)" in text
     assert redact("env = A=b=c\nx = 1\n") == "env = A=***\nx = 1\n"
+    # a per-customer vassal also sets its env after the privilege drop, in hooks (vassal.ini.j2)
+    before, after = (f"hook-as-user = !putenv:SECRET={v}\nif-reload =\nenv = SECRET={v}\nendif =\n" for v in ("hunter2", "swordfish"))
+    actual = Actual(Manifest({V: entry(before)}), {V: LiveFile(before.encode(), 0o640)})
+    [change] = make_plan({V: rendered(V, after)}, actual).changes
+    text = diff(change)
+    assert "hunter2" not in text and "swordfish" not in text and "(env values changed, not shown: SECRET)" in text
 
 
 def test_intent_remembers_the_live_content_not_the_manifests() -> None:
