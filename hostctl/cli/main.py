@@ -443,8 +443,9 @@ def limits(ctx: click.Context, apply_now: bool) -> None:
 def restore(ctx: click.Context, state_dir: str | None) -> None:
     """After a reboot: recreate the customers' runtime directories, cgroups and limits from the last apply's record.
 
-    Run by the hostctl-restore unit before the Emperor. A customer whose record is
-    damaged is reported and skipped (exit 1); the others are restored.
+    Run by the hostctl-restore unit before nginx and the Emperor. A customer whose record is
+    damaged is reported and skipped (exit 1); the others are restored. A customer whose server
+    blocks fail nginx -t on their own has them set aside (state_dir/held), so nginx starts for the others.
     """
     from hostctl.engine.core import runtime
 

@@ -148,3 +148,57 @@ def test_departed_customers_and_purge_records(tmp_path: Path) -> None:
     assert stopping.record_purges(state, {"gone": "hc-gone"}) == {"gone": "hc-gone"}
     assert stopping.record_purges(state, {"other": "hc-other"}) == {"gone": "hc-gone", "other": "hc-other"}
     assert oct(os.stat(os.path.join(state, stopping.PURGE_FILE)).st_mode & 0o777) == "0o600"
+
+
+def _fails_on_broken(blocks) -> "CheckResult":
+    """A stand-in for `nginx -t`: a block that says BROKEN cannot be loaded (as a log path under a file)."""
+    from hostctl.engine.core.nginx import CheckResult
+
+    bad = sorted(name for name, text in blocks.items() if "BROKEN" in text)
+    return CheckResult(not bad, f'nginx: [emerg] open() "/var/log/hostctl/x" failed (20: Not a directory) in {bad}' if bad else "")
+
+
+def _live(tmp_path: Path) -> tuple[str, str, Manifest]:
+    nginx_dir, state = tmp_path / "nginx", tmp_path / "state"
+    nginx_dir.mkdir()
+    blocks = {"alpha_web.conf": "server { BROKEN }\n", "alpha_api.conf": "server { alpha api }\n",
+              "beta_web.conf": "server { beta }\n", "operator.conf": "server { operator }\n"}
+    for name, text in blocks.items():
+        (nginx_dir / name).write_text(text)
+    manifest = Manifest({str(nginx_dir / n): Entry(sha256(t), "nginx", n.split("_")[0], n.split("_")[1][:-5])
+                         for n, t in blocks.items() if n != "operator.conf"})
+    return str(nginx_dir), str(state), manifest
+
+
+def test_at_boot_only_the_blocks_of_a_customer_that_fail_on_their_own_are_set_aside(tmp_path: Path) -> None:
+    """nginx must start for everyone else (the fleet's reboot with one customer's log directory broken)."""
+    from hostctl.engine.core import vetting
+
+    nginx_dir, state, manifest = _live(tmp_path)
+    broken, after = vetting.vet_live(nginx_dir, state, manifest, _fails_on_broken)
+    assert set(broken) == {"alpha"} and "Not a directory" in broken["alpha"] and after.ok
+    assert sorted(os.listdir(nginx_dir)) == ["beta_web.conf", "operator.conf"]
+    assert sorted(os.listdir(vetting.held_dir(state))) == ["alpha_api.conf", "alpha_web.conf"]  # all of alpha's blocks
+    assert vetting.vet_live(nginx_dir, state, manifest, _fails_on_broken) == ({}, after)  # nothing more to do
+
+
+def test_at_apply_a_customer_whose_live_blocks_fail_on_their_own_is_suspended_and_the_change_goes_ahead(tmp_path: Path) -> None:
+    from hostctl.engine.core import vetting
+    from hostctl.engine.core.plan import Change
+
+    nginx_dir, _state, manifest = _live(tmp_path)
+    change = Change("update", f"{nginx_dir}/beta_web.conf", "nginx", "beta", "web", "server { beta }\n", "server { beta v2 }\n", 0o644)
+    candidates = vetting.Candidates(vetting.live_blocks(nginx_dir), [change], manifest)
+    rejections = vetting.nginx_problems(candidates, set(), _fails_on_broken)
+    assert [r.customer for r in rejections] == ["alpha"], rejections
+    assert "its live server blocks fail nginx -t on their own" in rejections[0].reason
+    assert sorted(candidates.suspended["alpha"]) == ["alpha_api.conf", "alpha_web.conf"]
+    assert "beta v2" in candidates.with_held({"alpha"})["beta_web.conf"]
+
+
+def test_the_host_record_carries_how_restore_vets_server_blocks_and_reads_an_older_one() -> None:
+    record = HostRuntime((Directory("/run/hostctl", 0o755),), ("/sys/fs/cgroup/hostctl",), (),
+                         runtime.NginxCheck("/etc/hostctl/nginx", "nginx", "events {}\n"))
+    assert HostRuntime.from_json(record.to_json()) == record
+    older = json.dumps({"version": 1, "dirs": [["/run/hostctl", 493, None, None]], "cgroup_parents": []})
+    assert HostRuntime.from_json(older).nginx is None

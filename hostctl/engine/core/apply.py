@@ -8,11 +8,15 @@
    is written or created for it;
 3. base and customer directories, then cgroups and their limits (before any
    vassal can start), recorded in the runtime record for ``restore``;
+   A customer whose directories cannot be made (a path that is not a directory
+   any more) is held back; the others go ahead;
 4. hold back a customer whose new server block names a domain another nginx
    server of this host serves (``nginxdump.py``, from ``nginx -T``); write the
    certificates the job ships (``tlsfiles.py``), then vet the candidate server
    blocks with ``nginx -t`` (``vetting.py``): a
-   customer whose blocks fail is held back with its last-known-good files;
+   customer whose blocks fail is held back with its last-known-good files, and
+   one whose live blocks fail on their own has them set aside (nginx would not
+   load, or start after a reboot, for anyone);
 5. record the intent in the manifest (a crash later still knows every file);
 6. write server blocks, then run the production ``test_command`` if there is one
    (a failure puts the old server blocks back, and nothing else is written);
@@ -87,32 +91,36 @@ def _execute_files(job: Job, check: vetting.Check | None) -> Result:
     result.messages += result.created_users
     job = _hold_refused_accounts(job)
     _ensure_base_dirs(job)
-    messages, changes = _runtime(job)
+    messages, changes, broken = _runtime(job)
     result.messages += messages
     result.cgroup_changes = list(changes)
+    # a customer whose directories cannot be made is held back; the others go ahead
+    rejections = list(job.rejections) + [Rejection(c, "its directories", why) for c, why in sorted(broken.items())]
 
     old_manifest = read_manifest(p.manifest)
-    if plan.empty:
-        if plan.manifest != old_manifest:
-            _save_manifest(job, plan.manifest)  # e.g. files that vanished by hand drop out
-        result.rejections = list(job.rejections)  # customers held back by the control side (their inventory file)
-        _save_quarantine(job, result.rejections)
-        return result
     plan = replace(plan, changes=tuple(_with_before(c) for c in plan.changes))
-    rejections = list(job.rejections)
     held = {r.customer for r in rejections}
     rejections += _collisions(job, plan.changes, held)
     held |= {r.customer for r in rejections}
-    if job.certs and job.cert_dir:  # before nginx -t reads them; nginx itself only at the reload below
+    if job.certs and job.cert_dir and not plan.empty:  # before nginx -t reads them; nginx itself only at the reload below
         written, failed = tlsfiles.install(job.cert_dir, [c for c in job.certs if c.customer not in held])
         if written:
             result.messages.append(f"certificates shipped: {', '.join(written)}")
         rejections += [Rejection(customer, path, f"its certificate cannot be written here: {why}") for customer, (path, why) in sorted(failed.items())]
         held |= set(failed)
-    if job.vet and any(c.kind == "nginx" and c.customer not in held for c in plan.changes):
+    if job.vet and (broken or any(c.kind == "nginx" and c.customer not in held for c in plan.changes)):
         candidates = vetting.Candidates(vetting.live_blocks(p.nginx_dir), plan.changes, plan.manifest)
         rejections += vetting.nginx_problems(candidates, held, check or (lambda blocks: nginx.check(job.nginx, blocks)))
         held |= {r.customer for r in rejections}
+        # live blocks that fail on their own (the customer's state is broken) leave nginx's include: its
+        # next reload, or start after a reboot, works for everyone else
+        vetting.set_aside(p.nginx_dir, p.state_dir, [n for names in candidates.suspended.values() for n in names])
+    if plan.empty:
+        if plan.manifest != old_manifest:
+            _save_manifest(job, plan.manifest)  # e.g. files that vanished by hand drop out
+        result.rejections = rejections  # customers held back by the control side (their inventory file) or here
+        _save_quarantine(job, result.rejections)
+        return result
     plan = restrict(plan, old_manifest, held)
     result.plan, result.rejections = plan, rejections
     if plan.empty:
@@ -237,7 +245,7 @@ def _ensure_base_dirs(job: Job) -> None:
         fsops.clean_temp_files(directory)
 
 
-def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...]]:
+def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...], dict[str, str]]:
     """Shared and customer directories, cgroups and limits (before any vassal (re)starts); then the runtime record.
 
     ``job.customers`` lists everyone served here: those without a new record in the job
@@ -245,6 +253,8 @@ def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...]]:
     every customer whose files stay live after the job (its manifest), whatever the control
     side counted: a customer a deploy keeps on its old host while its new host fails still
     runs here, and must come back with its limits after a reboot (``runtime.restore``).
+    Also returns the customers whose directories could not be made (a path that is not a
+    directory any more), with why: they are held back, the others go ahead.
     """
     state = job.paths.state_dir
     named = job.customers if job.customers is not None else tuple(r.customer for r in job.runtime)
@@ -256,11 +266,18 @@ def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...]]:
     ordered = [records[c] for c in sorted(records)]
     host = job.host_runtime or runtime.read_host(state)  # a rollback: what the last apply recorded
     messages = runtime.ensure_dirs(host.shared)
-    messages += runtime.ensure_dirs([d for r in ordered for d in r.dirs])
+    broken: dict[str, str] = {}
+    for record in ordered:
+        try:
+            messages += runtime.ensure_dirs(record.dirs)
+        except (OSError, EngineError) as exc:
+            broken[record.customer] = exc.message if isinstance(exc, EngineError) else f"{exc.filename}: {exc.strerror}"
     changes = runtime.cgroup_changes(ordered, host.cgroup_parents, keep=everyone)
     messages += cgroups.apply(changes)
-    runtime.save(state, job.host_runtime, job.runtime, everyone)
-    return messages, changes
+    if job.vet and job.nginx.scaffold:  # how restore vets the server blocks before nginx starts at boot
+        host = replace(host, nginx=runtime.NginxCheck(job.paths.nginx_dir, job.nginx.binary, job.nginx.scaffold))
+    runtime.save(state, host if job.host_runtime is not None or host.nginx is not None else None, job.runtime, everyone)
+    return messages, changes, broken
 
 
 def _with_before(change: Change) -> Change:

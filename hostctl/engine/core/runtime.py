@@ -7,7 +7,10 @@ and limit files) it ensured, in ``state_dir/runtime/<customer>.json``, and the
 base directories in ``state_dir/runtime.json``. ``restore`` (the boot-time
 unit, ordered before the Emperor) recreates all of it from those records alone,
 customer by customer: one customer's damaged record is reported and skipped,
-the others come back.
+the others come back. Before nginx starts it also vets the live server blocks
+(the check the last apply recorded): a customer whose blocks fail ``nginx -t``
+on their own (its log directory is a file now) has them set aside, so nginx
+starts for everyone else.
 
 Owners are Unix names, resolved on the server when the directories are made
 (a group ``@USER`` is USER's primary group). Directories go through
@@ -67,17 +70,29 @@ class CustomerRuntime:
 
 
 @dataclass(frozen=True)
+class NginxCheck:
+    """How ``restore`` vets the live server blocks before nginx starts (the engine records it at every apply)."""
+
+    nginx_dir: str
+    binary: str
+    scaffold: str  # nginx.conf text around nginx.PREFIX/conf.d/*.conf
+
+
+@dataclass(frozen=True)
 class HostRuntime:
-    """The base directories (created if missing), the shared ones (owned as the layout says), and where
-    customer cgroups live (to find departed customers' cgroups)."""
+    """The base directories (created if missing), the shared ones (owned as the layout says), where
+    customer cgroups live (to find departed customers' cgroups), and how to vet the server blocks."""
 
     dirs: tuple[Directory, ...] = ()
     cgroup_parents: tuple[str, ...] = ()
     shared: tuple[Directory, ...] = ()
+    nginx: NginxCheck | None = None
 
     def to_json(self) -> str:
         data = {"version": VERSION, "dirs": _dirs_out(self.dirs), "cgroup_parents": list(self.cgroup_parents),
                 "shared": _dirs_out(self.shared)}
+        if self.nginx is not None:
+            data["nginx"] = [self.nginx.nginx_dir, self.nginx.binary, self.nginx.scaffold]
         return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
     @classmethod
@@ -85,7 +100,8 @@ class HostRuntime:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise ValueError("not a runtime record of this version")
-        return cls(_dirs_in(data["dirs"]), tuple(data["cgroup_parents"]), _dirs_in(data.get("shared", ())))
+        check = NginxCheck(*map(str, data["nginx"])) if data.get("nginx") else None
+        return cls(_dirs_in(data["dirs"]), tuple(data["cgroup_parents"]), _dirs_in(data.get("shared", ())), check)
 
 
 def _dirs_out(dirs: Iterable[Directory]) -> list:
@@ -193,8 +209,10 @@ class Restored:
 
 
 def restore(state_dir: str) -> Restored:
-    """Recreate the base directories, and per customer its directories, cgroup and limits, from the records."""
+    """Recreate the base directories, and per customer its directories, cgroup and limits, from the records;
+    then set aside the server blocks that would keep nginx from starting (``_vet_server_blocks``)."""
     out = Restored()
+    host: HostRuntime | None = None
     try:
         with open(os.path.join(state_dir, HOST_RECORD), encoding="utf-8") as fh:
             host = HostRuntime.from_json(fh.read())
@@ -221,7 +239,33 @@ def restore(state_dir: str) -> Restored:
         except (OSError, ValueError, KeyError, TypeError, EngineError) as exc:
             why = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             out.failed[customer] = f"{os.path.join(record_dir(state_dir), name)}: {why}"
+    if host is not None and host.nginx is not None:
+        _vet_server_blocks(state_dir, host.nginx, out)
     return out
+
+
+def _vet_server_blocks(state_dir: str, check: NginxCheck, out: Restored) -> None:
+    """Before nginx starts: set aside the server blocks of customers whose blocks fail ``nginx -t`` on their
+    own (a customer's log directory that is not a directory any more: nginx could not start for anyone)."""
+    from hostctl.engine.core import nginx, vetting
+    from hostctl.engine.core.plan import read_manifest
+
+    server = nginx.Nginx(binary=check.binary, scaffold=check.scaffold)
+    try:
+        broken, after = vetting.vet_live(check.nginx_dir, state_dir, read_manifest(os.path.join(state_dir, "manifest.json")),
+                                         lambda blocks: nginx.check(server, blocks))
+    except (OSError, ValueError, EngineError) as exc:
+        out.failed["(server blocks)"] = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        return
+    held = vetting.held_dir(state_dir)
+    for customer, error in sorted(broken.items()):
+        why = (f"its server blocks fail nginx -t on their own ({error}): set aside into {held} so that nginx "
+               "starts for the others; the next apply or deploy writes them again")
+        out.failed[customer] = f"{out.failed[customer]}; {why}" if customer in out.failed else why
+        if customer in out.customers:
+            out.customers.remove(customer)
+    if not after.ok:
+        out.failed["(server blocks)"] = f"nginx -t still fails without them: {vetting.first_error(after.output)}"
 
 
 def read_all(state_dir: str, customers: Iterable[str] | None = None) -> dict[str, CustomerRuntime]:

@@ -41,14 +41,15 @@ class Ensured:
     previous_uid: int | None  # its owner before, None when it was just made
 
 
-def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1, retry: bool = True) -> Ensured:
+def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1, retry: bool = True,
+               shown: str | None = None) -> Ensured:
     """Make ``name`` in ``parent`` (if missing) and give it ``mode``, ``uid``, ``gid`` through its descriptor.
 
     A directory that changes hands is first closed to everyone but its owner
     (``fchmod 0700``), so there is no moment where the new owner's mode applies
     with the old owner still able to write. In a sticky directory that others may
     write (a customer's /tmp), a symlink or file planted where root wants its own
-    directory is removed first (once).
+    directory is removed first (once). ``shown``: the path to name in an error.
     """
     made = False
     try:
@@ -63,9 +64,9 @@ def ensure_dir(parent: int, name: str, mode: int, uid: int = -1, gid: int = -1, 
             planted = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if not stat.S_ISDIR(planted.st_mode):
                 os.unlink(name, dir_fd=parent)
-                return ensure_dir(parent, name, mode, uid, gid, retry=False)
-        raise EngineError(f"{name!r} in directory fd {parent} is not a directory hostctl can use ({exc.strerror}); "
-                           "remove it by hand") from None
+                return ensure_dir(parent, name, mode, uid, gid, retry=False, shown=shown)
+        where = shown or f"{name!r} in directory fd {parent}"
+        raise EngineError(f"{where} is not a directory hostctl can use ({exc.strerror}); remove it by hand") from None
     try:
         st = before = os.fstat(fd)
         if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
@@ -193,7 +194,7 @@ def make_dirs(wanted: list[WantedDir]) -> list[str]:
             if parent is None:
                 parent = fds[parent_path] = open_dir(parent_path)
             before = owner_before(parent, name)
-            ensured = ensure_dir(parent, name, want.mode, want.uid, want.gid)
+            ensured = ensure_dir(parent, name, want.mode, want.uid, want.gid, shown=want.path)
             fds[want.path] = ensured.fd
             if want.uid == 0 and before not in (None, 0):
                 notes += _take_back(want, ensured.fd, before, [w for w in wanted if os.path.dirname(w.path) == want.path], fds)
