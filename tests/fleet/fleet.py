@@ -8,6 +8,7 @@ import json
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,3 +152,69 @@ def reboot_to_served(guest: Guest, domains: list[str], limit: float = REBOOT_LIM
     for domain in domains:
         wait_served(guest, domain, timeout=max(5.0, limit - (time.monotonic() - started)))
     return time.monotonic() - started
+
+
+# --- cgroup v2 limits on a guest (the same checks for a server that applies and one reached by deploy) ---------
+
+
+def cgroup_file(guest: Guest, customer: str, name: str) -> str:
+    return guest.run(f"cat /sys/fs/cgroup/hostctl/{customer}/{name}").stdout
+
+
+def kv(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
+
+
+def every_process_in_its_customers_cgroup(guest: Guest, customers: list[str]) -> None:
+    """A real cgroup v2 host, and every process of each customer's user (master, workers, what they fork) is in
+    the customer's cgroup; the app sees it from inside."""
+    assert "memory" in guest.run("cat /sys/fs/cgroup/cgroup.controllers").stdout.split()
+    for name in customers:
+        data = get_json(guest, f"{name}.example")
+        assert data["cgroup"].strip() == f"0::/hostctl/{name}", data["cgroup"]
+        members = set(map(int, cgroup_file(guest, name, "cgroup.procs").split()))
+        users = set(int(p) for p in guest.run(f"pgrep -u hc-{name}").stdout.split())
+        assert users and users <= members, f"every process of hc-{name} is in its cgroup: {users - members}"
+        assert {data["pid"], data["ppid"]} <= members
+
+
+def memory_hog_is_oom_killed_while_the_neighbour_answers(guest: Guest, hog: str, neighbour: str) -> None:
+    """Three requests that allocate 512 MB in ``hog``'s app: each worker is OOM-killed inside its cgroup (502),
+    while ``neighbour`` answers every request and none of its processes is touched; the hog's master survives."""
+    before = get_json(guest, f"{hog}.example")
+    neighbour_procs = set(cgroup_file(guest, neighbour, "cgroup.procs").split())
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def ask_neighbour() -> None:
+        while not stop.is_set() or len(statuses) < 30:
+            statuses.append(request(guest.http_port, f"{neighbour}.example", timeout=60)[0])
+
+    loop = threading.Thread(target=ask_neighbour)
+    loop.start()
+    try:
+        attacks = [request(guest.http_port, f"{hog}.example", "/alloc?mb=512", timeout=120)[0] for _ in range(3)]
+    finally:
+        stop.set()
+        loop.join(timeout=300)
+    assert attacks == [502, 502, 502], attacks
+    assert len(statuses) >= 30 and set(statuses) == {200}, f"{neighbour} answered {statuses.count(200)} of {len(statuses)}"
+    assert kv(cgroup_file(guest, hog, "memory.events"))["oom_kill"] >= 3
+    assert kv(cgroup_file(guest, neighbour, "memory.events"))["oom_kill"] == 0
+    assert set(cgroup_file(guest, neighbour, "cgroup.procs").split()) == neighbour_procs, f"{neighbour}'s processes were not touched"
+    after = wait_served(guest, f"{hog}.example")
+    assert after["ppid"] == before["ppid"], f"{hog}'s master survived and respawned its workers"
+
+
+def fork_bomb_stops_at_pids_max_and_busy_loop_is_throttled(guest: Guest, hog: str, neighbour: str, workers: int,
+                                                            pids_max: int) -> None:
+    wait_for(lambda: len(cgroup_file(guest, hog, "cgroup.procs").split()) == workers + 1, timeout=60,
+             what=f"{hog}'s master and {workers} workers")
+    forked = get_json(guest, f"{hog}.example", "/fork?n=200")["result"]
+    assert forked["errno"] == 11 and forked["forked"] == pids_max - workers - 1, forked  # master + workers + forked = pids.max
+    assert kv(cgroup_file(guest, hog, "pids.events"))["max"] >= 1
+    throttled = kv(cgroup_file(guest, hog, "cpu.stat"))["nr_throttled"]
+    burnt = get_json(guest, f"{hog}.example", "/burn?cpu=0.5", timeout=120)["result"]
+    assert burnt["cpu_seconds"] >= 0.5
+    assert kv(cgroup_file(guest, hog, "cpu.stat"))["nr_throttled"] > throttled
+    assert get_json(guest, f"{neighbour}.example")["uid"] != 0

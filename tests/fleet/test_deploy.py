@@ -13,7 +13,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.fleet.fleet import USERADD, booted, deploy_inventory, figure, request, wait_served
+from tests.fleet.fleet import (USERADD, booted, cgroup_file, deploy_inventory, every_process_in_its_customers_cgroup, figure,
+                               fork_bomb_stops_at_pids_max_and_busy_loop_is_throttled,
+                               memory_hog_is_oom_killed_while_the_neighbour_answers, probe_app, request, wait_served)
 from tests.fleet.vm import Guest
 from tests.harness import Sandbox, run_cli, wait_for
 
@@ -107,6 +109,28 @@ def test_status_and_logs_read_each_server_over_ssh(trio: dict[str, Guest], contr
              interval=1, what="the app's line for the request in one's uWSGI log on web1")
     nginx_log = run_cli(control.inventory, "logs", "one", "--nginx", "-n", "20")
     assert nginx_log.returncode == 0 and f"GET {marker} " in nginx_log.stdout, nginx_log.stdout + nginx_log.stderr
+
+
+def test_cgroup_v2_limits_hold_for_a_customer_deployed_from_the_control_machine(trio: dict[str, Guest], control: Sandbox) -> None:
+    """The same limits as on a server that applies itself (test_production), given by a deploy: every vassal
+    process in its customer's cgroup, a memory hog OOM-killed there while its neighbour ("calm") answers,
+    a fork bomb stopped at pids.max, a busy loop throttled by cpu.max."""
+    web1 = trio["web1"]
+    create_users(web1, "hog", "calm")
+    control.write_customer("hog", {"host": "web1", "limits": {"memory": "64M", "cpu": 0.5, "pids": 64},
+                                   "apps": {"web": probe_app("hog.example", processes=2)}})
+    control.write_customer("calm", {"host": "web1", "limits": {"memory": "256M"}, "apps": {"web": probe_app("calm.example")}})
+    done = control.hostctl("deploy", "--host", "web1", timeout=600)
+    assert "Deploy complete on 1 host(s)." in done.stdout, done.stdout
+    for name in ("hog", "calm"):
+        assert wait_served(web1, f"{name}.example")["uid"] == uid(web1, name)
+    every_process_in_its_customers_cgroup(web1, ["hog", "calm"])
+    assert cgroup_file(web1, "hog", "memory.max").strip() == str(64 << 20)
+    assert cgroup_file(web1, "hog", "cpu.max").split() == ["50000", "100000"]
+    assert cgroup_file(web1, "hog", "pids.max").strip() == "64"
+    assert cgroup_file(web1, "calm", "memory.max").strip() == str(256 << 20)
+    memory_hog_is_oom_killed_while_the_neighbour_answers(web1, "hog", "calm")
+    fork_bomb_stops_at_pids_max_and_busy_loop_is_throttled(web1, "hog", "calm", workers=2, pids_max=64)
 
 
 def test_a_server_powered_off_mid_deploy_the_others_finish_and_the_next_deploy_converges(

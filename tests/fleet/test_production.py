@@ -8,7 +8,6 @@ answering).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,8 +16,10 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.fleet.fleet import (APP_DIR, INVENTORY, booted, figure, get_json, install_hostctl, install_system_files,
-                               reboot_to_served, request, server_hostctl as hostctl, wait_served)
+from tests.fleet.fleet import (APP_DIR, INVENTORY, booted, cgroup_file, every_process_in_its_customers_cgroup, figure,
+                               fork_bomb_stops_at_pids_max_and_busy_loop_is_throttled, get_json, install_hostctl,
+                               install_system_files, memory_hog_is_oom_killed_while_the_neighbour_answers, reboot_to_served,
+                               server_hostctl as hostctl, wait_served)
 from tests.fleet.vm import Guest
 from tests import tlsclient
 from tests.harness import wait_for
@@ -46,14 +47,6 @@ def masters(guest: Guest) -> dict[str, list[int]]:
     for line in filter(None, (line.split() for line in out)):
         found.setdefault(line[1], []).append(int(line[0]))
     return found
-
-
-def cgroup_file(guest: Guest, customer: str, name: str) -> str:
-    return guest.run(f"cat /sys/fs/cgroup/hostctl/{customer}/{name}").stdout
-
-
-def kv(text: str) -> dict[str, int]:
-    return {k: int(v) for k, v in (line.split() for line in text.splitlines() if line.strip())}
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +91,7 @@ def test_stopping_the_emperor_stops_its_vassals_cleanly(prod: Guest) -> None:
 
 
 def test_every_process_of_a_vassal_is_in_its_customers_cgroup(prod: Guest) -> None:
-    assert "memory" in prod.run("cat /sys/fs/cgroup/cgroup.controllers").stdout.split()  # a real cgroup v2 host
-    for name in CUSTOMERS:
-        data = get_json(prod, f"{name}.example")
-        assert data["cgroup"].strip() == f"0::/hostctl/{name}", data["cgroup"]
-        members = set(map(int, cgroup_file(prod, name, "cgroup.procs").split()))
-        users = set(int(p) for p in prod.run(f"pgrep -u hc-{name}").stdout.split())
-        assert users and users <= members, f"every process of hc-{name} is in its cgroup: {users - members}"
-        assert {data["pid"], data["ppid"]} <= members
+    every_process_in_its_customers_cgroup(prod, list(CUSTOMERS))
     assert cgroup_file(prod, "alpha", "memory.max").strip() == str(64 << 20)
     assert cgroup_file(prod, "alpha", "cpu.max").split() == ["50000", "100000"]
     assert cgroup_file(prod, "alpha", "pids.max").strip() == "64"
@@ -113,41 +99,11 @@ def test_every_process_of_a_vassal_is_in_its_customers_cgroup(prod: Guest) -> No
 
 
 def test_a_memory_hog_is_oom_killed_in_its_cgroup_while_the_neighbour_answers(prod: Guest) -> None:
-    before = get_json(prod, "alpha.example")
-    beta_procs = set(cgroup_file(prod, "beta", "cgroup.procs").split())
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    def neighbour() -> None:
-        while not stop.is_set() or len(statuses) < 30:
-            statuses.append(request(prod.http_port, "beta.example", timeout=60)[0])
-
-    loop = threading.Thread(target=neighbour)
-    loop.start()
-    try:
-        attacks = [request(prod.http_port, "alpha.example", "/alloc?mb=512", timeout=120)[0] for _ in range(3)]
-    finally:
-        stop.set()
-        loop.join(timeout=300)
-    assert attacks == [502, 502, 502], attacks
-    assert len(statuses) >= 30 and set(statuses) == {200}, f"beta answered {statuses.count(200)} of {len(statuses)}"
-    assert kv(cgroup_file(prod, "alpha", "memory.events"))["oom_kill"] >= 3
-    assert kv(cgroup_file(prod, "beta", "memory.events"))["oom_kill"] == 0
-    assert set(cgroup_file(prod, "beta", "cgroup.procs").split()) == beta_procs, "beta's processes were not touched"
-    after = wait_served(prod, "alpha.example")
-    assert after["ppid"] == before["ppid"], "alpha's master survived and respawned its workers"
+    memory_hog_is_oom_killed_while_the_neighbour_answers(prod, "alpha", "beta")
 
 
 def test_a_fork_bomb_stops_at_pids_max_and_a_busy_loop_is_throttled(prod: Guest) -> None:
-    wait_for(lambda: len(cgroup_file(prod, "alpha", "cgroup.procs").split()) == 3, timeout=60, what="alpha's 2 workers")
-    forked = get_json(prod, "alpha.example", "/fork?n=200")["result"]
-    assert forked["errno"] == 11 and forked["forked"] == 61, forked  # master + 2 workers + 61 = pids.max 64
-    assert kv(cgroup_file(prod, "alpha", "pids.events"))["max"] >= 1
-    throttled = kv(cgroup_file(prod, "alpha", "cpu.stat"))["nr_throttled"]
-    burnt = get_json(prod, "alpha.example", "/burn?cpu=0.5", timeout=120)["result"]
-    assert burnt["cpu_seconds"] >= 0.5
-    assert kv(cgroup_file(prod, "alpha", "cpu.stat"))["nr_throttled"] > throttled
-    assert get_json(prod, "beta.example")["uid"] != 0
+    fork_bomb_stops_at_pids_max_and_busy_loop_is_throttled(prod, "alpha", "beta", workers=2, pids_max=64)
 
 
 def https_json(guest: Guest, name: str, ca: bytes) -> tuple[dict, int]:
@@ -204,3 +160,4 @@ def test_after_a_reboot_every_customer_answers_with_no_command_run(prod: Guest) 
     for name in ("alpha", "beta"):  # the limits hold after the reboot
         assert get_json(prod, f"{name}.example")["cgroup"].strip() == f"0::/hostctl/{name}"
     assert cgroup_file(prod, "alpha", "memory.max").strip() == str(64 << 20)
+
