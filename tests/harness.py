@@ -25,6 +25,8 @@ import psutil
 import yaml
 
 APPS = Path(__file__).parent / "apps"
+# pip's cache for the virtualenvs tests build (customers' pips write to it too, hence mode 1777): a rerun builds from it
+PIP_CACHE = os.environ.get("HOSTCTL_TEST_PIP_CACHE", "/tmp/hostctl-test-pip-cache")
 REPO = Path(__file__).resolve().parent.parent
 
 

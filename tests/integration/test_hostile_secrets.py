@@ -36,6 +36,13 @@ def tenants() -> Iterator[Tenants]:
     yield from tenants_running()
 
 
+@pytest.fixture(scope="module")
+def refusing() -> Iterator[Tenants]:
+    """One setup for all the refused env_file cases: a refused apply writes nothing for acme (each case checks),
+    so every case starts from what the first apply left; each case has a secret of its own."""
+    yield from tenants_running()
+
+
 def _env_file(t: Tenants, text: str, mode: int = 0o600, owner: int = 0) -> Path:
     path = t.box.inventory / "secrets" / "acme.env"
     path.parent.mkdir(exist_ok=True)
@@ -71,8 +78,8 @@ def test_env_file_values_reach_the_app_and_never_the_plan(tenants: Tenants) -> N
 
 
 @pytest.mark.parametrize("case", ["group-readable", "customer-owned", "symlink", "fifo", "bad-value"])
-def test_env_file_that_others_could_read_or_swap_is_refused(tenants: Tenants, case: str) -> None:
-    t = tenants
+def test_env_file_that_others_could_read_or_swap_is_refused(refusing: Tenants, case: str) -> None:
+    t = refusing
     secret = "s3cr3t-" + secrets.token_hex(6)
     path = _env_file(t, f"T_DB_PASSWORD={secret}\n")
     uid = int(subprocess.run(["id", "-u", t.user], capture_output=True, text=True).stdout)

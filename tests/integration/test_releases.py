@@ -20,14 +20,13 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tests.harness import Sandbox, Server, require_cgroup_v1, wait_for
+from tests.harness import PIP_CACHE, Sandbox, Server, require_cgroup_v1, wait_for
 from tests.integration.test_app_life import OneCustomer
 from tests.integration.test_limits import CONTROLLERS
 from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
 
-PIP_CACHE = os.environ.get("HOSTCTL_TEST_PIP_CACHE", "/tmp/hostctl-test-pip-cache")
 FLASK_APP = '''import os
 from flask import Flask
 
@@ -261,13 +260,11 @@ def test_links_the_customer_plants_in_its_root_are_never_followed_by_root(rel: R
         shutil.rmtree(secret, ignore_errors=True)
 
 
-def _django_project(rel: Releases) -> str:
-    """`django-admin startproject` + an app with a model and its migration, made with a throw-away venv."""
+def _django_project(rel: Releases, tool: Path) -> str:
+    """`django-admin startproject` + an app with a model and its migration, made with the virtualenv ``tool``
+    (the session's Django one; the release builds its own from the requirements written here)."""
     src = rel.sources / "django1"
-    tool = rel.box.path("django-tool")
     env = {**os.environ, "PIP_CACHE_DIR": PIP_CACHE}
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(tool)], check=True)
-    subprocess.run([str(tool / "bin" / "pip"), "install", "-q", "django"], check=True, env=env)
     src.mkdir()
     subprocess.run([str(tool / "bin" / "django-admin"), "startproject", "mysite", "."], check=True, cwd=src)
     subprocess.run([str(tool / "bin" / "python"), "manage.py", "startapp", "notes"], check=True, cwd=src)
@@ -283,8 +280,8 @@ def _django_project(rel: Releases) -> str:
     return str(src)
 
 
-def test_django_release_migrates_collects_static_and_serves_with_debug_off(rel: Releases) -> None:
-    out = rel.release("--app", "django", "--source", _django_project(rel))
+def test_django_release_migrates_collects_static_and_serves_with_debug_off(rel: Releases, django_venv: Path) -> None:
+    out = rel.release("--app", "django", "--source", _django_project(rel, django_venv))
     assert "is live" in out.stdout, out.stderr
     assert "Applying notes.0001_initial" in out.stderr
     root = rel.root("django")
