@@ -167,22 +167,33 @@ def validate(ctx: click.Context) -> None:
               "or a customer held back by its broken file).")
 @click.option("--no-diff", is_flag=True, help="List the files only.")
 @click.option("--host", "host", metavar="NAME", help="Multi-host: the plan of this host, read from the server over SSH.")
+@click.option("--offline", is_flag=True, help="With --host: plan against the state recorded at the last deploy "
+              "from this machine; no SSH.")
 @click.pass_context
-def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None) -> None:
+def plan(ctx: click.Context, exit_code: bool, no_diff: bool, host: str | None, offline: bool) -> None:
     """Show what apply would change: files added, changed (as diffs, secrets hidden) and removed."""
     from hostctl.engine import isolation, pipeline
     from hostctl.plan.diff import render_plan
 
+    if offline and host is None:
+        raise HostctlError("--offline needs --host NAME (a multi-host inventory's host)")
     if host is not None:
         from hostctl.targets import deploy
 
-        outcome, held = deploy.plan_host(str(_inventory_root(ctx)), host)
+        if offline:
+            done = deploy.plan_offline(str(_inventory_root(ctx)), host)
+            click.echo(f"Offline: {done.basis}.")
+            outcome, held = done.outcome, done.held
+        else:
+            outcome, held = deploy.plan_host(str(_inventory_root(ctx)), host)
         for customer in outcome.runtime:
             click.echo(f"~ runtime {customer}: directories or cgroup limits change (no vassal is reloaded)")
         for p in outcome.plans:
             click.echo(render_plan(p, show_diff=False), nl=False)
         for line in outcome.tls:
             click.echo(line)
+        for customer, target in sorted(outcome.held.items()):
+            click.echo(f"move: {customer!r} now lives on {target!r}; a deploy removes it here only once {target!r} serves it")
         _refuse_held(held, "deploy keeps their files on their host as they are")
         if exit_code and outcome.changed:
             ctx.exit(2)

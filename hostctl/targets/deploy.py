@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import datetime, timezone
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -184,6 +185,55 @@ def limits_only(hp: HostPlan, plan: Plan) -> list[str]:
     return [r.customer for r in hp.records if r.customer not in with_files]
 
 
+def host_identity(inv: Inventory, name: str, facts: str) -> "Identity":
+    """Who vassals run as on host ``name`` and where their cgroups are, from its settings and facts."""
+    settings = inv.settings
+    ident = identity_mod.host_identity(settings, name)
+    h, errors = cgroups.decide(settings.cgroup, remote.parse_facts(facts, settings.cgroup), ident.per_customer)
+    if errors:
+        raise HostctlError(f"hostctl.yaml: cgroup: {'; '.join(errors)} (on host {name!r})")
+    return replace(ident, cgroup=h)
+
+
+@dataclass(frozen=True)
+class RenderedHost:
+    """A host's files and runtime records, rendered for its facts, and the state listing they make there."""
+
+    identity: "Identity"
+    desired: dict
+    records: tuple[CustomerRuntime, ...]
+    host_record: HostRuntime | None
+    record_sums: dict[str, str]  # runtime record path -> sha256
+    expected_text: str  # what ``remote.read_command`` prints on the host right after a deploy of these
+    certs: tlsship.HostCerts = field(default_factory=tlsship.HostCerts)  # the certificates rendered in
+
+
+def render_host(inv: Inventory, view: Inventory, name: str, env, facts: str, ident: "Identity | None" = None) -> RenderedHost:
+    """Render host ``name``'s view for the facts it answered (``ident``: decided already), with the certificates
+    this machine ships to it (``tlsship``: read here, never on the host)."""
+    ident = ident or host_identity(inv, name, facts)
+    host_certs = tlsship.for_host(inv, view, now_utc())
+    desired = render(view, ident, env, host_certs.ready, host_certs.shipped)
+    root = remote.parse_facts(facts, inv.settings.cgroup).root
+    records, host_record = apply_mod.runtime_records(view, ident.per_customer, root, ident.nginx_group, ident.cgroup)
+    record_sums = {runtime.record_path(view.settings.state_dir, r.customer): sha256(r.to_json()) for r in records}
+    return RenderedHost(ident, desired, tuple(records), host_record, record_sums,
+                        remote.listing(remote.expected(desired), record_sums), host_certs)
+
+
+def compare(inv: Inventory, view: Inventory, rendered: RenderedHost, text: str, where: str) -> HostPlan:
+    """The plan of a host whose state listing is ``text`` (read from it, or recorded at its last deploy)."""
+    actual = remote.parse_state(text, where)
+    live_records = remote.parse_runtime(text)
+    state_dir = view.settings.state_dir
+    changed = tuple(r for r in rendered.records if live_records.get(runtime.record_path(state_dir, r.customer)) != sha256(r.to_json()))
+    held = {runtime.record_path(state_dir, c) for c in inv.held}
+    gone = set(live_records) - set(rendered.record_sums) - held
+    plan = quarantine.keep_live(make_plan(rendered.desired, actual), actual.manifest, inv.held)  # a broken file: kept as it is
+    return HostPlan(plan, actual, rendered.identity, changed, rendered.host_record, bool(changed or gone), rendered.desired,
+                    rendered.certs)
+
+
 class Deployment:
     """One deploy run: the loaded inventory, what each host should have, and the SSH connections."""
 
@@ -209,6 +259,7 @@ class Deployment:
         self.views = {name: placement.host_inventory(inv, name) for name in hosts}
         self.host_certs: dict[str, tlsship.HostCerts] = {}  # each host's certificates, as read_plan found them
         self.listings: dict[str, str] = {}  # each host's expected state right after this deploy, as read_command prints it
+        self.facts: dict[str, str] = {}  # ... and the facts it answered (for `plan --host --offline`)
         self.digests_expected: dict[str, str] = {}  # ... its digest and facts (remote.answered)
         self.host_fps: dict[str, str] = {}
         self.basis: dict[str, str] = {}  # digest of the state each host's plan was made from
@@ -252,12 +303,7 @@ class Deployment:
 
     def identity(self, name: str, facts: str) -> "Identity":
         """Who vassals run as on host ``name`` and where their cgroups are, from its settings and facts."""
-        settings = self.inv.settings
-        ident = identity_mod.host_identity(settings, name)
-        h, errors = cgroups.decide(settings.cgroup, remote.parse_facts(facts, settings.cgroup), ident.per_customer)
-        if errors:
-            raise HostctlError(f"hostctl.yaml: cgroup: {'; '.join(errors)} (on host {name!r})")
-        return replace(ident, cgroup=h)
+        return host_identity(self.inv, name, facts)
 
     def read_plan(self, name: str, outcome: HostOutcome) -> HostPlan:
         """The host's plan: rendered with its facts, against its state (from the digest when it is as expected)."""
@@ -274,31 +320,21 @@ class Deployment:
         else:
             text, facts = self._read(name, outcome)
             digest = sha256(text.encode("utf-8", "surrogateescape"))
-        ident = self.identity(name, facts)
-        host_certs = self.host_certs[name] = tlsship.for_host(self.inv, view, now_utc())
-        desired = render(view, ident, self.env, host_certs.ready, host_certs.shipped)
-        root = remote.parse_facts(facts, self.inv.settings.cgroup).root
-        records, host_record = apply_mod.runtime_records(view, ident.per_customer, root, ident.nginx_group, ident.cgroup)
-        record_sums = {runtime.record_path(view.settings.state_dir, r.customer): sha256(r.to_json()) for r in records}
-        expected_text = remote.listing(remote.expected(desired), record_sums)
-        self.listings[name] = expected_text
-        self.digests_expected[name] = remote.answered(sha256(expected_text), facts)
+        rendered = render_host(self.inv, view, name, self.env, facts)
+        self.host_certs[name] = rendered.certs
+        self.listings[name] = rendered.expected_text
+        self.facts[name] = facts
+        self.digests_expected[name] = remote.answered(sha256(rendered.expected_text), facts)
         if text is None:
-            if digest == sha256(expected_text):
-                text = expected_text
+            if digest == sha256(rendered.expected_text):
+                text = rendered.expected_text
             else:
                 text = deploycache.listing(str(self.inv.root), name, digest)
                 if text is None:  # the host is not as the last deploy left it: read it in full
                     text, facts = self._read(name, outcome)
                     digest = sha256(text.encode("utf-8", "surrogateescape"))
         self.basis[name] = digest
-        actual = remote.parse_state(text, f"host {name!r}")
-        live_records = remote.parse_runtime(text)
-        changed = tuple(r for r in records if live_records.get(runtime.record_path(view.settings.state_dir, r.customer)) != sha256(r.to_json()))
-        held = {runtime.record_path(view.settings.state_dir, c) for c in self.inv.held}
-        gone = set(live_records) - set(record_sums) - held
-        plan = quarantine.keep_live(make_plan(desired, actual), actual.manifest, self.inv.held)  # a broken file: kept as it is
-        return HostPlan(plan, actual, ident, changed, host_record, bool(changed or gone), desired, host_certs)
+        return compare(self.inv, view, rendered, text, f"host {name!r}")
 
     def push(self, name: str, hold: set[str], outcome: HostOutcome) -> HostOutcome:
         """Read, plan and apply on one host, keeping the files of the customers in ``hold``."""
@@ -484,6 +520,7 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
         deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync, deployment.digests_expected)
         deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings})
+        _remember_states(root, deployment, outcomes)
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}
     else:
@@ -494,6 +531,20 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
                 why = "it was not deployed" if target not in names else "its deploy failed"
                 o.messages.append(f"kept {customer!r} here: it moved to {target!r}, but {why}")
     return DeployReport({n: outcomes[n] for n in names}, moves, dry_run, dict(inv.held))
+
+
+def _remember_states(root: str, deployment: Deployment, outcomes: dict[str, HostOutcome]) -> None:
+    """Each rendered host's state after this deploy, for `plan --host --offline` (unknown where it did not go as planned)."""
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    for name, text in deployment.listings.items():
+        o = outcomes.get(name)
+        if o is not None and o.ok and not o.held:
+            deploycache.remember_state(root, name, text, deployment.facts[name], at)
+        else:
+            why = (o.error if o is not None and o.error else
+                   "customers were quarantined or rolled back there" if o is not None and o.rejections else
+                   "a customer that moved away was kept there" if o is not None and o.held else "it did not finish")
+            deploycache.remember_state(root, name, None, None, at, why)
 
 
 def render_report(report: DeployReport, where: Callable[[str], str] | None = None, show_plan: bool = True) -> str:
@@ -556,6 +607,48 @@ def plan_host(root: Path | str, name: str) -> tuple[HostOutcome, dict[str, tuple
     if outcome.error is not None:
         raise HostctlError(f"host {name!r}: {outcome.error}")
     return outcome, report.held
+
+
+@dataclass
+class OfflinePlan:
+    """A host's plan against what this machine recorded of it at its last deploy (no SSH)."""
+
+    outcome: HostOutcome
+    basis: str  # what the plan was made against, in words
+    held: dict[str, tuple[Problem, ...]] = field(default_factory=dict)  # customers held back by their own broken file
+
+
+def plan_offline(root: Path | str, name: str) -> OfflinePlan:
+    """Host ``name``'s plan from the state the last deploy from this machine recorded (``deploycache``).
+
+    Nothing recorded, or a last deploy that did not finish as planned: the plan is made against an
+    empty host, and ``basis`` says why. The host's facts (cgroup hierarchy) come from the same record;
+    without them vassals are rendered without cgroup lines.
+    """
+    root = os.path.abspath(root)
+    inv = inventory_mod.load(root, partial=True)
+    placement.select_hosts(inv, [name])
+    view = placement.host_inventory(inv, name)
+    state = deploycache.last_state(root, name)
+    if state is not None and state.get("listing") is not None:
+        text, facts = state["listing"], state.get("facts") or ""
+        basis = f"the state recorded at the last deploy to {name!r} from this machine ({state['at']}); the server was not read"
+        ident = None
+    else:
+        text, facts = remote.listing(Actual(Manifest(), {})), ""
+        if state is None:
+            basis = (f"nothing is recorded on this machine for host {name!r} (no deploy to it from here yet, or "
+                     f"{deploycache.state_path(root, name)} was removed): planned against an empty host")
+        else:
+            basis = (f"the last deploy to {name!r} from this machine ({state['at']}) did not finish as planned "
+                     f"({state.get('unknown')}), so its state is not known here: planned against an empty host")
+        base = identity_mod.host_identity(inv.settings, name)  # no facts: no cgroup lines
+        ident = replace(base, cgroup=cgroups.Hierarchy(None, why_off="the host's cgroups are not known offline"))
+    rendered = render_host(inv, view, name, templates.environment(inv.root), facts, ident)
+    hp = compare(inv, view, rendered, text, f"the record of host {name!r}")
+    outcome = HostOutcome(name, plans=[hp.plan], runtime=limits_only(hp, hp.plan),
+                          held=moved_out(hp.plan, name, placement.placed(inv)), tls=tlsship.plan_lines(view, hp.certs))
+    return OfflinePlan(outcome, basis, dict(inv.held))
 
 
 @dataclass

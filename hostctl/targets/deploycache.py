@@ -12,6 +12,9 @@ The same holds per host: a host's files depend only on the shared inputs and on
 the files of the customers placed on it, so when one customer changes, the
 hosts it is not on (and that still answer their recorded digest) are not
 rendered either.
+
+Each host's state after the last deploy from this machine (its listing and facts) is
+kept too (``remember_state``): `plan --host NAME --offline` plans against it with no SSH.
 """
 
 from __future__ import annotations
@@ -205,3 +208,40 @@ def _write(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a cache that cannot be written only costs speed
+
+
+# --- the last known state of each host, for `plan --host NAME --offline` -------------------
+
+
+def remember_state(root: str, host: str, listing_text: str | None, facts: str | None, at: str, why: str | None = None) -> None:
+    """Record what ``host`` holds after a deploy from this machine: its state listing and facts.
+
+    ``listing_text`` None: the deploy ran there but did not finish as planned (``why``), so
+    what the host holds is not known here; the record says so instead of keeping an old state.
+    """
+    data = {"version": VERSION, "host": host, "at": at, "listing": listing_text, "facts": facts, "unknown": why}
+    _write(_state_path(root, host), json.dumps(data))
+
+
+def last_state(root: str, host: str) -> dict | None:
+    """The record ``remember_state`` left for ``host`` ({"at", "listing", "facts", "unknown"}), or None."""
+    try:
+        data = json.loads(_state_path(root, host).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != VERSION or data.get("host") != host:
+        return None
+    listing_text, facts = data.get("listing"), data.get("facts")
+    if not isinstance(data.get("at"), str) or not (listing_text is None or isinstance(listing_text, str)) \
+            or not (facts is None or isinstance(facts, str)):
+        return None
+    return data
+
+
+def state_path(root: str, host: str) -> str:
+    return str(_state_path(root, host))
+
+
+def _state_path(root: str, host: str) -> Path:
+    path = _path(root)
+    return path.with_name(f"{path.stem}-{host}.state.json")

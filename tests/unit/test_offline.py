@@ -65,3 +65,18 @@ def test_validate_renders_every_hosts_files(fleet: Path, no_ssh: None) -> None:
     result = invoke(fleet, "validate")
     assert result.exit_code == 1
     assert "Error: template " in result.output and "server.conf.j2" in result.output
+
+
+def test_plan_offline_without_a_record_plans_against_an_empty_host(fleet: Path, no_ssh: None, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = invoke(fleet, "plan", "--host", "web2", "--offline", "--exit-code")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Offline: nothing is recorded on this machine for host 'web2' (no deploy to it "
+                                    "from here yet, or ")
+    assert "+ /srv/two/vassals/globex_web.ini" in result.output and "+ /srv/two/nginx/initech_web.conf" in result.output
+    assert "/srv/one/" not in result.output  # acme lives on web1
+    unknown = invoke(fleet, "plan", "--host", "web7", "--offline")
+    assert unknown.exit_code == 1 and "unknown host 'web7'; hosts in hostctl.yaml: web1, web2." in unknown.output
+    alone = invoke(fleet, "plan", "--offline")
+    assert alone.exit_code == 1 and "--offline needs --host NAME" in alone.output
