@@ -432,10 +432,12 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
 @click.pass_context
 def limits(ctx: click.Context, apply_now: bool) -> None:
     """Show each customer's cgroup: memory use against its limit, OOM kills, pids and CPU quota."""
-    from hostctl.engine import isolation, pipeline
+    from hostctl.engine import isolation
 
     if apply_now:
-        plan, messages = pipeline.apply_limits(_inventory_root(ctx))
+        from hostctl.engine import apply as apply_mod
+
+        plan, messages = apply_mod.apply_limits(_inventory_root(ctx))
         click.echo(isolation.render(plan), nl=False)
         for message in messages:
             click.echo(message)

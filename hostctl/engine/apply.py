@@ -94,6 +94,28 @@ def runtime_records(inv: Inventory, per_customer: bool, root: bool, nginx_group:
     return tuple(records), HostRuntime(base, parents, shared)
 
 
+def apply_limits(root) -> tuple["isolation.IsolationPlan", list[str]]:  # type: ignore[no-untyped-def]
+    """`limits --apply`: the directory and cgroup part of apply. After a reboot the cgroups are gone (vassals
+    refuse to start without them), and so is ``run_dir`` when it is a tmpfs (vassals cannot bind their sockets).
+
+    The directories are the runtime records' (``runtime_records``), made by the engine's ``runtime.ensure_all``:
+    the same paths, modes and owners as apply, deploy and the boot-time ``restore``.
+    """
+    from hostctl.engine.core import runtime
+
+    inv, owners = pipeline.load_checked(root, host_checks=False)
+    ident = owners.identity
+    records, host = runtime_records(inv, ident.per_customer, owners.root, ident.nginx_group, ident.cgroup)
+    with from_engine():
+        runtime.ensure_base(host.dirs)
+        messages, broken = runtime.ensure_all(host, records)
+    plan = isolation.prepare(inv, owners)
+    messages += isolation.execute(plan)
+    if broken:  # the others' directories and limits are in place
+        raise HostctlError("\n".join(messages + [f"{c}: its directories could not be made: {why}" for c, why in sorted(broken.items())]))
+    return plan, messages
+
+
 def engine_job_cgroup(cg):
     return cg if not cg.notes else type(cg)(cg.customer, cg.dirs, cg.writes)  # notes are for the operator, not the record
 

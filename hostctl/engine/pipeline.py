@@ -7,7 +7,6 @@ It reads (the inventory, the user database, the live files) but never writes.
 from __future__ import annotations
 
 import gc
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,18 +96,3 @@ def prepare_loaded(inv: Inventory, owners: Owners) -> Prepared:
     actual = state.read(layout.manifest(inv.settings), desired)
     plan = quarantine.keep_live(make_plan(desired, actual), actual.manifest, inv.held)
     return Prepared(inv, owners, env, desired, plan, isolation.prepare(inv, owners), ready_certs=ready)
-
-
-def apply_limits(root: Path | str) -> tuple[isolation.IsolationPlan, list[str]]:
-    """The cgroup and directory part of apply: after a reboot the cgroups are gone (vassals refuse to start
-    without them), and so is ``run_dir`` when it is a tmpfs (vassals cannot bind their sockets)."""
-    from hostctl.engine import dirs
-
-    inv, owners = load_checked(root, host_checks=False)
-    for path in (inv.settings.run_dir, inv.settings.log_dir):
-        os.makedirs(path, mode=0o755, exist_ok=True)
-    per_customer = owners.identity.per_customer
-    messages = dirs.ensure_customer_dirs(inv.settings, owners,
-                                         {c.name: dirs.tmp_keep(inv.settings, per_customer, c) for c in inv.customers})
-    plan = isolation.prepare(inv, owners)
-    return plan, messages + isolation.execute(plan)

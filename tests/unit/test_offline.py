@@ -80,3 +80,29 @@ def test_plan_offline_without_a_record_plans_against_an_empty_host(fleet: Path, 
     assert unknown.exit_code == 1 and "unknown host 'web7'; hosts in hostctl.yaml: web1, web2." in unknown.output
     alone = invoke(fleet, "plan", "--offline")
     assert alone.exit_code == 1 and "--offline needs --host NAME" in alone.output
+
+
+# --- `limits --apply` and `restore` make the same directories: the engine's runtime records ---------
+
+
+def test_limits_apply_makes_the_directories_of_the_engines_runtime_record(tmp_path: Path) -> None:
+    """One source for the directory paths: `limits --apply` makes exactly what the runtime record lists
+    (which `restore` recreates after a reboot), with its modes. No cgroup is touched (cgroup.mode off)."""
+    import os
+    import stat
+
+    from hostctl.engine import apply as apply_mod, pipeline
+
+    root = write_inventory(tmp_path / "inv", "isolation: {users: invoker}\ncgroup: {mode: \"off\"}\n", {
+        "acme.yaml": customer("acme.example"), "initech.yaml": customer("initech.example", on_demand=True)})
+    apply_mod.apply_limits(root)
+    inv, owners = pipeline.load_checked(root, host_checks=False)
+    records, host = apply_mod.runtime_records(inv, owners.identity.per_customer, owners.root,
+                                              owners.identity.nginx_group, owners.identity.cgroup)
+    listed = [*host.dirs, *host.shared, *(d for r in records for d in r.dirs)]
+    assert {os.path.basename(d.path) for d in records[0].dirs} == {"acme", "uwsgi"}  # run/acme, log/acme, log/acme/uwsgi
+    for d in listed:
+        st = os.lstat(d.path)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == d.mode, d
+    made = {str(p) for p in (tmp_path / "inv").rglob("*") if p.is_dir() and p.name != "customers"}
+    assert made == {d.path for d in listed}, "limits --apply made a directory the record does not list, or missed one"

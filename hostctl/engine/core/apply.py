@@ -265,13 +265,7 @@ def _runtime(job: Job) -> tuple[list[str], tuple[cgroups.CgroupChange, ...], dic
     records.update({r.customer: r for r in job.runtime})
     ordered = [records[c] for c in sorted(records)]
     host = job.host_runtime or runtime.read_host(state)  # a rollback: what the last apply recorded
-    messages = runtime.ensure_dirs(host.shared)
-    broken: dict[str, str] = {}
-    for record in ordered:
-        try:
-            messages += runtime.ensure_dirs(record.dirs)
-        except (OSError, EngineError) as exc:
-            broken[record.customer] = exc.message if isinstance(exc, EngineError) else f"{exc.filename}: {exc.strerror}"
+    messages, broken = runtime.ensure_all(host, ordered)
     changes = runtime.cgroup_changes(ordered, host.cgroup_parents, keep=everyone)
     messages += cgroups.apply(changes)
     if job.vet and job.nginx.scaffold:  # how restore vets the server blocks before nginx starts at boot

@@ -161,6 +161,20 @@ def ensure_dirs(dirs: Iterable[Directory]) -> list[str]:
     return securefs.make_dirs([securefs.WantedDir(d.path, d.mode, _uid(d.owner), _gid(d.group)) for d in dirs])
 
 
+def ensure_all(host: HostRuntime, records: Sequence[CustomerRuntime]) -> tuple[list[str], dict[str, str]]:
+    """The shared directories, then each customer's: what apply, deploy and `limits --apply` make (``restore``
+    makes the same). Returns (migration notes, {customer: why} for those whose directories could not be made):
+    one customer's broken directory does not stop the others'."""
+    messages = ensure_dirs(host.shared)
+    broken: dict[str, str] = {}
+    for record in records:
+        try:
+            messages += ensure_dirs(record.dirs)
+        except (OSError, EngineError) as exc:
+            broken[record.customer] = exc.message if isinstance(exc, EngineError) else f"{exc.filename}: {exc.strerror}"
+    return messages, broken
+
+
 def cgroup_changes(records: Sequence[CustomerRuntime], parents: Sequence[str], keep: Iterable[str] = ()) -> tuple[cgroups.CgroupChange, ...]:
     """What to change so that the live cgroups match ``records``; other customers' cgroups under ``parents``
     go, except those of ``keep`` (customers held back without a record: their cgroup stays as it is)."""
