@@ -10,12 +10,12 @@ from hostctl.errors import HostctlError
 from hostctl.render import tls
 
 
-def rows(inv, now) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    """One row per certificate the inventory wants, for the listing."""
+def rows(inv, now, specs=None, load=certs.read_local) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """One row per certificate the inventory wants (or ``specs``: one host's), for the listing; ``load`` reads a file."""
     history = acme_history.load(inv.settings)
     out = []
-    for spec in tls.wanted(inv):
-        facts = certs.read(spec.certificate, spec.key)
+    for spec in tls.wanted(inv) if specs is None else specs:
+        facts = certs.read(spec.certificate, spec.key, load)
         due = acme_schedule.need(spec, facts, now, inv.settings.tls.renew_days)
         if facts is None:
             state = "missing"
@@ -38,18 +38,56 @@ def rows(inv, now) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
     return out
 
 
+def _loader(found: dict, host: str):  # type: ignore[no-untyped-def]
+    """Read a file from what the probe read on ``host`` (``status.remote.files``)."""
+    import errno
+
+    def load(path: str) -> bytes:
+        got = found.get(path) or {"missing": True}
+        if got.get("missing"):
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        if "data" not in got:
+            raise OSError(errno.EIO, f"{got.get('error')} on host {host!r}", path)
+        return str(got["data"]).encode("latin-1")
+
+    return load
+
+
+def host_specs(inv, host: str) -> list:  # type: ignore[no-untyped-def]
+    """The certificates of the apps on ``host``, at the paths deploy ships them to there."""
+    from hostctl.inventory import placement
+
+    placement.select_hosts(inv, [host])
+    view = placement.host_inventory(inv, host)
+    return [s for s in (tls.cert_spec(app, view.settings, on_host=True) for app in view.apps()) if s is not None]
+
+
+def _host_rows(inv, host: str) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """`certs --host`: the certificates of the apps placed on ``host``, read on that server over SSH (the copies
+    deploy shipped into its ``tls.cert_dir``)."""
+    from hostctl.status import remote
+
+    specs = host_specs(inv, host)
+    paths = [p for spec in specs for p in (spec.certificate, spec.key)]  # where deploy ships them on that host
+    found = remote.files(inv, host, paths) if paths else {}
+    return rows(inv, certs.now_utc(), specs, _loader(found, host))
+
+
 @click.group(invoke_without_command=True)
+@click.option("--host", "host", metavar="NAME", help="Multi-host: the certificates on this server, read there over SSH.")
 @click.pass_context
-def certs_group(ctx: click.Context) -> None:
+def certs_group(ctx: click.Context, host: str | None) -> None:
     """List every certificate: domains, issuer, days to expiry, state. Subcommands issue and renew ACME ones."""
     if ctx.invoked_subcommand is not None:
+        if host is not None:
+            raise HostctlError(f"--host lists one server's certificates; `certs {ctx.invoked_subcommand}` runs on this machine")
         return
     from hostctl.inventory import loader as inventory
 
     inv = inventory.load(ctx.obj["inventory"])
-    table = rows(inv, certs.now_utc())
+    table = _host_rows(inv, host) if host is not None else rows(inv, certs.now_utc())
     if not table:
-        click.echo("No app has tls: in the inventory.")
+        click.echo(f"No app on host {host!r} has tls: in the inventory." if host else "No app has tls: in the inventory.")
         return
     headers = {"name": "CERTIFICATE", "customer": "CUSTOMER", "source": "SOURCE", "days": "DAYS", "issuer": "ISSUER",
                "domains": "DOMAINS", "state": "STATE"}

@@ -429,10 +429,31 @@ def logs(ctx: click.Context, customer: str, app: str | None, follow: bool, lines
 @cli.command()
 @click.option("--apply", "apply_now", is_flag=True,
               help="First create the customers' cgroups and write their limits from the inventory (what apply does).")
+@click.option("--host", "host", metavar="NAME", help="Multi-host: the cgroups on this server, read there over SSH.")
 @click.pass_context
-def limits(ctx: click.Context, apply_now: bool) -> None:
+def limits(ctx: click.Context, apply_now: bool, host: str | None) -> None:
     """Show each customer's cgroup: memory use against its limit, OOM kills, pids and CPU quota."""
     from hostctl.engine import isolation
+    from hostctl.render.cgroups import usage_table
+
+    if host is not None:
+        from hostctl.inventory import loader as inventory_mod
+        from hostctl.status import remote
+
+        if apply_now:
+            raise HostctlError("--apply with --host: `hostctl deploy --host NAME` writes a server's cgroups and limits")
+        inv = inventory_mod.load(_inventory_root(ctx), partial=True)  # a broken customer file holds back only that customer
+        hierarchy, rows = remote.limits(inv, host)
+        click.echo(f"host {host!r}: {hierarchy.describe()}")
+        if hierarchy.version is not None:
+            click.echo(usage_table(rows), nl=False)
+        return
+    from hostctl.inventory import placement
+
+    settings = placement.peek_settings(str(_inventory_root(ctx)))
+    if settings is not None and settings.hosts:  # its customers' cgroups are on the servers, not here
+        raise HostctlError(f"this inventory places customers on hosts; `hostctl limits --host NAME` reads a server's "
+                           f"cgroups (hosts: {', '.join(sorted(settings.hosts))})")
 
     if apply_now:
         from hostctl.engine import apply as apply_mod
@@ -444,8 +465,6 @@ def limits(ctx: click.Context, apply_now: bool) -> None:
     hierarchy, rows = isolation.usage(_inventory_root(ctx))
     click.echo(hierarchy.describe())
     if hierarchy.version is not None:
-        from hostctl.render.cgroups import usage_table
-
         click.echo(usage_table(rows), nl=False)
 
 

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from hostctl.engine import boundedio
 from hostctl.errors import Problem
@@ -100,21 +100,27 @@ def parse(cert_pem: bytes, key_pem: bytes | None, path: str = "") -> CertFacts:
 PEM_MAX = 1 << 20  # a chain of a dozen certificates is ~20 KB
 
 
-def read(certificate: str, key: str) -> CertFacts | None:
+def read_local(path: str) -> bytes:
+    return boundedio.read_regular(path, PEM_MAX)
+
+
+def read(certificate: str, key: str, load: Callable[[str], bytes] = read_local) -> CertFacts | None:
     """Facts about ``certificate`` and ``key``; None when the certificate does not exist.
 
     Either file may sit where a customer can write: only a regular file of at most ``PEM_MAX``
     bytes is read (a FIFO or /dev/zero is refused without blocking), see ``boundedio``.
-    Symlinks are followed: Let's Encrypt's live/ directory is made of them.
+    Symlinks are followed: Let's Encrypt's live/ directory is made of them. ``load``: how a
+    file is read (``FileNotFoundError`` or ``OSError`` when it cannot be); `certs --host`
+    gives the files read on that server.
     """
     try:
-        cert_pem = boundedio.read_regular(certificate, PEM_MAX)
+        cert_pem = load(certificate)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return CertFacts(certificate, error=f"{certificate!r} cannot be read ({exc.strerror})")
     try:
-        key_pem: bytes | None = boundedio.read_regular(key, PEM_MAX)
+        key_pem: bytes | None = load(key)
     except OSError as exc:
         return dataclasses.replace(parse(cert_pem, None, certificate), error=f"the key {key!r} cannot be read ({exc.strerror})")
     return parse(cert_pem, key_pem, certificate)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from hostctl.engine import status_probe
 from hostctl.render import cgroups
 from hostctl.render.cgroups import CgroupChange, CustomerCgroup, Facts, Hierarchy, Usage
 from hostctl.engine.core import cgroups as engine_cgroups
@@ -42,47 +43,10 @@ def apply(changes: tuple[CgroupChange, ...]) -> list[str]:
         return engine_cgroups.apply(changes)
 
 
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    if text == "max":
-        return None
-    value = int(text)
-    return None if value >= cgroups.UNLIMITED_V1 else value
-
-
-def _field(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return int(value)
-    return None
-
-
 def usage(h: Hierarchy, customer: str) -> Usage | None:
-    """Live figures of a customer's cgroup, or None when it does not exist."""
-    mem_dir = h.leaf(customer, "memory")
-    if h.version == "v1":
-        if mem_dir is None or not os.path.isdir(mem_dir):
-            return None
-        cpu_dir, pids_dir = h.leaf(customer, "cpu"), h.leaf(customer, "pids")
-        quota = _read(f"{cpu_dir}/cpu.cfs_quota_us") if cpu_dir else None
-        period = _read(f"{cpu_dir}/cpu.cfs_period_us") if cpu_dir else None
-        cpu = int(quota) / int(period) if quota and period and int(quota) > 0 else None
-        return Usage(mem_dir, _int(_read(f"{mem_dir}/memory.usage_in_bytes")), _int(_read(f"{mem_dir}/memory.limit_in_bytes")),
-                     _field(_read(f"{mem_dir}/memory.oom_control"), "oom_kill"),
-                     _int(_read(f"{pids_dir}/pids.current")) if pids_dir else None,
-                     _int(_read(f"{pids_dir}/pids.max")) if pids_dir else None, cpu)
-    if h.version == "v2":
-        if mem_dir is None or not os.path.isdir(mem_dir):
-            return None
-        cpu_max = (_read(f"{mem_dir}/cpu.max") or "max").split()
-        cpu = int(cpu_max[0]) / int(cpu_max[1]) if len(cpu_max) == 2 and cpu_max[0] != "max" else None
-        return Usage(mem_dir, _int(_read(f"{mem_dir}/memory.current")), _int(_read(f"{mem_dir}/memory.max")),
-                     _field(_read(f"{mem_dir}/memory.events"), "oom_kill"),
-                     _int(_read(f"{mem_dir}/pids.current")), _int(_read(f"{mem_dir}/pids.max")), cpu)
-    return None
+    """Live figures of a customer's cgroup, or None when it does not exist (read as a server's are: ``status_probe``)."""
+    found = status_probe.cgroup_usage(h.version, h.leaf(customer, "memory"), h.leaf(customer, "cpu"), h.leaf(customer, "pids"))
+    return None if found is None else Usage(**found)
 
 
 def memory(settings: Settings, customer: str) -> tuple[int, int | None] | None:

@@ -7,7 +7,8 @@ stdin (socket paths, master-less app ids, the CPU interval) and prints one JSON
 object, which ``status_remote`` turns into the same ``Observed`` that the local
 collector produces, so the rows, states and health check are decided by the
 same pure code. Like the local collector, every read may fail on its own and
-is then reported, never raised.
+is then reported, never raised. `limits --host` and `certs --host` ask the same
+probe for a customer's cgroup figures or for certificate files (``answer``).
 """
 
 import json
@@ -367,10 +368,101 @@ def collect(request):
             "quarantined": quarantined, "notes": notes, "held": held}
 
 
+# --- `limits --host` and `certs --host`: the same probe, asked for cgroup figures or certificate files ---
+
+
+def _value(path):
+    """A cgroup file's first line, or None when it does not exist (or is not readable)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(65536).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+
+
+def _number(text):
+    """A cgroup figure: None for 'max', v1's "no limit" or a missing file."""
+    if text is None or text == "max":
+        return None
+    value = int(text)
+    return None if value >= UNLIMITED else value
+
+
+def _flat(text, key):
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return None
+
+
+def cgroup_usage(version, memory, cpu=None, pids=None):
+    """A customer's live cgroup figures ({path, memory, memory_limit, oom_kills, pids, pids_limit, cpu}),
+    or None when its cgroup does not exist. ``memory``, ``cpu``, ``pids``: its directory per v1 controller
+    (on v2 all three are the one directory). `hostctl limits` reads through this here and on a server."""
+    if version not in ("v1", "v2") or not memory or not os.path.isdir(memory):
+        return None
+    if version == "v1":
+        quota = _value(os.path.join(cpu, "cpu.cfs_quota_us")) if cpu else None
+        period = _value(os.path.join(cpu, "cpu.cfs_period_us")) if cpu else None
+        share = int(quota) / int(period) if quota and period and int(quota) > 0 else None
+        return {"path": memory, "memory": _number(_value(os.path.join(memory, "memory.usage_in_bytes"))),
+                "memory_limit": _number(_value(os.path.join(memory, "memory.limit_in_bytes"))),
+                "oom_kills": _flat(_value(os.path.join(memory, "memory.oom_control")), "oom_kill"),
+                "pids": _number(_value(os.path.join(pids, "pids.current"))) if pids else None,
+                "pids_limit": _number(_value(os.path.join(pids, "pids.max"))) if pids else None, "cpu": share}
+    cpu_max = (_value(os.path.join(memory, "cpu.max")) or "max").split()
+    share = int(cpu_max[0]) / int(cpu_max[1]) if len(cpu_max) == 2 and cpu_max[0] != "max" else None
+    return {"path": memory, "memory": _number(_value(os.path.join(memory, "memory.current"))),
+            "memory_limit": _number(_value(os.path.join(memory, "memory.max"))),
+            "oom_kills": _flat(_value(os.path.join(memory, "memory.events")), "oom_kill"),
+            "pids": _number(_value(os.path.join(memory, "pids.current"))),
+            "pids_limit": _number(_value(os.path.join(memory, "pids.max"))), "cpu": share}
+
+
+PEM_MAX = 1 << 20  # as engine/certs.py: a chain of a dozen certificates is ~20 KB
+
+
+def read_small_file(path, limit=PEM_MAX):
+    """{"data": text} for a regular file of at most ``limit`` bytes, {"missing": True}, or {"error": why}.
+
+    A certificate or key may sit where a customer can write (as ``engine/boundedio.read_regular``
+    says): a FIFO, a device or a huge file is refused without blocking; symlinks are followed
+    (Let's Encrypt's live/ directory is made of them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {"missing": True}
+    except OSError as exc:
+        return {"error": (exc.strerror or str(exc)).lower()}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return {"error": "is not a regular file"}
+        if st.st_size > limit:
+            return {"error": "is larger than %d bytes (%d)" % (limit, st.st_size)}
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            return {"error": "is larger than %d bytes" % limit}
+        return {"data": data.decode("latin-1")}
+    except OSError as exc:
+        return {"error": (exc.strerror or str(exc)).lower()}
+    finally:
+        os.close(fd)
+
+
+def answer(request):
+    """What the request asks for: the status (the default), cgroup figures, or small files."""
+    kind = request.get("kind", "status")
+    if request.get("only_held"):  # `hostctl logs` of a held-back customer: where are its apps?
+        found, notes = held_apps(request["held"])
+        return {"held": found, "notes": notes}
+    if kind == "limits":
+        return {"usage": {name: cgroup_usage(**dirs) for name, dirs in request["cgroups"].items()}}
+    if kind == "files":
+        return {"files": {path: read_small_file(path) for path in request["files"]}}
+    return collect(request)
+
+
 if __name__ == "__main__":
-    _request = json.load(sys.stdin)
-    if _request.get("only_held"):  # `hostctl logs` of a held-back customer: where are its apps?
-        _found, _notes = held_apps(_request["held"])
-        sys.stdout.write(MARK + json.dumps({"held": _found, "notes": _notes}))
-    else:
-        sys.stdout.write(MARK + json.dumps(collect(_request)))
+    sys.stdout.write(MARK + json.dumps(answer(json.load(sys.stdin))))

@@ -6,16 +6,18 @@ naming that host's sockets and files, and turns the answer into the same
 ``Observed`` the local collector makes. Hosts are read in parallel
 (``ssh.each_host``); a host that cannot be reached becomes an ``Observed``
 whose ``emperor_error`` says why, so its apps show as unknown and the others
-are still shown.
+are still shown. ``limits`` and ``files`` (`limits --host`, `certs --host`) ask the
+same probe, over the same connection code, for cgroup figures and certificate files.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from hostctl.engine import history, state, status_probe
 from hostctl.engine.core import runtime
@@ -24,6 +26,7 @@ from hostctl.inventory import placement
 from hostctl.inventory.schema import Settings
 from hostctl.inventory.spec import AppSpec, Inventory
 from hostctl.render import layout
+from hostctl.render.cgroups import Hierarchy, Usage
 from hostctl.status.collect import STATS_TIMEOUT, CgroupMemory, Observed, ProcSample, held_reason
 from hostctl.targets import ssh
 
@@ -115,12 +118,69 @@ def _probe(inv: Inventory, host: str, body: dict[str, Any], timeout: float) -> s
     """Run the probe on ``host`` over SSH with ``body`` on its stdin: its output; ``HostctlError`` when it fails."""
     conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
     try:
-        done = ssh.execute(conn, command(), stdin=json.dumps(body).encode(), timeout=timeout)
+        return run_probe(conn, host, body, timeout)
     finally:
         conn.close()
+
+
+def run_probe(conn: ssh.HostConnection, host: str, data: dict[str, Any], timeout: float = PROBE_TIMEOUT) -> str:
+    """Run the probe on an open connection to ``host`` with request ``data``; its output (``MARK`` then JSON)."""
+    done = ssh.execute(conn, command(), stdin=json.dumps(data).encode(), timeout=timeout)
     if done.status != 0:
         raise HostctlError(f"host {host!r}: the status probe exited {done.status}:\n{done.output[-800:].strip()}")
     return done.output
+
+
+@contextmanager
+def _naming(host: str) -> Iterator[None]:
+    """Errors of a read on one host name it (a connection error names only the address)."""
+    try:
+        yield
+    except HostctlError as exc:
+        message = exc.format_message()
+        raise HostctlError(message if message.startswith(f"host {host!r}") else f"host {host!r}: {message}") from exc
+
+
+def _answer(output: str, host: str, key: str) -> dict[str, Any]:
+    """The probe's ``key`` section (pure)."""
+    try:
+        found = _payload(output)[key]
+        if not isinstance(found, dict):
+            raise ValueError("no answer")
+        return found
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HostctlError(f"host {host!r}: the probe gave no usable answer ({exc}):\n{output[-800:].strip()}") from None
+
+
+def limits(inv: Inventory, host: str) -> tuple[Hierarchy, list[tuple[str, Usage | None]]]:
+    """`limits --host`: where that server keeps customer cgroups (decided from its own facts, as deploy does)
+    and the live figures of each customer placed there, read there over SSH."""
+    from hostctl.targets import deploy, remote as host_state
+
+    placement.select_hosts(inv, [host])
+    settings = placement.host_settings(inv.settings, inv.settings.hosts[host])
+    names = sorted(c.name for c in inv.customers if c.host == host)
+    conn = ssh.connect(inv.settings.hosts[host], str(inv.root), host)
+    try:
+        with _naming(host):
+            done = ssh.execute(conn, host_state.facts_command(settings), timeout=PROBE_TIMEOUT)
+        if done.status != 0:
+            raise HostctlError(f"host {host!r}: reading its cgroup mounts failed (exit {done.status}): {(done.output + done.errors).strip()[:500]}")
+        facts = done.output.partition(f"{host_state.FACTS_MARK}\n")[2]
+        h = deploy.host_identity(inv, host, facts).cgroup or Hierarchy(None, why_off="not decided")
+        dirs = {n: {"version": h.version, "memory": h.leaf(n, "memory"), "cpu": h.leaf(n, "cpu"), "pids": h.leaf(n, "pids")}
+                for n in names}
+        usage = _answer(run_probe(conn, host, {"kind": "limits", "cgroups": dirs}), host, "usage")
+    finally:
+        conn.close()
+    return h, [(n, Usage(**usage[n]) if isinstance(usage.get(n), dict) else None) for n in names]
+
+
+def files(inv: Inventory, host: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """`certs --host`: the certificate and key files at ``paths`` on that server, read there (bounded) over SSH:
+    each {"data": text}, {"missing": True} or {"error": why}."""
+    with _naming(host):
+        return _answer(_probe(inv, host, {"kind": "files", "files": sorted(set(paths))}, PROBE_TIMEOUT), host, "files")
 
 
 def observe(inv: Inventory, host: str, apps: list[AppSpec], cpu_interval: float,

@@ -7,9 +7,15 @@ and `certs --host` read the server itself over the status path's SSH connection.
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+
 import pytest
 
+from tests.harness import V1_CGROUP as V1, remove_cgroups, require_cgroup_v1
 from tests.integration.test_multihost import Fleet, fleet  # noqa: F401 - the fixture
+from tests.pki import CA
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +73,58 @@ def test_plan_offline_uses_the_last_deploys_record_with_the_server_down(fleet: F
     assert unknown.returncode == 2
     assert "did not finish as planned (`false` failed on host 'web2'" in unknown.stdout
     assert "so its state is not known here: planned against an empty host" in unknown.stdout
+
+
+def test_limits_and_certs_host_read_that_server_over_ssh(fleet: Fleet) -> None:  # noqa: F811
+    """After a deploy as root (its own user, a v1 cgroup with the inventory's limits, its certificate shipped),
+    `limits --host` shows that server's cgroup and `certs --host` the certificate deploy shipped there, both read
+    there over SSH; a FIFO in place of the key there is refused without blocking; a server that cannot be reached
+    is named (exit 1). (The test's server is this machine through its own sshd.)"""
+    require_cgroup_v1()
+    tag = secrets.token_hex(3)
+    parent, user = f"hostctl-ol-{tag}", f"hco-{tag}"
+    fleet.settings.update({"isolation": {"users": "per-customer"}, "cgroup": {"mode": "v1", "parent": parent}})
+    fleet.add_host("web")
+    fleet.add_host("gone")
+    fleet.ssh.stop_one("gone")
+    box = fleet.box
+    cert, key = CA.create("hostctl offline CA").write(box.root / "tls", "acme", ["acme.example"])  # on this machine
+    shipped = fleet.root("web") / "state" / "certs" / "acme_web"  # where deploy puts its copy on 'web'
+    app = box.echo_app(["acme.example"], tls={"certificate": str(cert), "key": str(key)})
+    box.write_customer("acme", {"host": "web", "user": user, "limits": {"memory": "64M", "pids": 64}, "apps": {"web": app}})
+    box.write_customer("initech", {"host": "gone", "apps": {"web": box.echo_app(["initech.example"])}})
+    try:
+        fleet.deploy("--create-users", "--host", "web")
+        assert os.path.isfile(f"{V1}/memory/{parent}/acme/memory.limit_in_bytes")
+        assert (shipped / "fullchain.pem").read_bytes() == cert.read_bytes()
+
+        limits = box.hostctl("limits", "--host", "web")
+        lines = limits.stdout.splitlines()
+        assert lines[0].startswith(f"host 'web': cgroup v1 ({V1}/memory, {V1}/cpu, {V1}/pids): one cgroup per customer "
+                                   f"under '{parent}/'"), limits.stdout
+        assert lines[1].split()[:3] == ["CUSTOMER", "MEMORY", "LIMIT"]
+        row = lines[2].split()
+        assert (row[0], row[2], row[5]) == ("acme", "64.0M", "0/64"), limits.stdout  # no process in it yet
+        assert len(lines) == 3  # initech lives on 'gone'
+
+        listed = box.hostctl("certs", "--host", "web")
+        head, line = listed.stdout.splitlines()[:2]
+        assert head.split()[:3] == ["CERTIFICATE", "CUSTOMER", "SOURCE"]
+        assert line.split()[:3] == ["acme_web", "acme", "provided"] and "hostctl offline CA" in line and line.endswith("ok"), listed.stdout
+
+        (shipped / "privkey.pem").unlink()
+        os.mkfifo(shipped / "privkey.pem")  # a FIFO where the key is read there: refused, never opened for a blocking read
+        fifo = box.hostctl("certs", "--host", "web", timeout=120)
+        assert "the key" in fifo.stdout and "is not a regular file on host 'web'" in fifo.stdout, fifo.stdout
+
+        down = box.hostctl("limits", "--host", "gone", check=False)
+        assert down.returncode == 1 and "Error: host 'gone': cannot connect to root@127.0.0.1:" in down.stderr, down.stderr
+        fleet.ssh.stop_one("web")  # the same commands once 'web' cannot be reached: they read nothing here instead
+        for command in (("limits", "--host", "web"), ("certs", "--host", "web")):
+            down = box.hostctl(*command, check=False)
+            assert down.returncode == 1 and "Error: host 'web': cannot connect to root@127.0.0.1:" in down.stderr, down.stderr
+        unknown = box.hostctl("limits", "--host", "nope", check=False)
+        assert unknown.returncode == 1 and "unknown host 'nope'; hosts in hostctl.yaml: gone, web." in unknown.stderr
+    finally:
+        remove_cgroups(f"{V1}/{c}/{parent}{leaf}" for c in ("memory", "cpu", "pids") for leaf in ("/acme", ""))
+        subprocess.run(["userdel", user], capture_output=True)
