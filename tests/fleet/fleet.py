@@ -140,7 +140,7 @@ def install_system_files(guest: Guest) -> None:
               "systemctl enable --now hostctl-emperor && nginx -t && systemctl reload nginx")
 
 
-REBOOT_LIMIT = 300.0  # seconds from `systemctl reboot` until every customer answers (TCG on 2 shared cores: 25-120 s to SSH)
+REBOOT_LIMIT = 600.0  # seconds from `systemctl reboot` until every customer answers (TCG on 2 shared cores: 25-300+ s to SSH)
 
 
 def reboot_to_served(guest: Guest, domains: list[str], limit: float = REBOOT_LIMIT) -> float:

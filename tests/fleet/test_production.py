@@ -161,3 +161,19 @@ def test_after_a_reboot_every_customer_answers_with_no_command_run(prod: Guest) 
         assert get_json(prod, f"{name}.example")["cgroup"].strip() == f"0::/hostctl/{name}"
     assert cgroup_file(prod, "alpha", "memory.max").strip() == str(64 << 20)
 
+
+def test_after_a_reboot_with_one_customers_state_broken_the_others_come_back(prod: Guest) -> None:
+    # alpha's log directory replaced by a file: alpha cannot start, but must not keep beta down
+    prod.run("rm -rf /var/log/hostctl/alpha && echo broken > /var/log/hostctl/alpha")
+    seconds = reboot_to_served(prod, ["beta.example"])
+    figure("reboot to served with one customer broken", f"{seconds:.1f} s")
+    assert get_json(prod, "beta.example")["uid"] != 0
+    # the boot-time restore (before nginx) set alpha's server block aside: nginx started for beta
+    journal = prod.run("journalctl -b -u hostctl-restore --no-pager -o cat").stdout
+    assert "alpha: FAILED" in journal and "set aside" in journal, journal[-3000:]
+    assert prod.run("test -f /var/lib/hostctl/held/alpha_web.conf && systemctl is-active nginx").stdout.strip() == "active"
+    # the operator repairs alpha; the next apply brings it back
+    prod.run("rm /var/log/hostctl/alpha")
+    hostctl(prod, "apply")
+    assert wait_served(prod, "alpha.example", timeout=240)["cgroup"].strip() == "0::/hostctl/alpha"
+    assert get_json(prod, "beta.example")["uid"] != 0
