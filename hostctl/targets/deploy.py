@@ -448,6 +448,18 @@ def order_certificates(deployment: Deployment, outcomes: dict[str, HostOutcome])
     return sorted(set(got))
 
 
+def settled_until(deployment: Deployment, outcomes: dict[str, HostOutcome]) -> dict[str, float | None]:
+    """How long each host's TLS stays as deployed (epoch seconds; 0: a customer is held for its certificate)."""
+    out: dict[str, float | None] = {}
+    for name, found in deployment.host_certs.items():
+        outcome = outcomes.get(name)
+        if found.held or (outcome is not None and outcome.no_certificate):
+            out[name] = 0.0
+        elif found.settle_by is not None:
+            out[name] = found.settle_by.timestamp()
+    return out
+
+
 def _run(deployment: Deployment, names: list[str], work: Callable[[str], HostOutcome],
          outcomes: dict[str, HostOutcome]) -> None:
     results = ssh.each_host(names, work)
@@ -518,8 +530,9 @@ def deploy(root: Path | str, hosts: list[str] | tuple[str, ...] = (), dry_run: b
     if handed and not dry_run:
         customers.save_host_purges(inv.settings.state_dir, {c: v for c, v in deployment.purges.items() if c not in handed})
     if not dry_run:  # a dry run changes nothing: what the hosts hold is still what the last deploy expected
-        deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync, deployment.digests_expected)
-        deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings})
+        until = settled_until(deployment, outcomes)
+        deploycache.remember(root, inputs.fingerprint, deployment.listings, deployment.in_sync, deployment.digests_expected, until)
+        deploycache.remember_hosts(root, {n: (deployment.host_fps[n], deployment.digests_expected[n]) for n in deployment.listings}, until)
         _remember_states(root, deployment, outcomes)
     if dry_run:
         moves = {c: (source, target) for source, o in outcomes.items() for c, target in o.held.items()}

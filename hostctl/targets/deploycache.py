@@ -15,6 +15,13 @@ rendered either.
 
 Each host's state after the last deploy from this machine (its listing and facts) is
 kept too (``remember_state``): `plan --host NAME --offline` plans against it with no SSH.
+
+TLS adds inputs outside the customer files and a clock: a customer with
+``tls:`` has the certificate files it names and this machine's ``tls.cert_dir``
+mixed in (by inode, size and mtime), and a host's record holds only until its
+first certificate expires or comes due for renewal (``until``); a host left with
+a customer held for its certificate is not recorded at all, so the next deploy
+reports it and tries again.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import hostctl
 
@@ -104,23 +112,51 @@ def inputs(root: str) -> Inputs:
             shared.update(f"\0code/{path.relative_to(_CODE)}\0".encode())
             shared.update(path.read_bytes())
     customers = dict(_files(os.path.join(root, CUSTOMERS), CUSTOMERS))
-    return Inputs(shared.hexdigest(), {rel: _with_env_file(root, rel, digest) for rel, digest in customers.items()})
+    cert_dir: list[str] = []  # computed once, when a customer has tls:
+
+    def certificates() -> str:
+        if not cert_dir:
+            from hostctl.inventory import placement
+
+            settings = placement.peek_settings(root)
+            cert_dir.append(_tree(os.path.join(root, settings.tls.cert_dir if settings else "certs")))
+        return cert_dir[0]
+
+    return Inputs(shared.hexdigest(), {rel: _with_env_file(root, rel, digest, certificates) for rel, digest in customers.items()})
 
 
 _ENV_FILE = re.compile(rb"^env_file:[ \t]*['\"]?([^'\"\n#]+?)['\"]?[ \t]*(?:#.*)?$", re.M)
 
 
 _TLS = re.compile(rb"^[ \t]+tls:", re.M)
+_TLS_FILE = re.compile(rb"\b(?:certificate|key):[ \t]*['\"]?([^'\",}\s#]+)")  # block or flow style; extra matches only cost speed
 
 
-def _with_env_file(root: str, rel: str, digest: str) -> str:
-    """A customer file's digest, with the bytes of the ``env_file:`` it names mixed in (its secrets render too).
+def _stat(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}\0missing"
+    return f"{path}\0{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
-    A customer with ``tls:`` gets a digest no later run matches: its host is always rendered, because
-    what it serves also depends on certificate files on this machine and on the clock (ACME renewals)."""
+
+def _tree(top: str) -> str:
+    """Every file under ``top``, by stat (the ACME certificates this machine keeps)."""
+    digest = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(files):
+            digest.update(f"\0{_stat(os.path.join(dirpath, name))}".encode())
+    return digest.hexdigest()
+
+
+def _with_env_file(root: str, rel: str, digest: str, certificates: Callable[[], str] = lambda: "") -> str:
+    """A customer file's digest, with the bytes of the ``env_file:`` it names mixed in (its secrets render too),
+    and with ``tls:``, the certificate files it names and ``certificates()`` (this machine's cert_dir)."""
     data = _bytes(os.path.join(root, rel))
     if _TLS.search(data):
-        digest = hashlib.sha256(f"{digest}\0tls\0{os.urandom(16).hex()}".encode()).hexdigest()
+        named = "\0".join(_stat(os.path.join(root, os.fsdecode(m.group(1)))) for m in _TLS_FILE.finditer(data))
+        digest = hashlib.sha256(f"{digest}\0tls\0{certificates()}\0{named}".encode()).hexdigest()
     match = _ENV_FILE.search(data)
     if not match:
         return digest
@@ -146,35 +182,60 @@ def expected_digests(root: str, fp: str) -> dict[str, str]:
         return {}
     if not isinstance(data, dict) or data.get("fingerprint") != fp or not isinstance(data.get("digests"), dict):
         return {}
-    return {str(k): str(v) for k, v in data["digests"].items()}
+    until = data.get("until") if isinstance(data.get("until"), dict) else {}
+    now = time.time()
+    return {str(k): str(v) for k, v in data["digests"].items() if not (isinstance(until.get(k), (int, float)) and until[k] <= now)}
 
 
 def remember(root: str, fp: str, listings: dict[str, str], known: dict[str, str] | None = None,
-             answers: dict[str, str] | None = None) -> None:
+             answers: dict[str, str] | None = None, until: dict[str, float | None] | None = None) -> None:
     """Record each host's expected state listing for fingerprint ``fp``: its digest, and the text. Best effort.
 
     The texts let the next deploy skip reading a host in full when the host still
     answers that digest (the inventory changed, the host did not). ``known``: digests
     of hosts not rendered this time (they were in sync), recorded for ``fp`` too.
+    ``until``: a host's record holds until then (epoch seconds; None: no limit; 0: not at all).
     """
     digests = answers if answers is not None else {host: hashlib.sha256(text.encode()).hexdigest() for host, text in listings.items()}
     merged = {**expected_digests(root, fp), **(known or {}), **digests}
-    _write(_path(root), json.dumps({"fingerprint": fp, "digests": merged}))
+    records = _hosts(_path(root).with_suffix(".hosts.json"))  # hosts not rendered now keep the limit recorded for them
+    kept = {h: float(r[2]) for h in (known or {}) if isinstance(r := records.get(h), list) and len(r) == 3 and isinstance(r[2], (int, float))}
+    limits = {**_until(root, fp), **kept, **(until or {})}
+    limits = {h: t for h, t in limits.items() if t is not None and h in merged}
+    for host in [h for h, t in limits.items() if t <= time.time()]:
+        merged.pop(host, None)
+    _write(_path(root), json.dumps({"fingerprint": fp, "digests": merged, "until": {h: t for h, t in limits.items() if h in merged}}))
     for host, text in listings.items():
         _write(_listing_path(root, host), text)
 
 
-def remember_hosts(root: str, records: dict[str, tuple[str, str]]) -> None:
-    """Record ``{host: (host fingerprint, expected digest)}`` (merged with the hosts recorded before)."""
+def _until(root: str, fp: str) -> dict[str, float]:
+    try:
+        data = json.loads(_path(root).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("fingerprint") != fp or not isinstance(data.get("until"), dict):
+        return {}
+    return {str(h): float(t) for h, t in data["until"].items() if isinstance(t, (int, float))}
+
+
+def remember_hosts(root: str, records: dict[str, tuple[str, str]], until: dict[str, float | None] | None = None) -> None:
+    """Record ``{host: (host fingerprint, expected digest)}`` (merged with the hosts recorded before);
+    ``until`` as for ``remember``."""
     path = _path(root).with_suffix(".hosts.json")
-    merged = {**_hosts(path), **{h: list(v) for h, v in records.items()}}
+    limits = until or {}
+    merged = {**_hosts(path), **{h: [*v, limits[h]] if limits.get(h) is not None else list(v) for h, v in records.items()}}
     _write(path, json.dumps(merged))
 
 
 def host_digest(root: str, host: str, host_fp: str) -> str | None:
     """The digest ``host`` should answer if its files were rendered from inputs with fingerprint ``host_fp``."""
     record = _hosts(_path(root).with_suffix(".hosts.json")).get(host)
-    return record[1] if isinstance(record, list) and len(record) == 2 and record[0] == host_fp else None
+    if not isinstance(record, list) or len(record) not in (2, 3) or record[0] != host_fp:
+        return None
+    if len(record) == 3 and (not isinstance(record[2], (int, float)) or record[2] <= time.time()):
+        return None
+    return record[1]
 
 
 def _hosts(path: Path) -> dict:

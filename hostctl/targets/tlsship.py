@@ -37,9 +37,13 @@ class HostCerts:
     certs: list[ShippedCert] = field(default_factory=list)
     held: list[Rejection] = field(default_factory=list)  # operators' certificates that cannot be used
     acme: list[CertSpec] = field(default_factory=list)  # the host's ACME certificates, where the control machine keeps them
+    settle_by: dt.datetime | None = None  # when what is served here must be decided again (an expiry, a renewal due)
+
+    def due(self, when: dt.datetime) -> None:
+        self.settle_by = when if self.settle_by is None else min(self.settle_by, when)
 
 
-def _read(spec: CertSpec, now: dt.datetime) -> tuple[bytes, bytes, frozenset[str]] | str:
+def _read(spec: CertSpec, now: dt.datetime) -> tuple[bytes, bytes, certs.CertFacts] | str:
     """(chain, key, names) when usable for all of the app's domains (ACME: for some), else why not."""
     try:
         chain = boundedio.read_regular(spec.certificate, certs.PEM_MAX)
@@ -58,7 +62,7 @@ def _read(spec: CertSpec, now: dt.datetime) -> tuple[bytes, bytes, frozenset[str
     uncovered = [d for d in spec.domains if not tls.covers(facts.names, d)]
     if len(uncovered) == len(spec.domains) or (uncovered and spec.source == "provided"):
         return f"it does not cover {', '.join(uncovered)} (it covers {', '.join(sorted(facts.names)) or 'no names'})"
-    return chain, key, facts.names
+    return chain, key, facts
 
 
 def for_host(inv: Inventory, view: Inventory, now: dt.datetime) -> HostCerts:
@@ -76,9 +80,13 @@ def for_host(inv: Inventory, view: Inventory, now: dt.datetime) -> HostCerts:
         if isinstance(found, str):
             if local.source == "provided":
                 out.held.append(Rejection(app.customer, local.certificate, f"its certificate cannot be used: {found}"))
+            out.due(now)
             continue
-        chain, key, names = found
-        out.ready[on_host.certificate] = names
+        chain, key, facts = found
+        assert facts.not_after is not None
+        renew = dt.timedelta(days=inv.settings.tls.renew_days) if local.source == "acme" else dt.timedelta()
+        out.due(now if len(facts.names) and any(not tls.covers(facts.names, d) for d in local.domains) else facts.not_after - renew)
+        out.ready[on_host.certificate] = facts.names
         out.shipped[on_host.certificate] = sha256(chain + b"\0" + key)[:STAMP_CHARS]
         out.certs.append(ShippedCert(local.name, app.customer, chain.decode("latin-1"), key.decode("latin-1")))
     return out

@@ -145,3 +145,33 @@ def test_prune_removes_only_certificate_directories_hostctl_wrote_and_no_longer_
     assert tlsfiles.prune(str(cert_dir), {"alpha_web"}) == ["beta_web"]
     assert sorted(os.listdir(cert_dir)) == ["alpha_web", "gone_web", "other"]
     assert tlsfiles.prune(str(tmp_path / "missing"), set()) == [] and not (tmp_path / "missing").exists()
+
+
+def test_deploy_cache_sees_certificate_files_and_holds_a_hosts_record_only_until_its_first_certificate_is_due(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from hostctl.targets import deploycache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ca = CA.create()
+    cert, key = ca.write(tmp_path / "own", "good", ["good.example"])
+    inv = _multihost(tmp_path, {"good": {"certificate": str(cert), "key": str(key)}, "plain": None})
+    root = str(inv.root)
+    before = deploycache.inputs(root)
+    ca.write(tmp_path / "own", "good", ["good.example"])  # the operator replaces the files; no inventory byte changes
+    after = deploycache.inputs(root)
+    assert before.customers["customers/good.yaml"] != after.customers["customers/good.yaml"]
+    assert before.customers["customers/plain.yaml"] == after.customers["customers/plain.yaml"]
+    (inv.root / "certs" / "fresh_web").mkdir(parents=True)
+    (inv.root / "certs" / "fresh_web" / "fullchain.pem").write_text("x")  # an ACME certificate this machine got
+    assert deploycache.inputs(root).customers["customers/good.yaml"] != after.customers["customers/good.yaml"]
+
+    fp = "f" * 64
+    deploycache.remember(root, fp, {"web": "a", "db": "b", "mail": "c"},
+                         until={"web": time.time() + 3600, "db": time.time() - 1, "mail": None})
+    assert sorted(deploycache.expected_digests(root, fp)) == ["mail", "web"]  # db's certificate came due
+    deploycache.remember_hosts(root, {"web": ("h1", "d1"), "db": ("h2", "d2"), "mail": ("h3", "d3")},
+                               {"web": time.time() + 3600, "db": 0.0, "mail": None})
+    assert deploycache.host_digest(root, "web", "h1") == "d1" and deploycache.host_digest(root, "mail", "h3") == "d3"
+    assert deploycache.host_digest(root, "db", "h2") is None  # a customer held for its certificate: render again
