@@ -19,12 +19,14 @@ root made for it and takes back ("seals") when the build is done.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import http.client
 import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -231,14 +233,74 @@ def exec_in(argv: list[str], env: dict, cwd: str | None):
 
 
 def shell(command: str, env: dict, cwd: str, timeout: float) -> int:
-    """As the customer already: ``/bin/sh -c command`` in ``cwd``, in its own process group, killed at ``timeout``."""
-    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdout=sys.stderr, start_new_session=True)
+    """As the customer already: ``/bin/sh -c command`` in ``cwd``, in its own session, killed at ``timeout``.
+
+    It gets no terminal of the operator's: stdin is /dev/null, and its output comes through a pipe that
+    this process relays with control characters escaped (``Relay``). The step ends when the shell does;
+    a daemon it left holding the pipe is not waited for.
+    """
+    read_fd, write_fd = os.pipe()
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise AgentError(f"{command!r} did not finish within {timeout:.0f} s") from None
+        proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=write_fd, stderr=write_fd, start_new_session=True)
+    finally:
+        os.close(write_fd)
+    relay = Relay(read_fd)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise AgentError(f"{command!r} did not finish within {timeout:.0f} s")
+            if not relay.pump(min(left, 0.2)):
+                time.sleep(min(left, 0.05))
+        relay.drain(RELAY_DRAIN)
+    finally:
+        relay.close()
+    return proc.returncode
+
+
+RELAY_DRAIN = 0.5  # seconds to pass on what a finished hook wrote; a daemon holding the pipe gets no more
+
+
+class Relay:
+    """The output of the customer's command, passed to our stderr with control characters shown as \\xNN."""
+
+    CONTROL = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.open = fd, True
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def pump(self, wait: float) -> bool:
+        """Pass on one chunk if one comes within ``wait`` seconds; False once the pipe is at its end."""
+        if not self.open:
+            return False
+        ready, _, _ = select.select([self.fd], [], [], wait)
+        if ready:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.open = False
+            self.write(self.decoder.decode(chunk, final=not chunk))
+        return self.open
+
+    def drain(self, limit: float) -> None:
+        end = time.monotonic() + limit
+        while self.open and time.monotonic() < end:
+            ready, _, _ = select.select([self.fd], [], [], 0.05)
+            if not ready:
+                return
+            self.pump(0)
+
+    def write(self, text: str) -> None:
+        if text:
+            sys.stderr.write(self.CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 # --- root-side reads (never through the customer's symlinks) --------------------------
