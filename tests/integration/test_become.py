@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import pwd
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.harness import Sandbox, Server, wait_for
-from tests.integration.test_deploy_engine import Remote, _cgroup_of, _skip_reason
+from tests.harness import Server, wait_for
+from tests.integration.test_deploy_engine import Remote, _cgroup_of
+from tests.integration.test_deploy_engine import remote  # noqa: F401 - the fixture: a host served by a real Emperor and nginx
 from tests.integration.test_status_remote import _follow_remote
-from tests.sshd import hosts_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    box, web = Sandbox(), Sandbox()
-    monkeypatch.setenv("XDG_CACHE_HOME", str(box.root / "cache"))
-    try:
-        with hosts_for(box) as ssh:
-            setup = Remote(box, web, ssh)
-            try:
-                yield setup
-            finally:
-                setup.teardown()
-    finally:
-        web.cleanup()
 
 
 def _log_in_as(remote: Remote, user: str, **host: object) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -23,82 +22,73 @@ from tests.harness import Sandbox, Server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def box() -> Iterator[Sandbox]:
-    sandbox = Sandbox()
-    try:
-        yield sandbox
-    finally:
-        sandbox.cleanup()
-
-
-def customers(box: Sandbox, beta: str = "v1") -> None:
+def customers(sandbox: Sandbox, beta: str = "v1") -> None:
     for name, greeting in (("alpha", "v1"), ("beta", beta)):
         domains = [f"{name}.example"] + ([f"www.{name}.example"] if greeting != "v1" else [])  # a server block change
-        box.write_customer(name, {"apps": {"web": box.echo_app(domains, env={"CUSTOMER": name, "GREETING": greeting})}})
+        sandbox.write_customer(name, {"apps": {"web": sandbox.echo_app(domains, env={"CUSTOMER": name, "GREETING": greeting})}})
 
 
-def break_log_dir(box: Sandbox, customer: str) -> Path:
+def break_log_dir(sandbox: Sandbox, customer: str) -> Path:
     """What the fleet test does as root: the customer's log directory replaced by a regular file."""
-    path = box.path("log") / customer
+    path = sandbox.path("log") / customer
     shutil.rmtree(path)
     path.write_text("broken\n")
     return path
 
 
-def test_apply_holds_back_a_customer_whose_directory_is_broken_and_the_neighbours_change_goes_live(box: Sandbox) -> None:
-    customers(box)
-    box.hostctl("apply")
-    server = Server(box)
+def test_apply_holds_back_a_customer_whose_directory_is_broken_and_the_neighbours_change_goes_live(sandbox: Sandbox) -> None:
+    customers(sandbox)
+    sandbox.hostctl("apply")
+    server = Server(sandbox)
     try:
         for name in ("alpha", "beta"):
             server.wait_json(f"{name}.example")
-        broken = break_log_dir(box, "alpha")
-        customers(box, beta="v2")
-        done = box.hostctl("apply", check=False)
+        broken = break_log_dir(sandbox, "alpha")
+        customers(sandbox, beta="v2")
+        done = sandbox.hostctl("apply", check=False)
         assert done.returncode == 1, done.stdout + done.stderr  # alpha is held back: not a success
         said = done.stdout + done.stderr
         assert f"alpha: its directories: {broken} is not a directory hostctl can use" in said, said
         assert "alpha: " in said and "its live server blocks fail nginx -t on their own" in said, said
         assert server.wait_json("beta.example", lambda d: d["greeting"] == "v2")["customer"] == "beta"
         assert server.get_json("www.beta.example")["customer"] == "beta"  # beta's new server block is live
-        assert not (box.path("nginx") / "alpha_web.conf").exists()  # set aside: nginx's next reload or start works
-        assert (box.path("state") / "held" / "alpha_web.conf").is_file()
+        assert not (sandbox.path("nginx") / "alpha_web.conf").exists()  # set aside: nginx's next reload or start works
+        assert (sandbox.path("state") / "held" / "alpha_web.conf").is_file()
         server.wait_unserved("alpha.example")
         # the operator repairs it; the next apply brings alpha back
         broken.unlink()
-        again = box.hostctl("apply")
+        again = sandbox.hostctl("apply")
         assert "alpha" in again.stdout, again.stdout
         assert server.wait_json("alpha.example", timeout=60)["customer"] == "alpha"
         assert server.get_json("beta.example")["greeting"] == "v2"
-        assert box.hostctl("plan", "--exit-code", "--no-diff", check=False).returncode == 0
+        assert sandbox.hostctl("plan", "--exit-code", "--no-diff", check=False).returncode == 0
     finally:
         server.stop()
 
 
-def test_after_a_reboot_with_one_customers_directory_broken_nginx_starts_for_the_others(box: Sandbox) -> None:
-    customers(box)
-    box.hostctl("apply")
-    server = Server(box)
+def test_after_a_reboot_with_one_customers_directory_broken_nginx_starts_for_the_others(sandbox: Sandbox) -> None:
+    customers(sandbox)
+    sandbox.hostctl("apply")
+    server = Server(sandbox)
     try:
         for name in ("alpha", "beta"):  # both started (a vassal still starting is slow to stop)
             server.wait_json(f"{name}.example", timeout=60)
     finally:
         server.stop()
     # "reboot": /run is empty; alpha's log directory is a regular file
-    for entry in box.path("run").iterdir():
+    for entry in sandbox.path("run").iterdir():
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    broken = break_log_dir(box, "alpha")
-    restored = box.hostctl("restore", "--state-dir", str(box.path("state")), check=False)
+    broken = break_log_dir(sandbox, "alpha")
+    restored = sandbox.hostctl("restore", "--state-dir", str(sandbox.path("state")), check=False)
     assert restored.returncode == 1, restored.stdout + restored.stderr
     assert "alpha: FAILED" in restored.stderr and "Not a directory" in restored.stderr, restored.stderr
-    assert (box.path("state") / "held" / "alpha_web.conf").is_file()
-    server = Server(box)  # before the fix: nginx could not start (alpha's access log), `hostctl serve` exited
+    assert (sandbox.path("state") / "held" / "alpha_web.conf").is_file()
+    server = Server(sandbox)  # before the fix: nginx could not start (alpha's access log), `hostctl serve` exited
     try:
         assert server.wait_json("beta.example", timeout=60)["customer"] == "beta"
         assert server.unserved("alpha.example")
         broken.unlink()
-        box.hostctl("apply")
+        sandbox.hostctl("apply")
         assert server.wait_json("alpha.example", timeout=60)["customer"] == "alpha"
     finally:
         server.stop()

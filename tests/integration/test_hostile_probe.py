@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Iterator
 
 import pytest
 
@@ -36,29 +35,20 @@ def application(environ, start_response):
 '''
 
 
-@pytest.fixture
-def box() -> Iterator[Sandbox]:
-    sandbox = Sandbox()
-    try:
-        yield sandbox
-    finally:
-        sandbox.cleanup()
-
-
-def test_a_never_ending_probe_answer_does_not_hold_apply(box: Sandbox) -> None:
-    (box.apps / "drip.py").write_text(DRIP)
-    app = {"domains": ["drip.example"], "wsgi": str(box.apps / "drip.py"), "threads": 2,
+def test_a_never_ending_probe_answer_does_not_hold_apply(sandbox: Sandbox) -> None:
+    (sandbox.apps / "drip.py").write_text(DRIP)
+    app = {"domains": ["drip.example"], "wsgi": str(sandbox.apps / "drip.py"), "threads": 2,
            "harakiri": 0}  # long requests are the customer's to ask for (0: no harakiri)
-    box.write_customer("drip", {"apps": {"web": app}})
-    box.hostctl("apply")
-    server = Server(box)
+    sandbox.write_customer("drip", {"apps": {"web": app}})
+    sandbox.hostctl("apply")
+    server = Server(sandbox)
     try:
         server.wait_status("drip.example", 200, timeout=30)
-        box.write_customer("drip", {"apps": {"web": {**app, "env": {"V": "2"},
+        sandbox.write_customer("drip", {"apps": {"web": {**app, "env": {"V": "2"},
                                                       "probe": {"path": "/health", "status": 200, "timeout": 3}}}})
         started = time.monotonic()
         try:
-            out = box.hostctl("apply", check=False, timeout=150)
+            out = sandbox.hostctl("apply", check=False, timeout=150)
         except subprocess.TimeoutExpired:
             pytest.fail(f"apply was still probing the customer's never-ending answer after {time.monotonic() - started:.0f} s "
                         "(probe timeout: 3 s), holding the apply lock")
