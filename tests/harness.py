@@ -323,3 +323,24 @@ def tear_down(box: Sandbox, server: "Server | None" = None, users: Iterable[str]
             failed = failed or exc
     if failed is not None:
         raise failed
+
+
+def operator_nginx(ops: Path, port: int, hostctl_nginx: Path) -> str:
+    """The operator's own nginx configuration in ``ops``: its vhost for panel.hosting.test on ``port``
+    (``ops/sites/panel``, server_name on line 2) beside hostctl's server blocks in ``hostctl_nginx``,
+    with what hostctl's include defines in production. Answers the `nginx -t` command that reads it."""
+    (ops / "sites").mkdir(parents=True)
+    (ops / "sites" / "panel").write_text(
+        f"# the operator's own vhost\nserver {{\n    listen {port};\n    server_name panel.hosting.test;\n"
+        "    return 200 'panel';\n}\n")
+    (ops / "nginx.conf").write_text(f"""pid {ops}/nginx.pid;
+error_log stderr;
+events {{ }}
+http {{
+    access_log off;
+    limit_conn_zone $server_name zone=hostctl_conn:10m;  # what hostctl's include defines in production
+    include {ops}/sites/*;
+    include {hostctl_nginx}/*.conf;
+}}
+""")
+    return f"nginx -t -q -p {ops} -c {ops}/nginx.conf -e stderr"

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.harness import APPS, Server, wait_for
+from tests.harness import APPS, Server, operator_nginx, wait_for
 from tests.integration.test_deploy_engine import CONTROLLERS, Remote, remote  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
@@ -131,23 +131,10 @@ def test_deploy_holds_back_a_domain_another_nginx_server_of_the_host_serves(remo
     evil's block for the operator's own panel.hosting.test went live there next to the operator's vhost
     (`nginx -t -q` only warns "conflicting server name", and -q hides it)."""
     ops = remote.web.root / "ops-nginx"
-    (ops / "sites").mkdir(parents=True)
-    (ops / "sites" / "panel").write_text(
-        f"# the operator's own vhost on the host\nserver {{\n    listen {remote.web.port};\n    server_name panel.hosting.test;\n"
-        "    return 200 'panel';\n}\n")
-    (ops / "nginx.conf").write_text(f"""pid {ops}/nginx.pid;
-error_log stderr;
-events {{ }}
-http {{
-    access_log off;
-    limit_conn_zone $server_name zone=hostctl_conn:10m;  # what hostctl's include defines in production
-    include {ops}/sites/*;
-    include {remote.web.root / 'nginx'}/*.conf;
-}}
-""")
+    test_command = operator_nginx(ops, remote.web.port, remote.web.root / "nginx")
     # the host's live configuration (what `nginx -t`/`-T` read there) has the operator's vhost; the serving nginx
     # of this test is `hostctl serve`'s, reloaded as before
-    remote.settings["hosts"]["web"]["nginx"]["test_command"] = f"nginx -t -q -p {ops} -c {ops}/nginx.conf -e stderr"
+    remote.settings["hosts"]["web"]["nginx"]["test_command"] = test_command
     remote.box.write_settings(remote.settings)
     remote.customer("alpha")
     remote.server = server = Server(remote.web)

@@ -25,7 +25,7 @@ import yaml
 from hostctl.targets import scaffold
 from hostctl.render import templates
 from hostctl.inventory.schema import Settings
-from tests.harness import Sandbox, free_port, wait_for
+from tests.harness import Sandbox, free_port, operator_nginx, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -155,21 +155,7 @@ def test_a_domain_another_nginx_server_serves_is_refused_with_its_file_and_line(
     """Old code: `nginx -t -q` exited 0 (nginx only warns "conflicting server name ... ignored") and the
     customer's block went live next to the operator's vhost, and one of the two lost its visitors."""
     ops = sandbox.path("ops-nginx")
-    (ops / "sites").mkdir(parents=True)
-    (ops / "sites" / "panel").write_text(
-        f"# the operator's own vhost\nserver {{\n    listen {sandbox.port};\n    server_name panel.hosting.test;\n"
-        "    return 200 'panel';\n}\n")
-    (ops / "nginx.conf").write_text(f"""pid {ops}/nginx.pid;
-error_log stderr;
-events {{ }}
-http {{
-    access_log off;
-    limit_conn_zone $server_name zone=hostctl_conn:10m;  # what hostctl's include defines in production
-    include {ops}/sites/*;
-    include {sandbox.path('nginx')}/*.conf;
-}}
-""")
-    test_command = f"nginx -t -q -p {ops} -c {ops}/nginx.conf -e stderr"
+    test_command = operator_nginx(ops, sandbox.port, sandbox.path("nginx"))
     settings = yaml.safe_load((sandbox.inventory / "hostctl.yaml").read_text())
     settings["nginx"].update(test_command=test_command, reload_command="true")
     sandbox.write_settings(settings)
