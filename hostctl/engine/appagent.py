@@ -262,13 +262,22 @@ def shell(command: str, env: dict, cwd: str, timeout: float) -> int:
     return proc.returncode
 
 
+CONTROL = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]")  # C0 but newline and tab, DEL, C1
+
+
+def for_terminal(text: str) -> str:
+    """``text`` with every control character but newline and tab shown as ``\\xNN``, as journalctl does.
+
+    What a customer's code printed (hook output, its logs) may hold escape sequences that retitle,
+    redraw or, in some terminal emulators, answer into root's terminal. ``hostctl logs`` uses this too."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 RELAY_DRAIN = 0.5  # seconds to pass on what a finished hook wrote; a daemon holding the pipe gets no more
 
 
 class Relay:
     """The output of the customer's command, passed to our stderr with control characters shown as \\xNN."""
-
-    CONTROL = re.compile("[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]")
 
     def __init__(self, fd: int) -> None:
         self.fd, self.open = fd, True
@@ -296,7 +305,7 @@ class Relay:
 
     def write(self, text: str) -> None:
         if text:
-            sys.stderr.write(self.CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+            sys.stderr.write(for_terminal(text))
             sys.stderr.flush()
 
     def close(self) -> None:

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable
 
 from hostctl.render import layout
+from hostctl.engine.appagent import CONTROL, for_terminal  # noqa: F401 - `hostctl logs` shows them escaped too
 from hostctl.engine.core import securefs
 from hostctl.errors import HostctlError
 from hostctl.inventory.spec import AppSpec, Inventory
 
 BLOCK = 8192
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but newline and tab, DEL, C1
 TAIL_MAX = 1 << 20  # the last lines come from at most this many bytes at the end of a file
 READ_MAX = 1 << 20  # a follower reads at most this much per file per round
 
@@ -65,15 +64,6 @@ def log_files(inv: Inventory, customer: str, app: str | None = None, nginx: bool
         else:
             out.append(LogFile(f"{customer}/{a.name}", paths.log, inv.settings.log_dir))
     return out
-
-
-def for_terminal(text: str) -> str:
-    """``text`` with every control character but newline and tab shown as ``\\xNN``, as journalctl does.
-
-    A log holds what the customer's app wrote (and, where it logs request paths, what any
-    visitor sent): on root's terminal, raw escape sequences retitle it, redraw it, hide
-    lines behind a carriage return or, in some terminal emulators, answer into its input."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def last_lines(fh: BinaryIO, n: int) -> tuple[list[bytes], int]:
